@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - exercised only without zlib-ng install
 LEVEL = 6
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _IEND = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
-_BATCH_PIXEL_BYTES = 4 << 20  # bounds the int16 temporaries of the filter search
+_BATCH_PIXEL_BYTES = 1 << 20  # bounds the int16 temporaries of the filter search
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

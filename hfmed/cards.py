@@ -1,23 +1,49 @@
 """The dataset card (``README.md``) of a built folder.
 
-The card is derived from what is on disk: every complete config folder, its shards' schemas and
-row counts. Nothing else is remembered between builds, so adding a config, rebuilding one, or
-recovering from a killed build always yields the same card for the same shards.
+The card is derived from what is on disk: every complete config folder, its shards' schemas,
+row counts and label columns, plus the hand-written sources under ``dataset_cards/`` (a Jinja
+template per collection and a prose file per subset or dataset). Nothing else is remembered
+between builds, so adding a config, rebuilding one, or recovering from a killed build always
+yields the same card for the same shards.
+
+Rendering goes through ``huggingface_hub.DatasetCard.from_template`` so that the YAML header is
+written by the same code the Hub's own tools use; the Hub metadata (license, task, size, tags)
+is computed from the built configs, never typed in by hand.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
+from typing import Any, Callable
 
+import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from datasets import Features
+from datasets import ClassLabel, Features, List
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from hfmed import __version__, montage
 from hfmed.builder import SPLITS
 from hfmed.errors import UserError
 from hfmed.features import read_metadata
+
+# size_categories buckets of the Hub, by upper bound on the number of rows (datasets'
+# utils/resources/size_categories.json holds the same names).
+SIZE_CATEGORIES = [
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+    (10**9, "100M<n<1B"),
+    (10**10, "1B<n<10B"),
+    (10**11, "10B<n<100B"),
+    (10**12, "100B<n<1T"),
+]
 
 
 @dataclass
@@ -35,6 +61,10 @@ class ConfigSummary:
     features: Features
     meta: dict
     splits: list[SplitSummary]
+
+    @property
+    def num_examples(self) -> int:
+        return sum(s.num_examples for s in self.splits)
 
 
 def _split_of(path: Path) -> str:
@@ -68,10 +98,328 @@ def scan(out_dir: str | Path) -> list[ConfigSummary]:
     return found
 
 
-def card_data(configs: list[ConfigSummary], default: str | None) -> DatasetCardData:
-    """The YAML header: one entry per config under `configs` and `dataset_info`."""
-    names = [c.name for c in configs]
-    default = default if default in names else (names[0] if names else None)
+# --- measured facts -------------------------------------------------------------------------
+
+
+@dataclass
+class LabelCounts:
+    """Rows per class and split of one label column (multi-label: rows having the label)."""
+
+    column: str
+    names: list[str]
+    multi_label: bool
+    splits: list[str]
+    counts: list[list[int]]  # [class id][split]
+    empty: list[int] | None  # multi-label only: rows with no label, per split
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [{"id": i, "name": n, "counts": self.counts[i]} for i, n in enumerate(self.names)]
+
+
+def label_columns(features: Features) -> list[tuple[str, ClassLabel, bool]]:
+    """(column, ClassLabel, multi-label) of every label column, in feature order."""
+    out = []
+    for name, f in features.items():
+        if isinstance(f, ClassLabel):
+            out.append((name, f, False))
+        elif isinstance(f, List) and isinstance(f.feature, ClassLabel):
+            out.append((name, f.feature, True))
+    return out
+
+
+def label_counts(config: ConfigSummary) -> dict[str, LabelCounts]:
+    """Count every label column of every split from the shards (only those columns are read)."""
+    result = {}
+    split_names = [s.name for s in config.splits]
+    for column, label, multi in label_columns(config.features):
+        k = label.num_classes
+        per_split, empty = [], []
+        for s in config.splits:
+            counts = np.zeros(k, dtype=np.int64)
+            none = 0
+            for path in s.files:
+                values = pq.read_table(path, columns=[column]).column(column)
+                if multi:
+                    none += int(pc.sum(pc.equal(pc.list_value_length(values), 0)).as_py() or 0)
+                    values = pc.list_flatten(values)
+                ids = values.to_numpy(zero_copy_only=False)
+                ids = ids[(ids >= 0) & (ids < k)]
+                counts += np.bincount(ids.astype(np.int64), minlength=k)
+            per_split.append(counts)
+            empty.append(none)
+        table = [[int(per_split[j][i]) for j in range(len(split_names))] for i in range(k)]
+        result[column] = LabelCounts(column, list(label.names), multi, split_names, table, empty if multi else None)
+    return result
+
+
+def size_category(rows: int) -> str:
+    for bound, name in SIZE_CATEGORIES:
+        if rows < bound:
+            return name
+    return "n>1T"
+
+
+def source_text(collection: str, *parts: str) -> str:
+    """A hand-written card source shipped in the ``dataset_cards`` package."""
+    node = resources.files("dataset_cards").joinpath(collection, *parts)
+    try:
+        return node.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"card source dataset_cards/{collection}/{'/'.join(parts)} is missing; reinstall hfmed") from None
+
+
+# --- collections ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CardContext:
+    """What a collection's template variables are computed from."""
+
+    configs: list[ConfigSummary]
+    default: str | None
+    repo_id: str
+    montages: dict[str, str]  # config name -> repository path of its montage PNG
+
+
+@dataclass(frozen=True)
+class CollectionCard:
+    """What the card of one collection needs beyond the measured facts."""
+
+    pretty_name: str
+    tags: tuple[str, ...]
+    license_of: Callable[[ConfigSummary], str]  # Hub license id of one config
+    variables: Callable[[CardContext], dict[str, Any]]
+    montage_configs: Callable[[list[ConfigSummary]], list[ConfigSummary]]  # the configs whose montage the card shows
+
+
+def _splits(c: ConfigSummary) -> dict[str, int]:
+    return {s.name: s.num_examples for s in c.splits}
+
+
+# MedMNIST: facts from the registry (hfmed/facts/medmnist.yaml), prose from subsets/<flag>.md.
+
+
+def _medmnist_registry() -> dict:
+    from hfmed import facts
+
+    return facts.load("medmnist")
+
+
+def _medmnist_flag_size(config: ConfigSummary) -> tuple[str, int]:
+    from loading_scripts.medmnist import parse_config
+
+    return parse_config(config.name)
+
+
+def _medmnist_license(config: ConfigSummary) -> str:
+    return _medmnist_registry()["subsets"][_medmnist_flag_size(config)[0]]["license"]
+
+
+def _medmnist_shape(facts: dict, size: int) -> str:
+    if facts["volumetric"]:
+        return "×".join([str(size)] * 3)
+    return f"{size}×{size}" + ("×3" if facts["channels"] == 3 else "")
+
+
+def _medmnist_variables(ctx: CardContext) -> dict[str, Any]:
+    registry = _medmnist_registry()
+    by_flag: dict[str, list[tuple[int, ConfigSummary]]] = {}
+    for c in ctx.configs:
+        flag, size = _medmnist_flag_size(c)
+        by_flag.setdefault(flag, []).append((size, c))
+    subsets = []
+    for flag, f in registry["subsets"].items():  # registry order
+        if flag not in by_flag:
+            continue
+        members = sorted(by_flag[flag], key=lambda pair: pair[0])
+        # every size of a subset holds the same samples and labels: one count table serves all
+        counts = next(iter(label_counts(members[0][1]).values()))
+        subsets.append(
+            {
+                "flag": flag,
+                "title": f.get("title") or flag,
+                "volumetric": f["volumetric"],
+                "task": f["task"],
+                "license": f["license"],
+                "source": f["source"],
+                "citation": f["citation"],
+                "description": source_text("medmnist", "subsets", f"{flag}.md"),
+                "configs": [
+                    {
+                        "name": c.name,
+                        "shape": _medmnist_shape(f, size),
+                        "splits": _splits(c),
+                        "default": c.name == ctx.default,
+                        "montage": ctx.montages.get(c.name),
+                    }
+                    for size, c in members
+                ],
+                "count_columns": counts.splits,
+                "label_rows": counts.rows(),
+                "empty_counts": counts.empty,
+            }
+        )
+
+    def example(volumetric: bool) -> str | None:
+        names = [c["name"] for s in subsets if s["volumetric"] == volumetric for c in s["configs"]]
+        return ctx.default if ctx.default in names else (names[0] if names else None)
+
+    return {
+        "repo_id": ctx.repo_id,
+        "example_2d": example(False),
+        "example_3d": example(True),
+        "medmnist_citation": registry["citation"],
+        "medmnist_plus_citation": registry["medmnist_plus_citation"],
+        "verified": False,  # building does not verify; `hfmed verify` proves a build separately
+        "hfmed_version": __version__,
+        "montage_note": montage.note(any(s["volumetric"] for s in subsets)) if ctx.montages else None,
+        "subsets": subsets,
+    }
+
+
+# MedIMeta: facts from the shards' metadata (the builder copies them from each info.yaml, see
+# loading_scripts/medimeta.py), prose from datasets/<id>.md.
+
+
+def _medimeta_id(c: ConfigSummary) -> str:
+    return c.meta["dataset"]["id"]
+
+
+def _medimeta_original(c: ConfigSummary) -> bool:
+    return c.meta.get("splits_from") == "original_splits"
+
+
+def _medimeta_groups(configs: list[ConfigSummary]) -> dict[str, list[ConfigSummary]]:
+    """Configs by dataset id (sorted), the MedIMeta-split config first."""
+    groups: dict[str, list[ConfigSummary]] = {}
+    for c in configs:
+        groups.setdefault(_medimeta_id(c), []).append(c)
+    return {k: sorted(v, key=lambda c: (_medimeta_original(c), c.name)) for k, v in sorted(groups.items())}
+
+
+def _medimeta_montage_configs(configs: list[ConfigSummary]) -> list[ConfigSummary]:
+    return [members[0] for members in _medimeta_groups(configs).values()]  # both splits show the same images
+
+
+def _medimeta_license(c: ConfigSummary) -> str:
+    return c.meta["dataset"]["license_id"]
+
+
+def _medimeta_task(task: dict, counts: LabelCounts) -> dict[str, Any]:
+    keys = list(task["keys"])
+    return {
+        "name": task["name"],
+        "column": task["column"],
+        "type": task["type"],
+        "remapped": keys != list(range(len(keys))),
+        "label_rows": [{**row, "key": keys[row["id"]]} for row in counts.rows()],
+        "empty_counts": counts.empty,
+    }
+
+
+def _medimeta_description(ds_id: str, facts: dict) -> str:
+    """Prose from datasets/<id>.md; a dataset without one (a 20th folder in the same layout) shows its info.yaml summary."""
+    if resources.files("dataset_cards").joinpath("medimeta", "datasets", f"{ds_id}.md").is_file():
+        return source_text("medimeta", "datasets", f"{ds_id}.md")
+    return facts.get("summary") or ""
+
+
+def _medimeta_variables(ctx: CardContext) -> dict[str, Any]:
+    datasets = []
+    for ds_id, members in _medimeta_groups(ctx.configs).items():
+        base = members[0]
+        facts = base.meta["dataset"]
+        counts = label_counts(base)
+        datasets.append(
+            {
+                "id": ds_id,
+                "name": facts["name"],
+                "domain": facts["domain"],
+                "license": facts["license_id"],
+                "channels": 1 if base.meta.get("image_mode") == "L" else 3,
+                "description": _medimeta_description(ds_id, facts),
+                "has_patient_id": "patient_id" in base.features,
+                "montage": ctx.montages.get(base.name),
+                "configs": [{"name": c.name, "original": _medimeta_original(c), "default": c.name == ctx.default, "splits": _splits(c)} for c in members],
+                "count_columns": [s.name for s in base.splits],
+                "tasks": [_medimeta_task(t, counts[t["column"]]) for t in base.meta["tasks"]],
+                "original_data": [
+                    {**o, "citations": [" ".join(str(c).split()) for c in o.get("citations") or []]} for o in facts.get("original_data") or []
+                ],
+            }
+        )
+    bases = [d["configs"][0]["name"] for d in datasets]
+    originals = [c["name"] for d in datasets for c in d["configs"] if c["original"]]
+    return {
+        "repo_id": ctx.repo_id,
+        "example_config": ctx.default if ctx.default in bases else (bases[0] if bases else None),
+        "example_original": originals[0] if originals else None,
+        "medimeta_citation": source_text("medimeta", "citation.bib"),
+        "verified": False,
+        "hfmed_version": __version__,
+        "montage_note": montage.note(False) if ctx.montages else None,
+        "medimeta_datasets": datasets,
+    }
+
+
+COLLECTIONS: dict[str, CollectionCard] = {
+    "medmnist": CollectionCard(
+        pretty_name="MedMNIST v2 and MedMNIST+",
+        tags=("medical", "medical-imaging", "biology", "medmnist", "3d"),
+        license_of=_medmnist_license,
+        variables=_medmnist_variables,
+        montage_configs=list,
+    ),
+    "medimeta": CollectionCard(
+        pretty_name="MedIMeta",
+        tags=("medical", "medical-imaging", "biology", "medimeta", "multi-task", "meta-learning"),
+        license_of=_medimeta_license,
+        variables=_medimeta_variables,
+        montage_configs=_medimeta_montage_configs,
+    ),
+}
+
+
+def _spec(collection: str) -> CollectionCard:
+    spec = COLLECTIONS.get(collection)
+    if spec is None:
+        raise UserError(f"no dataset card for collection {collection!r}; add it to hfmed.cards.COLLECTIONS")
+    return spec
+
+
+# --- assembly -------------------------------------------------------------------------------
+
+
+def hub_metadata(spec: CollectionCard, configs: list[ConfigSummary]) -> dict[str, Any]:
+    """The Hub's metadata fields, computed from the built configs.
+
+    One license for the whole repository when all configs share it; otherwise the Hub's
+    ``other`` with the per-config licenses spelled out (the Hub has no per-config license field).
+    """
+    licenses: dict[str, list[str]] = {}
+    for c in configs:
+        licenses.setdefault(spec.license_of(c), []).append(c.name)
+    meta: dict[str, Any] = {}
+    if len(licenses) == 1:
+        meta["license"] = next(iter(licenses))
+    elif licenses:
+        ordered = sorted(licenses.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        meta["license"] = "other"
+        meta["license_name"] = "-and-".join(sorted(licenses))
+        common, rest = ordered[0], ordered[1:]
+        parts = [f"{lic}: {', '.join(names)}" for lic, names in rest]
+        meta["license_details"] = "; ".join(parts + [f"{common[0]}: every other configuration"])
+    meta["task_categories"] = ["image-classification"]
+    meta["size_categories"] = [size_category(sum(c.num_examples for c in configs))]
+    meta["pretty_name"] = spec.pretty_name
+    volumetric = any(montage.is_volumetric(c.features) for c in configs)
+    meta["tags"] = [t for t in spec.tags if t != "3d" or volumetric]
+    return meta
+
+
+def card_data(configs: list[ConfigSummary], default: str | None, **metadata: Any) -> DatasetCardData:
+    """The YAML header: Hub metadata, then one entry per config under `configs` and `dataset_info`."""
+    default = _default_of(configs, default)
     cfgs, infos = [], []
     for c in configs:
         entry = {
@@ -90,40 +438,126 @@ def card_data(configs: list[ConfigSummary], default: str | None) -> DatasetCardD
                 "dataset_size": sum(s.num_bytes for s in c.splits),
             }
         )
-    return DatasetCardData(configs=cfgs, dataset_info=infos)
+    return DatasetCardData(**metadata, configs=cfgs, dataset_info=infos)
+
+
+def _default_of(configs: list[ConfigSummary], default: str | None) -> str | None:
+    names = [c.name for c in configs]
+    return default if default in names else (names[0] if names else None)
+
+
+def _folder_of(configs: list[ConfigSummary]) -> Path | None:
+    return configs[0].splits[0].files[0].parent.parent if configs and configs[0].splits else None
+
+
+def existing_montages(collection: str, configs: list[ConfigSummary]) -> dict[str, str]:
+    """Montages the card can link: those of the collection's montage configs present on disk."""
+    folder = _folder_of(configs)
+    out = {}
+    for c in _spec(collection).montage_configs(configs):
+        rel = montage.relative_path(c.name)
+        if folder is not None and (folder / rel).is_file():
+            out[c.name] = rel
+    return out
+
+
+def render_card(
+    collection: str, configs: list[ConfigSummary], default: str | None, repo_id: str | None = None, montages: dict[str, str] | None = None
+) -> DatasetCard:
+    """The whole card of a collection's built configs, from its template and measured facts.
+
+    ``montages`` maps config names to montage paths; by default the montages already on disk.
+    """
+    spec = _spec(collection)
+    default = _default_of(configs, default)
+    data = card_data(configs, default, **hub_metadata(spec, configs))
+    if montages is None:
+        montages = existing_montages(collection, configs)
+    ctx = CardContext(configs, default, repo_id or f"<org>/{collection}", montages)
+    return DatasetCard.from_template(data, template_str=source_text(collection, "template.md"), **spec.variables(ctx))
 
 
 def render_body(collection: str, configs: list[ConfigSummary]) -> str:
     """Card text below the YAML header."""
-    lines = [f"# {collection}", "", "Not for clinical use: these are research benchmarks.", "", "| config | split | rows |", "|---|---|---|"]
-    for c in configs:
-        for s in c.splits:
-            lines.append(f"| {c.name} | {s.name} | {s.num_examples} |")
-    return "\n".join(lines) + "\n"
-
-
-def render(out_dir: str | Path) -> str:
     from hfmed.builder import builder_class
 
-    configs = scan(out_dir)
+    return render_card(collection, configs, builder_class(collection).default_config).text
+
+
+def _collection_of(out_dir: str | Path, configs: list[ConfigSummary]) -> str | None:
     collections = {c.meta.get("collection") for c in configs}
     if len(collections) > 1:
         raise UserError(f"{out_dir} mixes configs of several collections ({', '.join(sorted(map(str, collections)))}); build each collection into its own folder")
-    collection = collections.pop() if collections else None
-    builder = builder_class(collection) if collection else None
-    data = card_data(configs, builder.default_config if builder else None)
-    body = builder.card_body(configs) if builder else "# Empty build\n"
-    return f"---\n{data.to_yaml()}\n---\n\n{body}"
+    return collections.pop() if collections else None
 
 
-def write_card(out_dir: str | Path) -> Path:
-    """Write ``README.md`` atomically (a reader never sees half a card)."""
+def _render(out_dir: Path, configs: list[ConfigSummary], repo_id: str | None, montages: dict[str, str] | None) -> str:
+    from hfmed.builder import builder_class
+
+    collection = _collection_of(out_dir, configs)
+    if collection is None:
+        return f"---\n{DatasetCardData().to_yaml()}\n---\n\n# Empty build\n\nNo config has been built into this folder yet.\n"
+    return str(render_card(collection, configs, builder_class(collection).default_config, repo_id, montages))
+
+
+def render(out_dir: str | Path, repo_id: str | None = None) -> str:
+    """The card of a built folder as it stands on disk (montages linked where present)."""
     out_dir = Path(out_dir)
-    text = render(out_dir)
-    path = out_dir / "README.md"
-    tmp = out_dir / f".README.md.{os.getpid()}.tmp"
-    tmp.write_text(text, encoding="utf-8")
+    return _render(out_dir, scan(out_dir), repo_id, None)
+
+
+def _write_if_changed(path: Path, data: bytes, touch: bool = False) -> None:
+    if path.is_file() and path.read_bytes() == data:
+        if touch:  # marks a redrawn montage as current for its new shards
+            os.utime(path)
+        return
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def _current_montage(out_dir: Path, config: ConfigSummary) -> bytes | None:
+    """The montage of a config, reusing the file on disk when it is newer than every shard.
+
+    The card is rewritten after every config of a ``--all`` build; redrawing every montage each
+    time would read image row groups of all earlier configs again. A rebuilt config has new
+    shards, hence newer ones than its montage, which is then drawn afresh.
+    """
+    path = out_dir / montage.relative_path(config.name)
+    newest = max((f.stat().st_mtime_ns for s in config.splits for f in s.files), default=0)
+    if path.is_file() and path.stat().st_mtime_ns > newest:
+        return path.read_bytes()
+    return montage.montage(config)
+
+
+def write_card(out_dir: str | Path, repo_id: str | None = None) -> Path:
+    """Write the montages and ``README.md``, each atomically (a reader never sees half a file).
+
+    The card is rendered before anything is written, so a card that cannot be rendered leaves
+    the folder as it was. ``repo_id`` goes into the card's loading examples; a plain build does
+    not know it and shows ``<org>/<collection>``, which ``hfmed push`` replaces.
+    """
+    out_dir = Path(out_dir)
+    configs = scan(out_dir)
+    collection = _collection_of(out_dir, configs)
+    pictures: dict[str, bytes] = {}
+    if collection is not None:
+        for c in _spec(collection).montage_configs(configs):
+            data = _current_montage(out_dir, c)
+            if data is not None:
+                pictures[montage.relative_path(c.name)] = data
+    links = {Path(rel).stem: rel for rel in pictures}
+    text = _render(out_dir, configs, repo_id, links)
+    for rel, data in pictures.items():
+        _write_if_changed(out_dir / rel, data, touch=True)
+    folder = out_dir / montage.MONTAGE_DIR
+    if folder.is_dir():
+        for stale in folder.glob("*.png"):
+            if f"{montage.MONTAGE_DIR}/{stale.name}" not in pictures:
+                stale.unlink()
+    path = out_dir / "README.md"
+    _write_if_changed(path, text.encode("utf-8"))
     return path
 
 

@@ -52,8 +52,9 @@ def compute(task: str, y_true, y_score) -> dict[str, float]:
 
     ``y_score`` holds probabilities (use :func:`scores_from_logits` on model outputs). A class that
     is absent from ``y_true`` (or present in every sample) has no ROC AUC: it is left out of the AUC
-    mean with a :class:`SkippedClassWarning`, and the AUC is NaN if no class is left. The Evaluator
-    would raise instead; a small validation set must not stop a training run.
+    mean with a :class:`SkippedClassWarning`, and the AUC is NaN if no class is left. Under the
+    Evaluator sklearn would raise, or make the whole mean NaN; a small validation set must not
+    stop a training run or blank its AUC.
     """
     return _definitions.medmnist_scores(task, y_true, y_score)
 

@@ -52,10 +52,12 @@ the published MedMNIST v2 / MedMNIST+ baselines. Pick the task with `config_name
 Predictions are probabilities: softmax outputs, or sigmoid outputs for multi-label (and for a
 binary model with a single logit).
 
-One departure from the Evaluator, which stops with an sklearn error instead: a class (or label)
-whose one-vs-rest target is constant on the evaluated samples, e.g. absent from a small
-validation set, has no ROC AUC; it is left out of the AUC mean with a `SkippedClassWarning`, and
-the AUC is NaN when no class is left. ACC is unaffected.
+One departure from the Evaluator: a class (or label) whose one-vs-rest target is constant on the
+evaluated samples, e.g. absent from a small validation set, has no ROC AUC. Under the Evaluator,
+sklearn then raises (older releases) or returns NaN, which makes the whole mean NaN (recent
+releases). Here the class is left out of the AUC mean with a `SkippedClassWarning`, and the AUC
+is NaN only when no class is left. ACC is unaffected. On sets where every class occurs, the
+numbers are the Evaluator's.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -65,7 +67,7 @@ Args:
         multi-class, ordinal: one probability per class, [p0, ..., pC-1].
         multi-label: one probability per label, [p0, ..., pL-1].
     references: per-sample truth.
-        binary, multi-class, ordinal: the class index (int).
+        binary, multi-class, ordinal: the class index (int); flatten an (N, 1) label array first.
         multi-label: the 0/1 indicator vector, one entry per label (a multi-hot vector, not the
         list of positive label ids that a `Sequence(ClassLabel)` column holds).
 Returns:
@@ -101,7 +103,8 @@ def _prepare(task: str, y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
     y_score = np.asarray(y_score, dtype=np.float64)
     if y_true.ndim == 0 or y_score.ndim == 0 or len(y_true) != len(y_score):
         raise ValueError(
-            f"y_true and y_score need one entry per sample each; got shapes {y_true.shape} and {y_score.shape}"
+            "y_true and y_score need one entry per sample each; "
+            f"got shapes {y_true.shape} and {y_score.shape}"
         )
     if len(y_true) == 0:
         raise ValueError("no samples to evaluate")
@@ -133,16 +136,19 @@ def _prepare(task: str, y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{task} y_score must be (samples, classes); got shape {y_score.shape}")
     n_classes = y_score.shape[1]
     if not np.isin(y_true, np.arange(n_classes)).all():
-        raise ValueError(f"{task} y_true must hold class indices 0..{n_classes - 1} to match y_score's columns")
+        raise ValueError(
+            f"{task} y_true must hold class indices 0..{n_classes - 1} to match y_score's columns"
+        )
     return y_true, y_score
 
 
 def _mean_auc(targets: np.ndarray, scores: np.ndarray, what: str) -> float:
     """Mean ROC AUC over columns, skipping columns whose target is all 0 or all 1.
 
-    sklearn raises on such a column. The Evaluator lets it; a training run that evaluates a small
-    validation set after every epoch must not stop, and counting the column as 0.5 or 0 would
-    bias the mean, so the column is left out and reported.
+    sklearn raises on such a column, or returns NaN, which poisons the mean. A training run that
+    evaluates a small validation set after every epoch must neither stop nor lose its
+    best-model criterion, and counting the column as 0.5 or 0 would bias the mean, so the
+    column is left out and reported.
     """
     aucs, skipped = [], []
     for i in range(targets.shape[1]):
@@ -154,7 +160,8 @@ def _mean_auc(targets: np.ndarray, scores: np.ndarray, what: str) -> float:
     if skipped:
         outcome = "the AUC is NaN" if not aucs else f"the AUC is the mean over the other {len(aucs)}"
         warnings.warn(
-            f"{what} {skipped} left out of the AUC (only one outcome among {len(targets)} samples); {outcome}",
+            f"{what} {skipped} left out of the AUC "
+            f"(only one outcome among {len(targets)} samples); {outcome}",
             SkippedClassWarning,
             stacklevel=3,
         )

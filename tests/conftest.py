@@ -86,20 +86,21 @@ def small_npz(tmp_path):
     return make
 
 
-@pytest.fixture(scope="session")
-def real_breastmnist() -> Path:
-    path = REAL_MEDMNIST / "breastmnist.npz"
+def _real(name: str) -> Path:
+    path = REAL_MEDMNIST / name
     if not path.exists():
         pytest.fail(f"{path} is missing: the tests need ../shared/data beside the checkout")
     return path
+
+
+@pytest.fixture(scope="session")
+def real_breastmnist() -> Path:
+    return _real("breastmnist.npz")
 
 
 @pytest.fixture(scope="session")
 def real_adrenalmnist3d() -> Path:
-    path = REAL_MEDMNIST / "adrenalmnist3d.npz"
-    if not path.exists():
-        pytest.fail(f"{path} is missing: the tests need ../shared/data beside the checkout")
-    return path
+    return _real("adrenalmnist3d.npz")
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -67,11 +66,19 @@ def run_plain(source: str, config: str, out: str, unofficial: bool) -> dict:
     return {"seconds": time.perf_counter() - t}
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM): unlike ru_maxrss it never inherits the parent's."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def child(route: str, source: str, config: str, out: str, unofficial: bool) -> dict:
     """Run one route in a fresh process; report its time, its own peak RSS and its output bytes."""
     code = (
-        "import json, resource, sys; sys.path.insert(0, %r); import bench_convert as b; "
-        "r = b.run_%s(%r, %r, %r, %r); r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
+        "import json, sys; sys.path.insert(0, %r); import bench_convert as b; "
+        "r = b.run_%s(%r, %r, %r, %r); r['peak_rss_mb'] = b.peak_rss_mb(); "
         "print(json.dumps(r))" % (str(HERE), route, source, config, out, unofficial)
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -85,14 +92,14 @@ def child(route: str, source: str, config: str, out: str, unofficial: bool) -> d
 def rss_child(source: str, config: str, out: str) -> float:
     """Peak RSS (MiB) of an hfmed build alone, measured with a process of its own."""
     code = (
-        "import resource, sys; sys.path.insert(0, %r); import bench_convert as b; "
-        "b.run_hfmed(%r, %r, %r, True); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "import sys; sys.path.insert(0, %r); import bench_convert as b; "
+        "b.run_hfmed(%r, %r, %r, True); print(b.peak_rss_mb())"
         % (str(HERE), source, config, out)
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(proc.stderr[-3000:])
-    return int(proc.stdout.strip().splitlines()[-1]) / 1024
+    return float(proc.stdout.strip().splitlines()[-1])
 
 
 def machine() -> str:

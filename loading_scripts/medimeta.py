@@ -1,0 +1,187 @@
+"""MedIMeta builder: one config per dataset folder, driven by the folder's own ``info.yaml``.
+
+Config names are the dataset ids (``bus``, ``cxr``, ...), plus ``<id>_original`` for the splits of
+``original_splits/`` where they hold other images than ``splits/``. The source is the folder that
+holds the dataset folders (``~/medimeta``, containing ``bus/``, ``cxr/``...) or one dataset folder.
+
+Columns: ``image``, one column per task (snake_case of the task name; ``ClassLabel`` or
+``List(ClassLabel)``), and ``patient_id`` where ``annotations.csv`` has it. Label keys become class
+ids in key order; the mapping is written into every shard's metadata under ``tasks``:
+
+    tasks: [{name: "Artifact", column: "artifact", type: "ordinal", keys: [0, 1, 4, 6, 8, 10], names: [...]}]
+
+where class id ``i`` of ``column`` stands for label key ``keys[i]`` of task ``name``. Next to it:
+``dataset`` (id, name, domain, summary, license, license_id, homepage, doi, and original_data:
+[{name, url, license, citations}]), ``splits_from`` (``splits`` or ``original_splits``) and
+``image_mode`` (``L`` or ``RGB``). The card reads these from the shards (``ConfigSummary.meta``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from datasets import ClassLabel, Features, Image, List, Value
+
+from hfmed import facts
+from hfmed.builder import Builder, SplitGenerator
+from hfmed.errors import UserError
+from hfmed.sources.medimeta import INFO_FILE, SPLIT_FILES, MedIMetaFolder, is_dataset_id, license_id
+
+ORIGINAL_SUFFIX = "_original"
+SPLIT_KIND = {False: "splits", True: "original_splits"}
+
+
+def _facts() -> dict:
+    return facts.load("medimeta")
+
+
+def _check_name(name: str) -> None:
+    if not is_dataset_id(name):
+        raise UserError(f"{name!r} is not a MedIMeta config name; use a dataset id such as bus, or <id>_original")
+
+
+def dataset_folders(source: Path) -> dict[str, Path]:
+    """Dataset id -> folder for every dataset under ``source`` (or ``source`` itself)."""
+    if not source.is_dir():
+        raise UserError(f"{source}: no such folder; pass --source the folder holding the MedIMeta dataset folders (bus/, cxr/, ...)")
+    if (source / INFO_FILE).is_file():
+        return {source.name: source}
+    return {p.name: p for p in sorted(source.iterdir()) if p.is_dir() and not p.name.startswith(".") and (p / INFO_FILE).is_file()}
+
+
+def resolve(config_name: str, source: Path | None) -> tuple[Path, bool]:
+    """The dataset folder of a config, and whether the config uses the original splits."""
+    _check_name(config_name)
+    if source is None:
+        raise UserError("MedIMeta is downloaded by hand (Zenodo record 7884735); pass --source the folder holding its dataset folders")
+    folders = dataset_folders(source)
+    if not (source / INFO_FILE).is_file():  # a dataset folder without info.yaml is still that dataset's folder
+        folders.update({p.name: p for p in (source / config_name, source / config_name.removesuffix(ORIGINAL_SUFFIX)) if p.is_dir()})
+    if config_name in folders:
+        return folders[config_name], False
+    if config_name.endswith(ORIGINAL_SUFFIX) and config_name[: -len(ORIGINAL_SUFFIX)] in folders:
+        return folders[config_name[: -len(ORIGINAL_SUFFIX)]], True
+    if (source / INFO_FILE).is_file():
+        raise UserError(f"{source} is the dataset folder of {source.name}, not of {config_name!r}; pass the folder that holds {config_name}/")
+    found = ", ".join(folders) or "none"
+    raise UserError(f"{source}: no MedIMeta dataset folder {config_name!r} (a folder with info.yaml); found: {found}")
+
+
+class MedIMeta(Builder):
+    collection = "medimeta"
+    default_config = None  # no dataset stands for the collection; the card marks the first
+
+    def __init__(self, config_name: str, source: str | Path | None = None):
+        super().__init__(config_name, source)
+        path, self.original = resolve(config_name, self.source)
+        self.folder = MedIMetaFolder(path)
+        self.info = self.folder.info
+        if self.info.id != path.name:
+            raise UserError(f"{path / INFO_FILE}: declares id {self.info.id!r} but its folder is {path.name!r}; rename the folder to {self.info.id}")
+        self.kind = SPLIT_KIND[self.original]
+        self._features: Features | None = None
+
+    # --- features -------------------------------------------------------------------------
+    def _info(self) -> Features:
+        if self._features is None:
+            cols: dict[str, Any] = {"image": Image()}
+            for task in self.info.tasks:
+                label = ClassLabel(names=list(task.names))
+                cols[task.column] = List(label) if task.multi_label else label
+            if self.folder.has_patient_id:
+                cols["patient_id"] = Value("string")
+            self._features = Features(cols)
+        return self._features
+
+    # --- splits and rows --------------------------------------------------------------------
+    def _split_generators(self) -> list[SplitGenerator]:
+        if self.original and not (self.folder.path / "original_splits").is_dir():
+            raise UserError(f"{self.folder.path / 'original_splits'}: missing; download the complete dataset folder to build {self.config_name}")
+        if self.original and not self.folder.original_differs():
+            raise UserError(
+                f"{self.folder.path / 'original_splits'}: the original splits hold the same images as splits/; "
+                f"build {self.info.id} instead of {self.config_name}"
+            )
+        self.folder.check(self.kind)
+        plan = []
+        for split in SPLIT_FILES:
+            indices = self.folder.split_indices(self.kind, split)
+            plan.append(SplitGenerator(split, len(indices), {"indices": indices}))
+        return plan
+
+    def _generate_batches(self, indices: np.ndarray) -> Iterator[dict[str, Any]]:
+        yield from self.folder.iter_batches(indices)
+
+    def metadata(self) -> dict[str, Any]:
+        info = self.info
+        return {
+            **super().metadata(),
+            "dataset": {
+                "id": info.id,
+                "name": info.name,
+                "domain": info.domain,
+                "summary": info.summary,
+                "license": info.license,
+                "license_id": license_id(info.license),
+                "homepage": info.homepage,
+                "doi": info.doi,
+                "original_data": [dict(o) for o in info.original_data],
+            },
+            "splits_from": self.kind,
+            "image_mode": "L" if info.channels == 1 else "RGB",
+            "tasks": [t.summary() for t in info.tasks],
+        }
+
+    # --- collection-level --------------------------------------------------------------------
+    @classmethod
+    def config_names(cls, names: list[str], *, all_configs: bool, size: int | None, source: Path | None) -> list[str]:
+        if size is not None:
+            raise UserError("--size applies to medmnist only; every MedIMeta image is as its info.yaml declares (224x224)")
+        if all_configs and names:
+            raise UserError("give dataset ids or --all, not both")
+        if not all_configs:
+            if not names:
+                raise UserError("name a dataset (e.g. bus) or pass --all; `hfmed list medimeta` shows them")
+            for name in names:
+                resolve(name, source)
+            return list(names)
+        if source is None:
+            raise UserError("--all needs --source: the folder holding the MedIMeta dataset folders")
+        out = []
+        for name, path in dataset_folders(source).items():
+            _check_name(name)
+            out.append(name)
+            if MedIMetaFolder(path).original_differs():
+                out.append(name + ORIGINAL_SUFFIX)
+        if not out:
+            raise UserError(f"{source}: no MedIMeta dataset folders in it (folders holding info.yaml); unpack the downloads there")
+        return out
+
+    @classmethod
+    def listing(cls) -> list[dict[str, Any]]:
+        rows = []
+        for ds_id, d in _facts()["datasets"].items():
+            sp, og = d["splits"], d["original_splits"]
+            for i, task in enumerate(d["tasks"]):
+                first = i == 0
+                rows.append(
+                    {
+                        "dataset": ds_id if first else "",
+                        "domain": d["domain"] if first else "",
+                        "task (column)": task["column"],
+                        "type": task["type"],
+                        "classes": len(task["labels"]),
+                        "train/val/test": f"{sp['train']}/{sp['validation']}/{sp['test']}" if first else "",
+                        "original splits": (f"{og['train']}/{og['validation']}/{og['test']}" if og else "-") if first else "",
+                        "license": d["license_id"] if first else "",
+                    }
+                )
+        return rows
+
+    @classmethod
+    def card_body(cls, configs: list) -> str:
+        from hfmed import cards
+
+        return cards.render_body(cls.collection, configs)

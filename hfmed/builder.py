@@ -69,11 +69,6 @@ class Builder:
     def listing(cls) -> list[dict[str, Any]]:
         raise NotImplementedError
 
-    @classmethod
-    def card_body(cls, configs: list) -> str:
-        """The Markdown of the dataset card below its YAML header, for the built configs."""
-        raise NotImplementedError
-
     # Used by the library --------------------------------------------------------------------
     @property
     def features(self) -> Features:

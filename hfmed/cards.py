@@ -477,13 +477,6 @@ def render_card(
     return DatasetCard.from_template(data, template_str=source_text(collection, "template.md"), **spec.variables(ctx))
 
 
-def render_body(collection: str, configs: list[ConfigSummary]) -> str:
-    """Card text below the YAML header."""
-    from hfmed.builder import builder_class
-
-    return render_card(collection, configs, builder_class(collection).default_config).text
-
-
 def _collection_of(out_dir: str | Path, configs: list[ConfigSummary]) -> str | None:
     collections = {c.meta.get("collection") for c in configs}
     if len(collections) > 1:

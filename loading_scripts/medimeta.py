@@ -179,9 +179,3 @@ class MedIMeta(Builder):
                     }
                 )
         return rows
-
-    @classmethod
-    def card_body(cls, configs: list) -> str:
-        from hfmed import cards
-
-        return cards.render_body(cls.collection, configs)

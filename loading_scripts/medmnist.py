@@ -222,9 +222,3 @@ class MedMNIST(Builder):
                     }
                 )
         return rows
-
-    @classmethod
-    def card_body(cls, configs: list) -> str:
-        from hfmed import cards
-
-        return cards.render_body(cls.collection, configs)

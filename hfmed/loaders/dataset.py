@@ -1,0 +1,382 @@
+"""The IterableDataset: an epoch plan, row groups read in blocks, batches decoded by a thread pool.
+
+Each process (the main one, or each DataLoader worker) walks its own blocks of the epoch plan
+(``hfmed.loaders.plan``), reads the row groups a block needs, permutes the block's rows, and hands
+whole batches to a small thread pool that decodes them straight into the batch's memory and
+applies the batch transform. Several batches are in flight at once, so decoding overlaps reading
+and the consumer. In a worker, the output tensors are allocated in shared memory up front, so
+handing a batch to the main process copies nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import os
+import sys
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from hfmed.errors import UserError
+from hfmed.loaders import cache, decode, plan
+from hfmed.loaders.sources import SplitSource, TaskInfo, config_files, describe, split_source
+from hfmed.loaders.transforms import BatchTransform, as_size
+
+SHUFFLE_BUFFER_BYTES = 256 << 20  # stored bytes one worker's shuffle buffer may hold
+EXAMPLE_CHUNK = 64  # rows decoded together when yielding single examples
+HUGE_PAGE_MIN_BYTES = 4 << 20  # smaller batches gain nothing from huge pages
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def distributed_rank_world() -> tuple[int, int]:
+    """This process's rank and the world size: torch.distributed if initialised, else torchrun's variables."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+@dataclass
+class _Block:
+    """A block's rows, ready for batch jobs: what to decode (or read), and the labels."""
+
+    payload: Any  # list of PNG views | (n, D, H, W) volumes | split row ids for the pixel cache
+    labels: np.ndarray
+
+
+class _Reader:
+    """Row groups of one split, opened lazily in the process that reads them; the last few kept."""
+
+    def __init__(self, source: SplitSource, info: TaskInfo, keep: int = 2):
+        self.source, self.info, self.keep = source, info, keep
+        self.files: dict[int, Any] = {}
+        self.recent: dict[int, tuple[Any, np.ndarray]] = {}
+
+    def unit(self, index: int, images: bool = True) -> tuple[Any, np.ndarray]:
+        if index in self.recent:
+            return self.recent[index]
+        u = self.source.units[index]
+        pf = self.files.get(u.file) or self.files.setdefault(u.file, self.source.open(u.file))
+        info = self.info
+        columns = [info.image_column, info.label_column] if images else [info.label_column]
+        where = f"{self.source.files[u.file]} row group {u.group}"
+        try:
+            table = pf.read_row_group(u.group, columns=columns)
+            labels = decode.label_array(table.column(info.label_column), info.num_labels, info.multi_label)
+            pixels: Any = None
+            if images and info.volumetric:
+                pixels = decode.volume_array(table.column(info.image_column), info.image_shape)
+            elif images:
+                pixels = decode.blob_views(decode.binary_column(table.column(info.image_column)))
+        except ValueError as e:
+            raise UserError(f"{where}: {e}; rebuild this config with `hfmed build --overwrite`") from None
+        if len(self.recent) >= self.keep:
+            self.recent.pop(next(iter(self.recent)))
+        self.recent[index] = (pixels, labels)
+        return pixels, labels
+
+
+class StreamingImageDataset(IterableDataset):
+    """Batches (or single examples) of one split of an hfmed build, local or on the Hub.
+
+    Yields ``{"pixel_values": tensor (B, C, H, W) or (B, 1, D, H, W), "labels": tensor}``: labels
+    are class ids (int64, ``(B,)``) for single-label tasks and multi-hot float32 ``(B, K)`` for
+    multi-label ones. With ``batch_size=None`` it yields single examples instead (``(C, H, W)``
+    and a scalar or ``(K,)``), for consumers that batch themselves, such as ``transformers.Trainer``
+    with its default DataLoader.
+
+    Every row is yielded exactly once per epoch across ranks and DataLoader workers: ranks come
+    from ``rank``/``world_size`` if given, else from ``torch.distributed`` once initialised, else
+    from torchrun's ``RANK``/``WORLD_SIZE`` (so under ``accelerate``'s batch dispatching, where
+    rank 0 reads for everyone, pass ``world_size=1``). Give every rank the same ``seed``.
+    ``set_epoch`` changes the shuffle; it reaches persistent workers too.
+
+    ``streaming=False`` decodes the split once into a local cache of raw pixels (see
+    ``hfmed.loaders.cache``) and reads from it every epoch; Hub files are downloaded first.
+    Volumes are stored raw already and are always read from the shards.
+
+    ``defer_transform=True`` yields uint8 batches at the stored size with the stored channels and
+    leaves ``self.transform`` to the caller, to run on an accelerator (``hfmed.loaders.Loader``
+    does this when given a ``device``); RGB batches are then channels-last in memory.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike,
+        config: str | None = None,
+        split: str = "train",
+        *,
+        batch_size: int | None = 256,
+        task: str | None = None,
+        image_size: int | tuple[int, ...] | None = None,
+        rgb: bool = False,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+        dtype: torch.dtype = torch.float32,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        defer_transform: bool = False,
+        shuffle: bool = False,
+        seed: int = 0,
+        shuffle_buffer: int = 4096,
+        drop_last: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+        streaming: bool = True,
+        decode_threads: int | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        progress: bool = True,
+    ):
+        super().__init__()
+        if batch_size is not None and batch_size <= 0:
+            raise UserError(f"batch_size must be positive, got {batch_size}")
+        if shuffle_buffer <= 0:
+            raise UserError(f"shuffle_buffer must be positive, got {shuffle_buffer}")
+        if seed < 0:
+            raise UserError(f"seed must be a non-negative integer, got {seed}")
+        if decode_threads is not None and decode_threads <= 0:
+            raise UserError(f"decode_threads must be positive, got {decode_threads}")
+        files = config_files(source, config, revision=revision, token=token, streaming=streaming)
+        self.source = split_source(files, split)
+        self.info = describe(self.source, task, files.split_sizes)
+        spatial = len(self.info.image_shape)
+        size = as_size(image_size, spatial)
+        size = None if size == tuple(self.info.image_shape) else size  # nothing to resize
+        self.transform = BatchTransform(size, rgb, _floats(mean), _floats(std), dtype, augment)
+        self.transform.check(self.info.channels, spatial)
+        self.batch_size = batch_size
+        self.defer_transform = defer_transform
+        self.shuffle, self.seed, self.shuffle_buffer, self.drop_last = shuffle, seed, shuffle_buffer, drop_last
+        if world_size is not None and world_size <= 0 or rank is not None and world_size is not None and not 0 <= rank < world_size:
+            raise UserError(f"rank {rank} is not within world_size {world_size}")
+        self.rank, self.world_size = rank, world_size
+        self.decode_threads = decode_threads
+        self.pixel_cache: cache.PixelCache | None = None
+        if not streaming and not self.info.volumetric:
+            threads = decode_threads or available_cpus()
+            self.pixel_cache = cache.prepare(self.source, self.info, cache_dir=cache_dir, threads=threads, progress=progress)
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._unit_start = np.concatenate([[0], np.cumsum(self.source.unit_rows)]).astype(np.int64)
+        self._cache_labels: np.ndarray | None = None
+        self._scratch = _Scratch()
+
+    # --- what it is -------------------------------------------------------------------------
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return self.info.label_names
+
+    @property
+    def task(self) -> str:
+        return self.info.task
+
+    @property
+    def num_rows(self) -> int:
+        """Rows of the whole split (all ranks)."""
+        return self.source.num_rows
+
+    def rank_world(self) -> tuple[int, int]:
+        """(rank, world size): the arguments where given, else torch.distributed or torchrun's variables."""
+        rank, world = distributed_rank_world()
+        world = self.world_size if self.world_size is not None else world
+        rank = self.rank if self.rank is not None else (0 if world == 1 else rank)
+        if not 0 <= rank < world:
+            raise UserError(f"RANK={rank} is not within WORLD_SIZE={world}")
+        return rank, world
+
+    @property
+    def _drop_last(self) -> bool:
+        return self.drop_last and self.batch_size is not None  # single examples have no short batch
+
+    def rows_per_rank(self) -> int:
+        rank, world = self.rank_world()
+        return plan.rank_rows(self.num_rows, rank, world, batch=self.batch_size or 1, drop_last=self._drop_last)
+
+    def __len__(self) -> int:
+        """Items this rank yields per epoch: batches, or examples with ``batch_size=None``."""
+        rows = self.rows_per_rank()
+        if self.batch_size is None:
+            return rows
+        return rows // self.batch_size if self._drop_last else -(-rows // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(int(epoch))
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    # --- planning ---------------------------------------------------------------------------
+    def _block_target(self) -> int:
+        if not self.shuffle:
+            rows = sorted(self.source.unit_rows)
+            return rows[len(rows) // 2]  # about a row group per block: each is read once
+        if self.pixel_cache is not None:
+            return self.shuffle_buffer  # a block holds row ids only
+        return max(1, min(self.shuffle_buffer, SHUFFLE_BUFFER_BYTES // self.source.row_nbytes))
+
+    def blocks(self, worker: int = 0, workers: int = 1, epoch: int | None = None) -> list[plan.Block]:
+        """The blocks ``worker`` of ``workers`` reads this epoch, on this rank."""
+        rank, world = self.rank_world()
+        every = plan.epoch_blocks(
+            self.source.unit_rows,
+            rank=rank,
+            world=world,
+            workers=workers,
+            batch=self.batch_size or EXAMPLE_CHUNK,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            epoch=self.epoch if epoch is None else epoch,
+            target_rows=self._block_target(),
+            drop_last=self._drop_last,
+        )
+        return every[worker::workers]
+
+    # --- reading ------------------------------------------------------------------------------
+    def _load(self, block: plan.Block, reader: _Reader) -> _Block:
+        if self.pixel_cache is not None:
+            if self._cache_labels is None:
+                self._cache_labels = self.pixel_cache.labels(self.info.label_column)
+            rows = np.concatenate([self._unit_start[p.unit] + np.arange(p.start, p.stop) for p in block.pieces])
+            return _Block(rows, self._cache_labels[rows])
+        parts = [(reader.unit(p.unit), p) for p in block.pieces]
+        labels = np.concatenate([lab[p.start : p.stop] for (_, lab), p in parts])
+        if self.info.volumetric:
+            return _Block(np.concatenate([pix[p.start : p.stop] for (pix, _), p in parts]), labels)
+        views: list = []
+        for (pix, _), p in parts:
+            views.extend(pix[p.start : p.stop])
+        return _Block(views, labels)
+
+    def _pixels(self, block: _Block, idx: np.ndarray, out: np.ndarray) -> None:
+        if self.pixel_cache is not None:
+            self.pixel_cache.read(block.payload[idx], out)
+        elif self.info.volumetric:
+            np.take(block.payload, idx, axis=0, out=out)
+        else:
+            payload = block.payload
+            decode.decode_images([payload[i] for i in idx.tolist()], out, where=self.source.describe())
+
+    def _make_batch(self, block: _Block, idx: np.ndarray, shared: bool) -> dict[str, torch.Tensor]:
+        info, n = self.info, len(idx)
+        row = cache.row_shape(info)
+        direct = self.defer_transform or (self.transform.identity and info.channels == 1)
+        if direct:  # decode straight into the memory handed over (shared with the main process)
+            pixels = (_shared_empty if shared else _private_empty)((n, *row), torch.uint8)
+            out = pixels.numpy()
+        else:
+            out = self._scratch.get((n, *row))
+            pixels = torch.from_numpy(out)
+        self._pixels(block, idx, out)
+        x = pixels.permute(0, 3, 1, 2) if info.channels == 3 else pixels.unsqueeze(1)
+        if not direct:
+            x = self.transform(x, _shared_empty if shared else _private_empty, keep_input=True)  # `out` is reused
+        labels = torch.from_numpy(block.labels[idx])
+        if info.multi_label:
+            labels = labels.float()
+        return {"pixel_values": x, "labels": labels}
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        worker = get_worker_info()
+        k, workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        epoch = self.epoch
+        rank, _ = self.rank_world()
+        blocks = self.blocks(k, workers, epoch)
+        threads = self.decode_threads or max(1, available_cpus() // workers)
+        batch = self.batch_size or EXAMPLE_CHUNK
+        reader = _Reader(self.source, self.info)
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="hfmed-decode")
+        pending: deque[Future] = deque()
+        try:
+            for b in blocks:
+                loaded = self._load(b, reader)
+                order = plan.row_permutation(b.num_rows, shuffle=self.shuffle, seed=self.seed, epoch=epoch, rank=rank, block=b.index)
+                for start in range(0, b.num_rows, batch):
+                    pending.append(pool.submit(self._make_batch, loaded, order[start : start + batch], worker is not None))
+                    while len(pending) > threads:
+                        yield from self._emit(pending.popleft().result())
+            while pending:
+                yield from self._emit(pending.popleft().result())
+        finally:
+            if not sys.is_finalizing():  # at exit the executor's own hook has already stopped its threads
+                for f in pending:
+                    f.cancel()
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    def _emit(self, batch: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
+        if self.batch_size is not None:
+            yield batch
+            return
+        pixels, labels = batch["pixel_values"], batch["labels"]
+        for i in range(len(labels)):
+            yield {"pixel_values": pixels[i], "labels": labels[i]}
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_cache_labels"] = None
+        state["_scratch"] = None
+        return state
+
+    def __setstate__(self, state) -> None:
+        self.__dict__.update(state)
+        self._scratch = _Scratch()
+
+
+def _shared_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A tensor born in shared memory (``share_memory_`` would allocate twice and copy)."""
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    return torch.empty(0, dtype=dtype).set_(torch.UntypedStorage._new_shared(nbytes), 0, shape)
+
+
+def _private_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A fresh tensor for a batch the caller keeps, on transparent huge pages where Linux offers them.
+
+    Every batch handed out needs fresh memory (the caller may hold on to it), and first touching
+    fresh memory costs a page fault per 4 KiB: a float32 224 px batch is 12,500 of them, measured
+    here at more than the decoding of the batch itself. Asking for huge pages (``MADV_HUGEPAGE``)
+    makes that 512 times fewer; the memory is returned when the tensor is dropped.
+    """
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    if nbytes < HUGE_PAGE_MIN_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return torch.empty(shape, dtype=dtype)
+    area = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        area.madvise(mmap.MADV_HUGEPAGE)
+    except OSError:  # a kernel without transparent huge pages: ordinary pages, same memory
+        pass
+    return torch.frombuffer(area, dtype=dtype, count=math.prod(shape)).view(shape)
+
+
+class _Scratch(threading.local):
+    """A decode buffer per thread, reused batch after batch when the batch is transformed into
+    other memory anyway: fresh pages cost a fault each, which adds up at 224 px."""
+
+    def get(self, shape: tuple[int, ...]) -> np.ndarray:
+        buf = getattr(self, "buf", None)
+        n = math.prod(shape)
+        if buf is None or buf.size < n:
+            buf = self.buf = np.empty(n, dtype=np.uint8)
+        return buf[:n].reshape(shape)
+
+
+def _floats(values) -> tuple[float, ...] | None:
+    if values is None:
+        return None
+    if isinstance(values, (int, float)):
+        return (float(values),)
+    return tuple(float(v) for v in values)

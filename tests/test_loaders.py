@@ -1,0 +1,465 @@
+"""hfmed.loaders: every row once per epoch, in the right form, whatever the ranks and workers.
+
+The builds here are small generated MedMNIST files written with tiny shards and row groups, so a
+split of ~100 rows spans several files and a dozen row groups. Rows are recognised by their pixels
+(the generated images are random), which lets every test compare what came out with the source
+arrays themselves.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import ROOT, make_medmnist_npz
+
+from hfmed import loaders
+from hfmed.errors import UserError
+from hfmed.loaders import plan, sources
+from hfmed.loaders.dataset import StreamingImageDataset
+
+ROWS = {"train": 103, "val": 17, "test": 9}
+BATCH = 8
+
+
+def _build(out: Path, src: Path, name: str, rows: dict[str, int], shard_rows: int, group_rows: int) -> Path:
+    import hfmed.writer as writer
+    from loading_scripts.medmnist import MedMNIST
+
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the generated file is not an official one, by design
+        mp.setattr(writer, "SHARD_MAX_ROWS", shard_rows)
+        mp.setattr(writer, "ROW_GROUP_MAX_ROWS", group_rows)
+        flag, _, size = name.partition("_")
+        path = make_medmnist_npz(src, flag, int(size or 28), rows, seed=7)
+        writer.build_config(MedMNIST(name, path, unofficial=True), out, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory):
+    """A ``medmnist`` folder: several shards and row groups per split, plus a one-shard config."""
+    root = tmp_path_factory.mktemp("loaders")
+    out, src = root / "medmnist", root / "npz"
+    src.mkdir()
+    npz = {}
+    for name in ("pneumoniamnist", "chestmnist", "pathmnist", "adrenalmnist3d"):
+        npz[name] = _build(out, src, name, ROWS, shard_rows=40, group_rows=10)
+    npz["breastmnist"] = _build(out, src, "breastmnist", {"train": 40, "val": 5, "test": 5}, shard_rows=20_000, group_rows=2_000)
+    npz["dermamnist_64"] = _build(out, src, "dermamnist_64", {"train": 24, "val": 4, "test": 4}, shard_rows=10, group_rows=5)
+    return out, {k: np.load(v) for k, v in npz.items()}
+
+
+def _index(images: np.ndarray) -> dict[bytes, int]:
+    table = {np.ascontiguousarray(a).tobytes(): i for i, a in enumerate(images)}
+    assert len(table) == len(images), "generated images must be distinct"
+    return table
+
+
+def _rows(batches, images: np.ndarray, labels: np.ndarray) -> list[int]:
+    """Source row of every example yielded (checking its label on the way), in order."""
+    table = _index(images)
+    seen = []
+    for batch in batches:
+        pixels = batch["pixel_values"]
+        assert pixels.dtype == torch.uint8
+        x = pixels.numpy()
+        x = x[:, 0] if x.shape[1] == 1 else x.transpose(0, 2, 3, 1)
+        for row, label in zip(x, batch["labels"].numpy()):
+            i = table[np.ascontiguousarray(row).tobytes()]
+            assert np.array_equal(np.asarray(label).reshape(-1), labels[i].reshape(-1)), f"row {i}: label {label} != {labels[i]}"
+            seen.append(i)
+    return seen
+
+
+def _uint8(build, name, **kw):
+    out, _ = build
+    kw.setdefault("batch_size", BATCH)
+    return loaders.dataloader(out, name, dtype=torch.uint8, progress=False, **kw)
+
+
+# --- the epoch plan ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_plan_gives_every_row_to_exactly_one_rank_and_worker(drop_last):
+    rng = np.random.default_rng(0)
+    for unit_rows in ([1], [7], [10] * 11 + [3], rng.integers(1, 40, 9).tolist()):
+        total = sum(unit_rows)
+        starts = np.concatenate([[0], np.cumsum(unit_rows)])
+        for world in (1, 2, 3):
+            for workers in (1, 2, 4):
+                for batch in (1, 4, 16):
+                    counts = np.zeros(total, dtype=int)
+                    steps = []
+                    for rank in range(world):
+                        batches = 0
+                        for w in range(workers):
+                            kw = dict(rank=rank, world=world, workers=workers, batch=batch, shuffle=True, seed=3, epoch=1, target_rows=8, drop_last=drop_last)
+                            for block in plan.epoch_blocks(unit_rows, **kw)[w::workers]:
+                                assert block.num_rows > 0
+                                batches += -(-block.num_rows // batch)
+                                for p in block.pieces:
+                                    counts[starts[p.unit] + p.start : starts[p.unit] + p.stop] += 1
+                        steps.append(batches)
+                    if drop_last:
+                        assert counts.max() <= 1 and len(set(steps)) == 1, (unit_rows, world, workers, batch)
+                        assert counts.sum() == world * (total // world // batch * batch)
+                    else:
+                        assert counts.min() == counts.max() == 1, (unit_rows, world, workers, batch)
+
+
+def test_blocks_keep_every_worker_busy_and_whole_batches():
+    sizes = plan.block_sizes(4708, batch=256, workers=2, target_rows=4096)
+    assert sum(sizes) == 4708 and len(sizes) % 2 == 0
+    assert all(s % 256 == 0 for s in sizes[:-1])
+    per_worker = [sum(-(-s // 256) for s in sizes[w::2]) for w in range(2)]  # batches
+    assert max(per_worker) - min(per_worker) <= 1
+    assert plan.block_sizes(20, batch=8, workers=4, target_rows=100) == [8, 8, 4]  # 3 batches: 3 blocks
+
+
+# --- rows, labels and pixels ---------------------------------------------------------------------
+
+
+def test_unshuffled_batches_are_the_source_in_order(build):
+    _, npz = build
+    src = npz["pneumoniamnist"]
+    seen = _rows(_uint8(build, "pneumoniamnist"), src["train_images"], src["train_labels"])
+    assert seen == list(range(ROWS["train"]))
+    val = _rows(_uint8(build, "pneumoniamnist", split="validation"), src["val_images"], src["val_labels"])
+    assert val == list(range(ROWS["val"]))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_row_once_per_epoch_across_workers(build, workers):
+    _, npz = build
+    src = npz["pneumoniamnist"]
+    loader = _uint8(build, "pneumoniamnist", shuffle=True, num_workers=workers, seed=5)
+    for _ in range(2):  # two epochs, each complete
+        seen = _rows(loader, src["train_images"], src["train_labels"])
+        assert sorted(seen) == list(range(ROWS["train"]))
+    assert len(loader) == -(-ROWS["train"] // BATCH)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_two_ranks_split_the_rows_between_them(build, workers):
+    _, npz = build
+    src = npz["pneumoniamnist"]
+    shares = []
+    for rank in (0, 1):
+        loader = _uint8(build, "pneumoniamnist", shuffle=True, num_workers=workers, seed=11, rank=rank, world_size=2)
+        shares.append(_rows(loader, src["train_images"], src["train_labels"]))
+    assert not set(shares[0]) & set(shares[1])
+    assert sorted(shares[0] + shares[1]) == list(range(ROWS["train"]))
+    assert abs(len(shares[0]) - len(shares[1])) <= 1
+
+
+def test_drop_last_gives_every_rank_the_same_full_batches(build):
+    counts = []
+    for rank in (0, 1):
+        loader = _uint8(build, "pneumoniamnist", shuffle=True, num_workers=2, rank=rank, world_size=2, drop_last=True)
+        sizes = [len(b["labels"]) for b in loader]
+        assert set(sizes) == {BATCH} and len(sizes) == len(loader)
+        counts.append(len(sizes))
+    assert counts[0] == counts[1] == (ROWS["train"] // 2) // BATCH
+
+
+def test_rank_and_world_come_from_torchrun_variables(build, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    loader = _uint8(build, "pneumoniamnist")
+    assert sum(len(b["labels"]) for b in loader) == ROWS["train"] - ROWS["train"] // 2
+    whole = _uint8(build, "pneumoniamnist", world_size=1)  # e.g. accelerate dispatching from rank 0
+    assert sum(len(b["labels"]) for b in whole) == ROWS["train"]
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(UserError, match="RANK=2"):
+        len(_uint8(build, "pneumoniamnist"))
+
+
+def test_shuffling_is_seeded_and_changes_with_seed_and_epoch(build):
+    _, npz = build
+    src = npz["pneumoniamnist"]
+
+    def order(seed, epoch, workers=0):
+        loader = _uint8(build, "pneumoniamnist", shuffle=True, seed=seed, num_workers=workers)
+        loader.set_epoch(epoch)
+        return _rows(loader, src["train_images"], src["train_labels"])
+
+    first = order(1, 0)
+    assert first == order(1, 0)
+    assert order(1, 0, workers=2) == order(1, 0, workers=2)
+    assert first != list(range(ROWS["train"]))
+    assert first != order(2, 0)
+    assert first != order(1, 1)
+    loader = _uint8(build, "pneumoniamnist", shuffle=True, seed=1)
+    again = [_rows(loader, src["train_images"], src["train_labels"]) for _ in range(2)]
+    assert again[0] == first and again[1] == order(1, 1)  # each pass is the next epoch
+    persistent = _uint8(build, "pneumoniamnist", shuffle=True, seed=1, num_workers=2, persistent_workers=True)
+    passes = [_rows(persistent, src["train_images"], src["train_labels"]) for _ in range(2)]
+    assert passes == [order(1, 0, workers=2), order(1, 1, workers=2)]  # set_epoch reaches running workers
+
+
+def test_multi_label_batches_are_multi_hot(build):
+    out, npz = build
+    src = npz["chestmnist"]
+    loader = loaders.dataloader(out, "chestmnist", batch_size=BATCH, num_workers=2, shuffle=True, progress=False)
+    assert loader.task == "multi-label" and len(loader.label_names) == 14
+    table = _index(src["train_images"])
+    seen = []
+    for batch in loader:
+        labels = batch["labels"]
+        assert labels.dtype == torch.float32 and labels.shape[1] == 14
+        assert set(labels.unique().tolist()) <= {0.0, 1.0}
+        pixels = (batch["pixel_values"][:, 0] * 255).round().to(torch.uint8).numpy()
+        for row, label in zip(pixels, labels.numpy()):
+            i = table[row.tobytes()]
+            assert np.array_equal(label, src["train_labels"][i].astype(np.float32))
+            seen.append(i)
+    assert sorted(seen) == list(range(ROWS["train"]))
+
+
+def test_rgb_and_volumes_come_out_as_stored(build):
+    _, npz = build
+    src = npz["pathmnist"]
+    assert sorted(_rows(_uint8(build, "pathmnist", num_workers=2), src["train_images"], src["train_labels"])) == list(range(ROWS["train"]))
+    big = npz["dermamnist_64"]  # PNGs large enough to be inflated apart from Pillow's decoder
+    assert _rows(_uint8(build, "dermamnist_64"), big["train_images"], big["train_labels"]) == list(range(24))
+    vol = npz["adrenalmnist3d"]
+    loader = _uint8(build, "adrenalmnist3d", shuffle=True)
+    assert loader.info.volumetric and loader.info.image_column == "volume"
+    table = _index(vol["train_images"])
+    seen = []
+    for batch in loader:
+        assert batch["pixel_values"].shape[1:] == (1, 28, 28, 28)
+        for v, label in zip(batch["pixel_values"][:, 0].numpy(), batch["labels"].numpy()):
+            i = table[v.tobytes()]
+            assert label == vol["train_labels"][i, 0]
+            seen.append(i)
+    assert sorted(seen) == list(range(ROWS["train"]))
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # torch's advice on a 2-CPU machine
+def test_fewer_shards_and_row_groups_than_workers(build):
+    out, npz = build
+    (shard,) = (out / "breastmnist").glob("train-*.parquet")
+    assert pq.ParquetFile(shard).metadata.num_row_groups == 1
+    src = npz["breastmnist"]
+    for workers in (2, 3):
+        loader = _uint8(build, "breastmnist", shuffle=True, num_workers=workers)
+        assert sorted(_rows(loader, src["train_images"], src["train_labels"])) == list(range(40))
+    with pytest.warns(UserWarning, match="using 3 DataLoader worker"):
+        loader = _uint8(build, "breastmnist", batch_size=16, num_workers=8)
+    assert loader.num_workers == 3
+    assert sorted(_rows(loader, src["train_images"], src["train_labels"])) == list(range(40))
+
+
+# --- the batch transform -------------------------------------------------------------------------
+
+
+def test_float_batches_are_to_tensor_scaled_and_normalised(build):
+    out, npz = build
+    src = npz["pneumoniamnist"]["train_images"]
+    batch = next(iter(loaders.dataloader(out, "pneumoniamnist", batch_size=BATCH, progress=False)))
+    assert batch["pixel_values"].dtype == torch.float32
+    expected = torch.from_numpy(src[:BATCH]).float().unsqueeze(1) / 255
+    assert torch.allclose(batch["pixel_values"], expected, atol=1e-6)
+    norm = next(iter(loaders.dataloader(out, "pneumoniamnist", batch_size=BATCH, rgb=True, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5), progress=False)))
+    x = norm["pixel_values"]
+    assert x.shape == (BATCH, 3, 28, 28)
+    for c, (m, s) in enumerate(zip((0.5, 0.4, 0.3), (0.2, 0.25, 0.5))):
+        assert torch.allclose(x[:, c], (expected[:, 0] - m) / s, atol=1e-5)
+
+
+def test_resize_augment_and_the_device_path_agree(build):
+    out, npz = build
+    src = torch.from_numpy(npz["pneumoniamnist"]["train_images"][:BATCH]).unsqueeze(1)
+    flip = lambda x: x.flip(-1)
+    kw = dict(batch_size=BATCH, image_size=56, rgb=True, augment=flip, mean=(0.5,), std=(0.25,), progress=False)
+    workers = next(iter(loaders.dataloader(out, "pneumoniamnist", num_workers=2, **kw)))["pixel_values"]
+    device = loaders.dataloader(out, "pneumoniamnist", device="cpu", **kw)
+    raw_first = next(iter(torch.utils.data.DataLoader(device.dataset, batch_size=None)))["pixel_values"]
+    assert raw_first.dtype == torch.uint8 and raw_first.shape == (BATCH, 1, 28, 28)  # what crosses the bus
+    on_device = next(iter(device))["pixel_values"]
+    expected = F.interpolate(src, size=(56, 56), mode="bilinear", align_corners=False).flip(-1).expand(-1, 3, -1, -1)
+    expected = (expected.float() / 255 - 0.5) / 0.25
+    assert workers.shape == on_device.shape == (BATCH, 3, 56, 56)
+    assert torch.allclose(workers, expected, atol=1e-5)
+    assert torch.equal(workers, on_device)
+    shrink = next(iter(loaders.dataloader(out, "pathmnist", batch_size=BATCH, image_size=14, dtype=torch.uint8, progress=False)))
+    assert shrink["pixel_values"].shape == (BATCH, 3, 14, 14) and shrink["pixel_values"].is_contiguous()
+    vol = next(iter(loaders.dataloader(out, "adrenalmnist3d", batch_size=2, image_size=14, device="cpu", progress=False)))
+    assert vol["pixel_values"].shape == (2, 1, 14, 14, 14) and vol["pixel_values"].dtype == torch.float32
+
+
+def test_batches_kept_by_the_consumer_stay_intact(build):
+    """Decode buffers are reused from batch to batch; nothing handed out may share them."""
+    _, npz = build
+    src = npz["pneumoniamnist"]
+    for kw in (dict(augment=lambda x: x), dict(image_size=28), dict(streaming=True, decode_threads=1)):
+        kept = list(_uint8(build, "pneumoniamnist", shuffle=True, **kw))
+        assert sorted(_rows(kept, src["train_images"], src["train_labels"])) == list(range(ROWS["train"]))
+
+
+def test_single_examples_for_a_dataloader_of_ones_own(build):
+    out, npz = build
+    src = npz["pneumoniamnist"]
+    ds = StreamingImageDataset(out, "pneumoniamnist", batch_size=None, dtype=torch.uint8, shuffle=True, progress=False)
+    assert len(ds) == ROWS["train"]
+    example = next(iter(ds))
+    assert example["pixel_values"].shape == (1, 28, 28) and example["labels"].shape == ()
+    batches = torch.utils.data.DataLoader(ds, batch_size=7, num_workers=2)
+    assert sorted(_rows(batches, src["train_images"], src["train_labels"])) == list(range(ROWS["train"]))
+
+
+# --- other sources -------------------------------------------------------------------------------
+
+
+def test_decoded_cache_gives_the_same_rows(build, tmp_path, monkeypatch):
+    _, npz = build
+    src = npz["pathmnist"]
+    kw = dict(shuffle=True, seed=4, num_workers=2, streaming=False, cache_dir=tmp_path / "cache")
+    seen = _rows(_uint8(build, "pathmnist", **kw), src["train_images"], src["train_labels"])
+    assert sorted(seen) == list(range(ROWS["train"]))
+    (folder,) = (tmp_path / "cache").iterdir()
+    assert (folder / "pixels.u8").stat().st_size == src["train_images"].nbytes
+    from hfmed.loaders import cache
+
+    monkeypatch.setattr(cache, "_write_pixels", lambda *a, **k: pytest.fail("a complete cache was decoded again"))
+    again = _rows(_uint8(build, "pathmnist", **kw), src["train_images"], src["train_labels"])
+    assert sorted(again) == list(range(ROWS["train"]))
+
+
+@pytest.fixture
+def hub(build, monkeypatch):
+    """``my-org/medmnist`` on a stand-in for the Hub filesystem: an in-memory one holding the build."""
+    import fsspec
+
+    out, _ = build
+    fs = fsspec.filesystem("memory")
+    for path in out.rglob("*"):
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(out).parts):
+            fs.pipe(f"/datasets/my-org/medmnist/{path.relative_to(out).as_posix()}", path.read_bytes())
+    monkeypatch.setattr(sources, "hub_filesystem", lambda token: fs)
+    yield "my-org/medmnist"
+    fs.store.clear()
+
+
+def test_hub_repositories_are_read_through_the_hub_filesystem(build, hub):
+    _, npz = build
+    src = npz["pneumoniamnist"]
+    assert loaders.task_info(hub, "pneumoniamnist").label_names == ("normal", "pneumonia")
+    loader = loaders.dataloader(hub, "pneumoniamnist", batch_size=BATCH, dtype=torch.uint8, num_workers=2, shuffle=True, progress=False)
+    assert loader.dataset.source.location.remote
+    assert sorted(_rows(loader, src["train_images"], src["train_labels"])) == list(range(ROWS["train"]))
+
+
+def test_hub_repositories_download_the_split_when_not_streaming(build, hub, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    out, npz = build
+    asked = {}
+
+    def snapshot(repo_id, **kw):
+        asked.update(kw, repo_id=repo_id)
+        return str(out)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    loader = loaders.dataloader(hub, "pneumoniamnist", batch_size=BATCH, dtype=torch.uint8, streaming=False, cache_dir=tmp_path, progress=False)
+    assert asked["repo_id"] == "my-org/medmnist" and "pneumoniamnist/train-*.parquet" in asked["allow_patterns"]
+    assert loader.dataset.source.location.remote is False
+    src = npz["pneumoniamnist"]
+    assert sorted(_rows(loader, src["train_images"], src["train_labels"])) == list(range(ROWS["train"]))
+
+
+def _medimeta_like(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A config with two tasks (ordinal and multi-label), as the MedIMeta builder declares them."""
+    from datasets import ClassLabel, Features, Image, List
+
+    from hfmed.features import encode_batch, schema_with_metadata
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (30, 16, 16), dtype=np.uint8)
+    grade = rng.integers(0, 4, 30)
+    findings = rng.integers(0, 2, (30, 3)).astype(np.uint8)
+    features = Features({"image": Image(), "grade": ClassLabel(names=list("abcd")), "findings": List(ClassLabel(names=["x", "y", "z"]))})
+    meta = {"collection": "medimeta", "config": "toy", "tasks": [{"column": "grade", "type": "ordinal"}, {"column": "findings", "type": "multi-label"}]}
+    table = encode_batch(features, {"image": images, "grade": grade, "findings": findings})
+    (folder / "toy").mkdir(parents=True)
+    pq.write_table(table.replace_schema_metadata(schema_with_metadata(features, meta).metadata), folder / "toy" / "train-00000-of-00001.parquet", row_group_size=7)
+    return images, grade, findings
+
+
+def test_a_task_column_is_chosen_by_name(tmp_path):
+    images, grade, findings = _medimeta_like(tmp_path / "medimeta")
+    root = tmp_path / "medimeta"
+    with pytest.raises(UserError, match="several tasks; choose one with task= \\(grade, findings\\)"):
+        loaders.task_info(root, "toy")
+    info = loaders.task_info(root, "toy", task="grade")
+    assert (info.task, info.label_names, info.channels, info.image_size) == ("ordinal", ("a", "b", "c", "d"), 1, 16)
+    assert loaders.task_info(root, "toy", task="findings").task == "multi-label"
+    loader = loaders.dataloader(root, "toy", task="findings", batch_size=4, dtype=torch.uint8, num_workers=2, progress=False)
+    assert sorted(_rows(loader, images, findings)) == list(range(30))
+    loader = loaders.dataloader(root, "toy", task="grade", batch_size=4, dtype=torch.uint8, progress=False)
+    assert _rows(loader, images, grade) == list(range(30))
+
+
+# --- what users get wrong --------------------------------------------------------------------------
+
+
+def test_mistakes_are_one_clear_line(build, tmp_path):
+    out, _ = build
+    cases = [
+        (dict(source=out, config="nosuchmnist"), "has no config 'nosuchmnist'; available: "),
+        (dict(source=out, config="pneumoniamnist", split="dev"), "has no split 'dev'; available: train, validation, test"),
+        (dict(source=out, config="pneumoniamnist", task="grade"), "has no task column 'grade'; its label columns are: label"),
+        (dict(source=tmp_path / "no" / "such" / "folder", config="x"), "no such folder, and not a Hub dataset id"),
+        (dict(source=out, config="pneumoniamnist", dtype=torch.uint8, mean=(0.5,), std=(0.2,)), "mean/std need a float dtype"),
+        (dict(source=out, config="pneumoniamnist", mean=(0.5, 0.5), std=(0.2, 0.2)), "mean has 2 values; the batches have 1 channel"),
+        (dict(source=out, config="adrenalmnist3d", rgb=True), "rgb=True applies to 2D images"),
+        (dict(source=out, config="pneumoniamnist", rank=2, world_size=2), "rank 2 is not within world_size 2"),
+    ]
+    for kw, message in cases:
+        with pytest.raises(UserError, match=None) as e:
+            loaders.dataloader(progress=False, **kw)
+        assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_damaged_shards_are_named(build, tmp_path):
+    out, _ = build
+    copy = tmp_path / "medmnist"
+    shutil.copytree(out / "breastmnist", copy / "breastmnist")
+    (shard,) = (copy / "breastmnist").glob("train-*.parquet")
+    shard.write_bytes(b"not parquet")
+    with pytest.raises(UserError, match="not a readable Parquet file"):
+        loaders.dataloader(copy, "breastmnist", progress=False)
+
+
+# --- shutting down -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_interpreter_exits_cleanly_with_an_iteration_in_flight(build, workers):
+    out, _ = build
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from hfmed import loaders
+        loader = loaders.dataloader({str(out)!r}, "dermamnist_64", batch_size=4, num_workers={workers}, shuffle=True, progress=False)
+        it = iter(loader)
+        next(it); next(it)
+        print("left mid-epoch", flush=True)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "left mid-epoch" in done.stdout
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr

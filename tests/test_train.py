@@ -1,0 +1,353 @@
+"""train_hf.py: every task type trains, evaluates and reports; presets, models and errors behave.
+
+Runs use tiny from-scratch models (``--arch_size nano``) on small generated subsets, so each takes
+a few seconds on a CPU. Figures are only checked for range and consistency, never for quality.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from hfmed import training
+from hfmed.errors import UserError
+from hfmed.writer import build_config
+from loading_scripts.medmnist import MedMNIST
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import train_hf  # noqa: E402
+
+SIZES = {"train": 24, "val": 11, "test": 13}  # odd evaluation sizes: no split divides into even batches
+QUICK = ["--arch", "vit", "--arch_size", "nano", "--num_train_epochs", "2", "--per_device_train_batch_size", "8",
+         "--per_device_eval_batch_size", "4", "--disable_tqdm", "true", "--seed", "0"]
+OUTPUTS = ("results.json", "results.md", "roc_curve.png", "confusion_matrix.png", "README.md", "config.json", "model.safetensors")
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """Runs write into tmp only: their own datasets cache, relative paths under tmp."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-datasets-cache"))
+    monkeypatch.setenv("HFMED_CACHE", str(tmp_path / "hfmed-cache"))
+    monkeypatch.chdir(tmp_path)
+
+
+def build_small(small_npz, tmp_path: Path, flag: str, n=SIZES) -> Path:
+    out = tmp_path / "medmnist"
+    build_config(MedMNIST(flag, small_npz(flag, n=n), unofficial=True), out, progress=False)
+    return out
+
+
+def train(argv: list[str]) -> dict:
+    """Run the script in this process; the returned dict is what it wrote to results.json."""
+    assert train_hf.main(argv) == 0
+    out = Path(argv[argv.index("--output_dir") + 1])
+    return json.loads((out / "results.json").read_text())
+
+
+def task_info(task: str, names: tuple[str, ...], channels: int, side: int) -> training.TaskInfo:
+    return training.TaskInfo("x", "image", "label", task, names, channels, (side, side), False)
+
+
+def in_unit_range(value) -> bool:
+    return value is not None and 0.0 <= value <= 1.0
+
+
+@pytest.mark.parametrize(
+    "flag, task, extra",
+    [
+        ("pneumoniamnist", "binary", ["--augment", "flip_crop"]),
+        ("dermamnist", "multi-class", ["--dataloader_num_workers", "2", "--dataloader_persistent_workers", "true", "--streaming", "true"]),  # workers split the rows
+        ("retinamnist", "ordinal", []),
+        ("retinamnist", "ordinal", ["--ordinal_loss", "emd"]),
+        ("chestmnist", "multi-label", ["--arch", "convnext", "--augment", "affine"]),
+    ],
+)
+def test_each_task_type_trains_evaluates_and_writes_every_output(small_npz, tmp_path, flag, task, extra):
+    data = build_small(small_npz, tmp_path, flag)
+    out = tmp_path / "run"
+    results = train(["--dataset", str(data), "--subset", flag, "--output_dir", str(out), *QUICK, *extra])
+
+    for name in OUTPUTS:
+        assert (out / name).is_file(), name
+    for figure in ("roc_curve.png", "confusion_matrix.png"):
+        with Image.open(out / figure) as image:
+            assert image.format == "PNG" and min(image.size) > 100
+    assert results["task_type"] == task
+    assert results["num_samples"] == {"train": 24, "validation": 11, "test": 13}  # every row once, none padded in
+    for split in ("validation", "test"):
+        assert in_unit_range(results[split]["acc"])
+        assert results[split]["auc"] is None or in_unit_range(results[split]["auc"])  # None: no class had both outcomes
+    assert results["train_images_per_second"] > 0 and results["eval_images_per_second"] > 0
+    assert results["wall_time_seconds"] > 0 and results["device"]
+    assert results["arguments"]["TrainingArguments"]["num_train_epochs"] == 2
+    # The reported validation figures are those of the checkpoint chosen on validation AUC.
+    assert results["validation"]["auc"] == pytest.approx(results["best_validation_auc"])
+    card = (out / "README.md").read_text()
+    assert "trained from scratch" in card and "| **this run**" in card
+    config = json.loads((out / "config.json").read_text())
+    assert config["problem_type"] == ("multi_label_classification" if task == "multi-label" else "single_label_classification")
+    assert list(config["id2label"].values()) == results["label_names"]
+
+
+def test_multi_label_targets_are_float_multi_hot_rows(small_npz, tmp_path):
+    data = build_small(small_npz, tmp_path, "chestmnist")
+    loaded = training.open_data(training.DataArguments(dataset=str(data), subset="chestmnist"), training.parse_args([])[3])
+    first = next(iter(loaded.splits()["train"]))
+    assert loaded.info.num_labels == 14 and loaded.info.label_names[0] == "atelectasis"
+    assert first["labels"].dtype == torch.float32 and first["labels"].shape == (14,) and set(first["labels"].tolist()) <= {0.0, 1.0}
+    assert first["pixel_values"].dtype == torch.uint8 and first["pixel_values"].shape == (1, 28, 28)
+
+
+def test_results_md_sets_the_run_beside_the_published_rows():
+    rows = training.published_rows("medmnist", "pneumoniamnist")
+    results = {"subset": "pneumoniamnist", "model": "scratch:vit-nano", "task_type": "binary", "num_labels": 2, "image_size": 28,
+               "selection_metric": "auc", "test": {"auc": 0.9512, "acc": 0.875}, "validation": {"auc": 0.97, "acc": None},
+               "wall_time_seconds": 12.0, "device": "CPU", "num_processes": 1, "train_images_per_second": 100.0,
+               "eval_images_per_second": 500.0, "command": "python train_hf.py --subset pneumoniamnist"}
+    md = training.results_markdown(results, rows)
+    assert "| **this run** (scratch:vit-nano) | **0.951** | **0.875** | 0.970 | – |" in md
+    assert "| ResNet-18 (28) [1] | 0.944 | 0.854 |" in md  # MedMNIST v2 table, PneumoniaMNIST column
+    assert "| Google AutoML Vision [1] | 0.991 | 0.946 |" in md
+    assert "| ViT-B/16 @224 [2] | 0.963 | 0.861 |" in md  # MedMNIST+, published as 86.11/96.33 (ACC/AUC %)
+    assert "Yang et al." in md and "Doerrich et al." in md and "python train_hf.py --subset pneumoniamnist" in md
+    assert training.published_rows("medmnist", "adrenalmnist3d")[0]["method"] == "ResNet-18 + 2.5D"
+    assert [(r["method"], r["auc"]) for r in training.published_rows("medimeta", "bus")] == [("ResNet-18", 0.96), ("ResNet-50", 0.966)]
+
+
+def test_real_breastmnist_through_the_medmnist_preset_built_from_source(real_breastmnist, tmp_path):
+    """--source builds the missing subset first; the preset's protocol lands in results.json."""
+    out = tmp_path / "run"
+    results = train([
+        "--dataset", str(tmp_path / "medmnist"), "--subset", "breastmnist", "--source", str(real_breastmnist),
+        "--preset", "medmnist", "--arch", "convnext", "--arch_size", "nano",
+        "--num_train_epochs", "1", "--max_steps", "2", "--output_dir", str(out), "--disable_tqdm", "true",
+    ])
+    assert (tmp_path / "medmnist" / "breastmnist").is_dir()
+    args = results["arguments"]
+    assert args["TrainingArguments"]["learning_rate"] == 1e-3
+    assert args["TrainingArguments"]["per_device_train_batch_size"] == 128
+    assert args["TrainingArguments"]["lr_scheduler_type"] == "constant"
+    assert args["TrainingArguments"]["metric_for_best_model"] == "auc"
+    assert args["RecipeArguments"]["lr_decay_epochs"] == [50, 75]
+    assert results["num_samples"] == {"train": 546, "validation": 78, "test": 156}
+    assert results["channels_last"] is True and results["image_size"] == 28
+    assert in_unit_range(results["test"]["auc"]) and in_unit_range(results["test"]["acc"])
+    assert "Google AutoML Vision [1] | 0.919 | 0.861" in (out / "results.md").read_text()
+
+
+def test_step_decay_multiplies_the_learning_rate_at_the_given_epochs(small_npz, tmp_path):
+    data = build_small(small_npz, tmp_path, "pneumoniamnist")
+    out = tmp_path / "run"
+    # 24 rows / batch 8 = 3 steps per epoch; x0.1 from epoch 1 (step 3) and again from epoch 2 (step 6).
+    train(["--dataset", str(data), "--subset", "pneumoniamnist", "--output_dir", str(out), *QUICK,
+           "--num_train_epochs", "3", "--learning_rate", "0.01", "--lr_decay_epochs", "1", "2", "--logging_strategy", "steps", "--logging_steps", "1"])
+    state = json.loads((out / "trainer_state.json").read_text())
+    lrs = [entry["learning_rate"] for entry in state["log_history"] if "learning_rate" in entry]
+    assert lrs == pytest.approx([1e-2] * 3 + [1e-3] * 3 + [1e-4] * 3, rel=1e-6)  # the rate each step trained with
+
+
+def test_presets_fill_in_what_the_flags_do_not_say():
+    data, model, recipe, args = training.parse_args(["--subset", "breastmnist"])
+    assert recipe.preset == "medmnist" and model.model is None and model.arch == "convnext"
+    assert (args.num_train_epochs, args.learning_rate, args.per_device_train_batch_size) == (100, 1e-3, 128)
+    assert args.weight_decay == 0.0 and recipe.lr_decay_epochs == [50, 75] and recipe.lr_decay_gamma == 0.1
+    assert args.load_best_model_at_end and args.metric_for_best_model == "auc" and args.greater_is_better
+    assert args.output_dir == str(Path("runs") / "breastmnist-convnext-small")
+
+    _, _, recipe, args = training.parse_args(["--subset", "breastmnist", "--learning_rate", "0.01", "--num_train_epochs", "5"])
+    assert (args.learning_rate, args.num_train_epochs, args.per_device_train_batch_size) == (0.01, 5, 128)
+
+    _, model, recipe, args = training.parse_args(["--preset", "finetune", "--subset", "retinamnist"])
+    assert model.model == "facebook/convnext-tiny-224" and recipe.augment == "affine" and recipe.normalize == "model"
+    assert args.lr_scheduler_type.value == "cosine" and args.warmup_steps == 0.05 and recipe.lr_decay_epochs == []
+
+    _, model, _, _ = training.parse_args(["--preset", "finetune", "--arch", "vit"])
+    assert model.model is None  # --arch asks for from-scratch training
+
+    _, _, recipe, args = training.parse_args(["--lr_scheduler_type", "cosine"])
+    assert recipe.lr_decay_epochs == [] and args.lr_scheduler_type.value == "cosine"  # a chosen scheduler replaces the step decay
+
+
+def test_gpu_runs_default_to_mixed_precision_tf32_and_loader_workers(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))  # H100
+    hopper = training.hardware_defaults(use_cpu=False)
+    assert hopper["bf16"] and hopper["tf32"] and "fp16" not in hopper and hopper["dataloader_num_workers"] >= 1
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 0))  # V100: no bf16, no TF32
+    volta = training.hardware_defaults(use_cpu=False)
+    assert volta["fp16"] and "bf16" not in volta and "tf32" not in volta
+    assert training.hardware_defaults(use_cpu=True) == {"dataloader_num_workers": 0, "dataloader_pin_memory": False}
+
+
+@pytest.mark.parametrize("arch, side, patch", [("vit", 28, 4), ("vit", 64, 8), ("vit", 128, 16), ("vit", 224, 16),
+                                               ("convnext", 28, 1), ("convnext", 64, 2), ("convnext", 224, 4)])
+def test_scratch_models_are_sized_to_the_image(arch, side, patch):
+    info = task_info("multi-class", ("a", "b", "c"), channels=1, side=side)
+    config = training.scratch_config(arch, "nano", side, 1, info)
+    assert config.patch_size == patch and config.num_channels == 1 and config.id2label == {0: "a", 1: "b", 2: "c"}
+    from transformers import AutoModelForImageClassification
+
+    model = AutoModelForImageClassification.from_config(config).eval()
+    with torch.no_grad():
+        logits = model(pixel_values=torch.zeros(2, 1, side, side)).logits
+    assert logits.shape == (2, 3)
+
+
+def test_config_overrides_reach_the_model_and_unknown_keys_are_refused():
+    info = task_info("binary", ("benign", "malignant"), channels=1, side=28)
+    args = training.ModelArguments(arch="convnext", arch_size="nano", config_overrides="drop_path_rate=0.1,layer_norm_eps=1e-6")
+    bundle = training.build_model(args, training.RecipeArguments(), info, training.DataArguments())
+    assert bundle.model.config.drop_path_rate == 0.1 and bundle.model.config.layer_norm_eps == 1e-6
+    assert (bundle.image_size, bundle.channels, bundle.mean, bundle.std) == (28, 1, (0.5,), (0.5,))
+    with pytest.raises(UserError, match="--config_overrides"):
+        training.build_model(training.ModelArguments(config_overrides="no_such_key=1"), training.RecipeArguments(), info, training.DataArguments())
+
+
+def test_a_token_on_the_command_line_never_reaches_the_report():
+    argv = ["--subset", "breastmnist", "--hub_token", "hf_secret", "--push_to_hub", "--hub-token=hf_other"]
+    assert training.redacted_command(argv) == ["--subset", "breastmnist", "--hub_token", "<HUB_TOKEN>", "--push_to_hub", "--hub-token=<HUB_TOKEN>"]
+
+
+def test_collator_repeats_grayscale_resizes_and_normalises():
+    collate = training.Collator(image_size=56, channels=3, mean=(0.5,) * 3, std=(0.5,) * 3)
+    gray = torch.full((1, 28, 28), 255, dtype=torch.uint8)
+    batch = collate([{"pixel_values": gray, "labels": 1}, {"pixel_values": torch.zeros(1, 28, 28, dtype=torch.uint8), "labels": 0}])
+    assert batch["pixel_values"].shape == (2, 3, 56, 56)
+    assert torch.allclose(batch["pixel_values"][0], torch.ones(3, 56, 56)) and torch.allclose(batch["pixel_values"][1], -torch.ones(3, 56, 56))
+    assert batch["labels"].dtype == torch.long and batch["labels"].tolist() == [1, 0]
+
+    multi = training.Collator(28, 1, (0.5,), (0.5,), multi_label=True, channels_last=True)
+    batch = multi([{"pixel_values": gray, "labels": torch.tensor([1.0, 0.0, 1.0])}])
+    assert batch["labels"].dtype == torch.float32 and batch["labels"].tolist() == [[1.0, 0.0, 1.0]]
+
+
+def test_augmentations_keep_shape_and_are_the_identity_at_zero_strength():
+    x = torch.rand(4, 3, 28, 28)
+    still = training.Affine(degrees=0, translate=0, scale=(1.0, 1.0), flip=False)
+    assert torch.allclose(still(x), x, atol=1e-5)
+    moved = training.Affine()(x, torch.Generator().manual_seed(0))
+    assert moved.shape == x.shape and not torch.allclose(moved, x)
+
+    shifted = training.FlipCrop()(x, torch.Generator().manual_seed(0))
+    assert shifted.shape == x.shape and not torch.equal(shifted, x)
+    # Whole-pixel shifts and flips only: every value of a shifted image is an original pixel or padding.
+    assert set(shifted[0].unique().tolist()) <= set(x[0].unique().tolist()) | {0.0}
+
+
+def test_ordinal_emd_loss_charges_distant_grades_more():
+    logits_near = torch.tensor([[0.0, 4.0, 0.0, 0.0, 0.0]])  # predicts grade 1
+    logits_far = torch.tensor([[0.0, 0.0, 0.0, 0.0, 4.0]])  # predicts grade 4
+    target = torch.tensor([0])
+    near = training.ordinal_emd_loss({"logits": logits_near}, target)
+    far = training.ordinal_emd_loss({"logits": logits_far}, target)
+    assert torch.nn.functional.cross_entropy(logits_near, target) == pytest.approx(torch.nn.functional.cross_entropy(logits_far, target).item())
+    assert far > near
+
+
+def test_a_medimeta_task_is_chosen_by_name_with_its_declared_type(tmp_path):
+    """--collection medimeta --subset dr_regular --task dr_level: the ordinal task of a MedIMeta build."""
+    from conftest import MEDIMETA_INFO
+    from loading_scripts.medimeta import MedIMeta
+    from medimeta_fixtures import make_medimeta_folder
+
+    source = make_medimeta_folder(tmp_path / "src", MEDIMETA_INFO / "dr_regular.yaml", {"train": 10, "val": 5, "test": 5}, tiff=False)
+    build_config(MedIMeta("dr_regular", source), tmp_path / "medimeta", progress=False)
+    out = tmp_path / "run"
+    results = train(["--collection", "medimeta", "--dataset", str(tmp_path / "medimeta"), "--subset", "dr_regular", "--task", "dr_level",
+                     "--image_size", "56", "--output_dir", str(out), *QUICK, "--num_train_epochs", "1"])
+    assert results["task"] == "dr_level" and results["task_type"] == "ordinal" and results["num_labels"] == 5
+    assert results["image_size"] == 56 and results["num_samples"] == {"train": 10, "validation": 5, "test": 5}
+    assert "| ResNet-18 [1] | 0.849 | – |" in (out / "results.md").read_text()  # MedIMeta's published AUROC for dr_regular
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--subset", "adrenalmnist3d"], "3D subset"),
+        (["--subset", "organmnist3d"], "pick a 2D subset"),
+        (["--subset", "nosuchmnist"], "hfmed list medmnist"),
+        (["--subset", "breastmnist", "--size", "100"], "--size"),
+        (["--subset", "breastmnist"], "no --dataset given and no ./medmnist build here"),
+        (["--subset", "breastmnist", "--dataset", "./not-here"], "no such folder"),
+        (["--collection", "medimeta"], "--subset"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
+    assert train_hf.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_missing_config_in_a_build_names_the_build_command(small_npz, tmp_path, capsys):
+    data = build_small(small_npz, tmp_path, "pneumoniamnist")
+    assert train_hf.main(["--dataset", str(data), "--subset", "breastmnist", *QUICK]) == 2
+    assert "hfmed build medmnist breastmnist" in capsys.readouterr().err
+
+
+def test_checkpoint_id_offline_names_the_offline_alternatives(small_npz, tmp_path, capsys):
+    data = build_small(small_npz, tmp_path, "pneumoniamnist")
+    code = train_hf.main(["--dataset", str(data), "--subset", "pneumoniamnist", "--model", "some-org/some-vit", *QUICK[4:], "--output_dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "some-org/some-vit" in err and "--arch" in err and "local checkpoint folder" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_ordinal_loss_on_a_binary_task_is_refused(small_npz, tmp_path, capsys):
+    data = build_small(small_npz, tmp_path, "pneumoniamnist")
+    assert train_hf.main(["--dataset", str(data), "--subset", "pneumoniamnist", "--ordinal_loss", "emd", *QUICK]) == 2
+    assert "ordinal" in capsys.readouterr().err
+
+
+def test_a_local_checkpoint_is_fine_tuned_with_a_new_head(small_npz, tmp_path):
+    """--model PATH: AutoModelForImageClassification with this task's labels, the old head replaced."""
+    from transformers import AutoModelForImageClassification
+
+    seven = task_info("multi-class", tuple("abcdefg"), channels=3, side=28)
+    checkpoint = tmp_path / "checkpoint"
+    AutoModelForImageClassification.from_config(training.scratch_config("vit", "nano", 28, 3, seven)).save_pretrained(checkpoint)
+    data = build_small(small_npz, tmp_path, "pneumoniamnist")
+    out = tmp_path / "run"
+    results = train(["--dataset", str(data), "--subset", "pneumoniamnist", "--model", str(checkpoint), "--output_dir", str(out),
+                     *QUICK[4:], "--num_train_epochs", "1"])
+    config = json.loads((out / "config.json").read_text())
+    assert results["model"] == str(checkpoint) and config["id2label"] == {"0": "normal", "1": "pneumonia"}
+    assert config["num_channels"] == 3  # the RGB checkpoint was fed grayscale repeated to 3 channels
+
+
+def _torchrun(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(ROOT / "train_hf.py"), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+
+
+def test_two_gloo_processes_train_and_score_every_row_once(small_npz, tmp_path):
+    """torchrun with two CPU processes: the reported metrics equal one process on the same model."""
+    data = build_small(small_npz, tmp_path, "dermamnist")
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets-cache"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT)}
+    ddp = tmp_path / "ddp"
+    common = ["--dataset", str(data), "--subset", "dermamnist", "--use_cpu", "true", "--disable_tqdm", "true", "--per_device_eval_batch_size", "4"]
+    done = _torchrun([*common, "--ddp_backend", "gloo", "--arch", "vit", "--arch_size", "nano", "--num_train_epochs", "2", "--per_device_train_batch_size", "4",
+                      "--output_dir", str(ddp)], env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    distributed = json.loads((ddp / "results.json").read_text())
+    assert distributed["num_processes"] == 2
+    assert distributed["num_samples"]["test"] == 13  # 13 rows over 2 processes x batch 4: padding must not be scored
+
+    single = train([*common, "--model", str(ddp), "--do_train", "false", "--output_dir", str(tmp_path / "single")])
+    assert single["num_processes"] == 1
+    for split in ("validation", "test"):
+        for metric in ("auc", "acc"):
+            a, b = distributed[split][metric], single[split][metric]
+            assert (a is None and b is None) or math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6), (split, metric, a, b)

@@ -73,10 +73,13 @@ class ModelArguments:
         default=None,
         metadata={"help": "an image-classification checkpoint: Hub id (facebook/convnext-tiny-224) or local folder; overrides --arch"},
     )
-    arch: Literal["vit", "convnext"] = field(default="convnext", metadata={"help": "architecture trained from scratch when no --model is given"})
+    arch: Literal["vit", "convnext", "resnet"] = field(
+        default="convnext",
+        metadata={"help": "architecture trained from scratch when no --model is given (resnet: the MedMNIST v2 baselines' family)"},
+    )
     arch_size: Literal["nano", "small", "base"] = field(
         default="small",
-        metadata={"help": "width/depth of the from-scratch model: nano (tests, seconds), small (default), base (ViT-B / ConvNeXt-T widths)"},
+        metadata={"help": "width/depth of the from-scratch model: nano (tests, seconds), small (default), base (ViT-B / ConvNeXt-T / ResNet-18)"},
     )
     ordinal_loss: Literal["cross_entropy", "emd"] = field(
         default="cross_entropy",
@@ -388,7 +391,7 @@ def _load_split(data: "Data", split: str):
 # Models
 # --------------------------------------------------------------------------------------------
 
-#: Widths and depths of the from-scratch models. ``base`` is ViT-B / ConvNeXt-T.
+#: Widths and depths of the from-scratch models. ``base`` is ViT-B / ConvNeXt-T / ResNet-18.
 ARCH_SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "vit": {
         "nano": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},
@@ -399,6 +402,11 @@ ARCH_SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "nano": {"hidden_sizes": [8, 16, 24, 32], "depths": [1, 1, 1, 1]},
         "small": {"hidden_sizes": [32, 64, 128, 256], "depths": [2, 2, 4, 2]},
         "base": {"hidden_sizes": [96, 192, 384, 768], "depths": [3, 3, 9, 3]},
+    },
+    "resnet": {
+        "nano": {"embedding_size": 8, "hidden_sizes": [8, 16, 24, 32], "depths": [1, 1, 1, 1], "layer_type": "basic"},
+        "small": {"embedding_size": 32, "hidden_sizes": [32, 64, 128, 256], "depths": [2, 2, 2, 2], "layer_type": "basic"},
+        "base": {"embedding_size": 64, "hidden_sizes": [64, 128, 256, 512], "depths": [2, 2, 2, 2], "layer_type": "basic"},
     },
 }
 
@@ -412,13 +420,29 @@ PATCH_FOR_SIZE: dict[str, list[tuple[int, int]]] = {
 }
 
 
+#: (smallest image side, input upscaling) for architectures whose stem cannot be re-strided. The
+#: ResNet stem (7x7 stride 2, max-pool) divides the side by 4; the MedMNIST 28 px ResNets replace
+#: it with a 3x3 stride-1 convolution so that the first stage sees 28x28. transformers' ResNet has
+#: one stem, so the input is enlarged instead: 28 px -> 112 px puts the first stage at 28x28 as
+#: published (64 -> 128 at 32x32); 112 px and up are used as they are, as ImageNet ResNets are.
+INPUT_SCALE_FOR_SIZE: dict[str, list[tuple[int, int]]] = {"resnet": [(112, 1), (56, 2), (0, 4)]}
+
+
 def fitted_patch(arch: str, image_size: int) -> int:
     return next(patch for minimum, patch in PATCH_FOR_SIZE[arch] if image_size >= minimum)
 
 
+def fitted_input_size(arch: str, image_size: int) -> int:
+    """The side a from-scratch ``arch`` is fed for images of ``image_size`` (see INPUT_SCALE_FOR_SIZE)."""
+    scales = INPUT_SCALE_FOR_SIZE.get(arch)
+    if not scales:
+        return image_size
+    return image_size * next(scale for minimum, scale in scales if image_size >= minimum)
+
+
 def scratch_config(arch: str, arch_size: str, image_size: int, channels: int, info: TaskInfo):
-    """A randomly initialised ViT or ConvNeXt configuration sized to the images."""
-    from transformers import ConvNextConfig, ViTConfig
+    """A randomly initialised ViT, ConvNeXt or ResNet configuration sized to the images."""
+    from transformers import ConvNextConfig, ResNetConfig, ViTConfig
 
     common = {
         "num_channels": channels,
@@ -428,6 +452,9 @@ def scratch_config(arch: str, arch_size: str, image_size: int, channels: int, in
         "label2id": {name: i for i, name in enumerate(info.label_names)},
         "problem_type": problem_type(info),
     }
+    if arch == "resnet":
+        del common["image_size"]  # a ResNet takes any size; the input is fitted by fitted_input_size
+        return ResNetConfig(**ARCH_SIZES[arch][arch_size], **common)
     patch = fitted_patch(arch, image_size)
     if arch == "vit":
         return ViTConfig(patch_size=patch, encoder_stride=patch, **ARCH_SIZES[arch][arch_size], **common)
@@ -551,7 +578,7 @@ def build_model(model_args: ModelArguments, recipe_args: RecipeArguments, info: 
             mean_t, std_t = half * channels, half * channels
         source = model_args.model
     else:
-        image_size = data_args.image_size or info.image_size or 28
+        image_size = data_args.image_size or fitted_input_size(model_args.arch, info.image_size or 28)
         channels = info.channels
         config = scratch_config(model_args.arch, model_args.arch_size, image_size, channels, info)
         apply_overrides(config, model_args.config_overrides)

@@ -71,6 +71,7 @@ def in_unit_range(value) -> bool:
         ("retinamnist", "ordinal", []),
         ("retinamnist", "ordinal", ["--ordinal_loss", "emd"]),
         ("chestmnist", "multi-label", ["--arch", "convnext", "--augment", "affine"]),
+        ("breastmnist", "binary", ["--arch", "resnet"]),
     ],
 )
 def test_each_task_type_trains_evaluates_and_writes_every_output(small_npz, tmp_path, flag, task, extra):
@@ -202,6 +203,23 @@ def test_scratch_models_are_sized_to_the_image(arch, side, patch):
     with torch.no_grad():
         logits = model(pixel_values=torch.zeros(2, 1, side, side)).logits
     assert logits.shape == (2, 3)
+
+
+@pytest.mark.parametrize("side, fed, first_stage", [(28, 112, 28), (64, 128, 32), (128, 128, 32), (224, 224, 56)])
+def test_resnet_inputs_are_enlarged_so_the_first_stage_sees_the_published_grid(side, fed, first_stage):
+    """The 28 px ResNets of the MedMNIST experiments run their first stage at 28x28 (3x3 stride-1
+    stem); transformers' ResNet stem divides by 4, so small images are fed enlarged."""
+    info = task_info("binary", ("benign", "malignant"), channels=1, side=side)
+    bundle = training.build_model(training.ModelArguments(arch="resnet", arch_size="nano"), training.RecipeArguments(), info, training.DataArguments())
+    assert bundle.image_size == fed and bundle.model.config.model_type == "resnet"
+    assert bundle.model.config.id2label == {0: "benign", 1: "malignant"}
+    with torch.no_grad():
+        stem = bundle.model.resnet.embedder(torch.zeros(1, 1, fed, fed))
+    assert stem.shape[-1] == first_stage
+    explicit = training.build_model(
+        training.ModelArguments(arch="resnet", arch_size="nano"), training.RecipeArguments(), info, training.DataArguments(image_size=side)
+    )
+    assert explicit.image_size == side  # --image_size is taken as given
 
 
 def test_config_overrides_reach_the_model_and_unknown_keys_are_refused():

@@ -279,6 +279,19 @@ def test_float_batches_are_to_tensor_scaled_and_normalised(build):
         assert torch.allclose(x[:, c], (expected[:, 0] - m) / s, atol=1e-5)
 
 
+@pytest.mark.parametrize("config, kw", [("pneumoniamnist", {}), ("pathmnist", dict(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5))),
+                                        ("pneumoniamnist", dict(rgb=True, mean=(0.5,), std=(0.25,), image_size=32))])
+def test_workers_hand_over_the_same_float_batches(build, config, kw):
+    """With workers, batches cross processes as uint8 and are finished in the consumer: same values."""
+    out, _ = build
+    one = [b["pixel_values"] for b in loaders.dataloader(out, config, batch_size=BATCH, progress=False, **kw)]
+    two = [b["pixel_values"] for b in loaders.dataloader(out, config, batch_size=BATCH, num_workers=2, progress=False, **kw)]
+    assert all(b.dtype == torch.float32 and b.is_contiguous() for b in two)
+    key = lambda b: b.flatten().tolist()[:64]  # workers interleave batches; compare them as a set
+    assert sorted(map(key, one)) == sorted(map(key, two))
+    assert torch.equal(torch.cat(sorted(one, key=key)), torch.cat(sorted(two, key=key)))
+
+
 def test_resize_augment_and_the_device_path_agree(build):
     out, npz = build
     src = torch.from_numpy(npz["pneumoniamnist"]["train_images"][:BATCH]).unsqueeze(1)

@@ -14,7 +14,8 @@ DataLoader worker. The public names:
 
 - ``dataloader(...)`` -> ``Loader``: a ``torch.utils.data.DataLoader`` of ready batches, with
   ``set_epoch``, ``label_names``, ``task``, ``info``. Given ``device=`` it moves uint8 batches
-  (pinned, non-blocking) and resizes/normalises them there.
+  (pinned, non-blocking) and resizes/normalises them there. With workers, batches cross from
+  them as uint8 and become float in the consuming process (a quarter of the shared memory).
 - ``StreamingImageDataset``: the ``torch.utils.data.IterableDataset`` underneath, for a
   DataLoader of your own or ``transformers.Trainer`` (``batch_size=None`` yields single examples).
 - ``task_info(source, config, task=None)`` -> ``TaskInfo``: label column, task type
@@ -36,7 +37,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader
 
-from hfmed.loaders.dataset import StreamingImageDataset
+from hfmed.loaders.dataset import StreamingImageDataset, _private_empty
 from hfmed.loaders.sources import TaskInfo, config_files, describe, split_source
 from hfmed.loaders.transforms import BatchTransform
 
@@ -74,6 +75,8 @@ class Loader(DataLoader):
         super().__init__(dataset, batch_size=None, **kwargs)
         self.device = device
         self.transform = dataset.transform
+        # With workers and no device, batches cross processes as uint8 and are finished here.
+        self.finish = dataset.finish_elsewhere() if device is None and self.num_workers > 0 and not self.pin_memory else None
         self._next_epoch = 0
 
     @property
@@ -96,7 +99,11 @@ class Loader(DataLoader):
         self._next_epoch += 1
         batches = super().__iter__()
         if self.device is None:
-            yield from batches
+            if self.finish is None:
+                yield from batches
+                return
+            for batch in batches:
+                yield {"pixel_values": self.finish(batch["pixel_values"], _private_empty), "labels": batch["labels"]}
             return
         for batch in batches:
             pixels = batch["pixel_values"].to(self.device, non_blocking=True)

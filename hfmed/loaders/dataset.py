@@ -160,6 +160,7 @@ class StreamingImageDataset(IterableDataset):
         size = None if size == tuple(self.info.image_shape) else size  # nothing to resize
         self.transform = BatchTransform(size, rgb, _floats(mean), _floats(std), dtype, augment)
         self.transform.check(self.info.channels, spatial)
+        self.stage = self.transform  # what _make_batch applies; see finish_elsewhere
         self.batch_size = batch_size
         self.defer_transform = defer_transform
         self.shuffle, self.seed, self.shuffle_buffer, self.drop_last = shuffle, seed, shuffle_buffer, drop_last
@@ -213,6 +214,15 @@ class StreamingImageDataset(IterableDataset):
         if self.batch_size is None:
             return rows
         return rows // self.batch_size if self._drop_last else -(-rows // self.batch_size)
+
+    def finish_elsewhere(self) -> BatchTransform | None:
+        """Yield uint8 batches (resized and augmented) and return the rest of the transform
+        (RGB, float conversion, statistics) for the consuming process to apply; see
+        ``BatchTransform.split``. Call before iterating."""
+        if self.defer_transform:
+            return None
+        self.stage, finish = self.transform.split()
+        return finish
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch.fill_(int(epoch))
@@ -275,7 +285,7 @@ class StreamingImageDataset(IterableDataset):
     def _make_batch(self, block: _Block, idx: np.ndarray, shared: bool) -> dict[str, torch.Tensor]:
         info, n = self.info, len(idx)
         row = cache.row_shape(info)
-        direct = self.defer_transform or (self.transform.identity and info.channels == 1)
+        direct = self.defer_transform or (self.stage.identity and info.channels == 1)
         if direct:  # decode straight into the memory handed over (shared with the main process)
             pixels = (_shared_empty if shared else _private_empty)((n, *row), torch.uint8)
             out = pixels.numpy()
@@ -285,7 +295,7 @@ class StreamingImageDataset(IterableDataset):
         self._pixels(block, idx, out)
         x = pixels.permute(0, 3, 1, 2) if info.channels == 3 else pixels.unsqueeze(1)
         if not direct:
-            x = self.transform(x, _shared_empty if shared else _private_empty, keep_input=True)  # `out` is reused
+            x = self.stage(x, _shared_empty if shared else _private_empty, keep_input=True)  # `out` is reused
         labels = torch.from_numpy(block.labels[idx])
         if info.multi_label:
             labels = labels.float()

@@ -25,6 +25,11 @@ try:  # a dependency of hfmed (the PNG writer uses it); plain zlib gives the sam
 except ImportError:  # pragma: no cover
     _zlib = zlib
 
+try:  # ISA-L's inflate is about 1.5x zlib-ng's on PNG data; the bytes are the same either way
+    from isal import isal_zlib as _inflate_lib
+except ImportError:  # pragma: no cover - isal has wheels for x86-64 and ARM64 only
+    _inflate_lib = _zlib
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 INFLATE_APART_BYTES = 4096  # above this, inflating in one call beats Pillow's row-by-row inflate
 PNG_COLOR_TYPES = {0: "L", 2: "RGB"}  # 8-bit grayscale and truecolour: what hfmed writes
@@ -62,14 +67,16 @@ def _png_fast(blob: memoryview, mode: str, width: int, height: int) -> memoryvie
 def _restore(data) -> bytes | object:
     """The same zlib stream, inflated in one call and re-wrapped uncompressed (stored blocks).
 
-    Pillow's PNG decoder inflates a scanline at a time; at 224 px that costs about twice a single
-    zlib-ng call. Handing it stored blocks leaves it only the copying and the unfiltering, which
-    it does in C. A damaged stream is returned as it was, for the decoder to report.
+    Pillow's PNG decoder inflates a scanline at a time with its bundled zlib; at 224 px that costs
+    about twice a single zlib-ng call and three times ISA-L's. Handing it stored blocks leaves it
+    only the copying and the unfiltering, which it does in C. A damaged stream is returned as it
+    was, for the decoder to report.
     """
     try:
-        return _zlib.compress(_zlib.decompress(data), 0)
-    except _zlib.error:
+        raw = _inflate_lib.decompress(data)
+    except _inflate_lib.error:
         return data
+    return _zlib.compress(raw, 0)
 
 
 def _slow(blob, mode: str, width: int, height: int, where: str) -> np.ndarray:

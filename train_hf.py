@@ -63,6 +63,8 @@ def run(argv: list[str] | None = None) -> dict:
         compute_loss_func=training.ordinal_emd_loss if model_args.ordinal_loss == "emd" else None,
         lr_decay_steps=[round(epoch * per_epoch) for epoch in recipe_args.lr_decay_epochs],
         lr_decay_gamma=recipe_args.lr_decay_gamma,
+        ema_decay=recipe_args.ema_decay,
+        tta=recipe_args.tta,
     )
 
     train_seconds = None

@@ -17,6 +17,7 @@ import os
 import platform
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.hf_argparser import HfArgumentParser
 
 from hfmed import facts, loaders
@@ -115,6 +116,15 @@ class RecipeArguments:
     augment: Literal["none", "flip_crop", "affine"] = field(
         default="none",
         metadata={"help": "training-image augmentation: flip_crop (flip, shift by whole pixels), affine (flip, rotation, shift, scale)"},
+    )
+    ema_decay: float | None = field(
+        default=None,
+        metadata={"help": "keep an exponential moving average of the weights with this decay per step (e.g. 0.99); "
+                  "validation, checkpoints and the final model use the average"},
+    )
+    tta: Literal["none", "flip"] = field(
+        default="none",
+        metadata={"help": "test-time augmentation on validation and test: flip averages the logits of each image and its mirror"},
     )
     normalize: Literal["half", "model"] = field(
         default="half",
@@ -750,6 +760,50 @@ def ordinal_emd_loss(outputs, labels, num_items_in_batch=None):
 # --------------------------------------------------------------------------------------------
 
 
+class WeightAverage:
+    """An exponential moving average of a model's parameters, for evaluating and keeping.
+
+    On a few hundred training images the weights of one step are a noisy draw; their running
+    average scores more steadily from epoch to epoch, which is what selecting the best epoch on a
+    small validation split needs. Buffers (BatchNorm statistics) are copied, not averaged.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise UserError(f"--ema_decay must be between 0 and 1 (exclusive), got {decay}")
+        self.decay = decay
+        self.params = {name for name, _ in model.named_parameters()}
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for name, value in model.state_dict().items():
+            average = self.shadow[name]
+            if name in self.params and value.dtype.is_floating_point:
+                average.lerp_(value.detach(), 1.0 - self.decay)
+            else:
+                average.copy_(value)
+
+    @contextmanager
+    def applied(self, model: torch.nn.Module):
+        """The model holds the averaged weights inside the block, its own again after it."""
+        own = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.shadow)
+        try:
+            yield
+        finally:
+            model.load_state_dict(own)
+
+
+class _AverageEachStep(TrainerCallback):
+    def __init__(self, trainer: "MedTrainer"):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.trainer.weight_average is not None:
+            self.trainer.weight_average.update(self.trainer.model)
+
+
 class MedTrainer(Trainer):
     """The stock Trainer plus three things the protocols need and TrainingArguments lacks.
 
@@ -758,10 +812,28 @@ class MedTrainer(Trainer):
     - A training collator of its own (augmentation) while evaluation batches stay untouched.
     - Timing of pure training: wall time minus evaluation, checkpointing and reloading the best
       checkpoint, and images seen.
+    - Optionally, a moving average of the weights (``--ema_decay``): evaluated and checkpointed in
+      place of the raw weights during training, so the best checkpoint is the best average; and
+      flip test-time augmentation (``--tta flip``) in every evaluation.
     """
 
-    def __init__(self, *args, train_collator=None, lr_decay_steps: list[int] | None = None, lr_decay_gamma: float = 0.1, **kwargs):
+    def __init__(
+        self,
+        *args,
+        train_collator=None,
+        lr_decay_steps: list[int] | None = None,
+        lr_decay_gamma: float = 0.1,
+        ema_decay: float | None = None,
+        tta: str = "none",
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
+        self.ema_decay = ema_decay
+        self.weight_average: WeightAverage | None = None
+        self.tta = tta
+        if ema_decay is not None:
+            WeightAverage(self.model, ema_decay)  # checks the value before anything is trained
+            self.add_callback(_AverageEachStep(self))
         self.train_collator = train_collator
         self.lr_decay_steps = sorted(lr_decay_steps or [])
         self.lr_decay_gamma = lr_decay_gamma
@@ -795,13 +867,41 @@ class MedTrainer(Trainer):
         self.images_seen += int(inputs["pixel_values"].shape[0])
         return super().training_step(model, inputs, num_items_in_batch)
 
+    def train(self, *args, **kwargs):
+        if self.ema_decay is not None:
+            self.weight_average = WeightAverage(self.model, self.ema_decay)
+        try:
+            result = super().train(*args, **kwargs)
+            if self.weight_average is not None and not self.args.load_best_model_at_end:
+                self.model.load_state_dict(self.weight_average.shadow)  # the average is the model
+            return result
+        finally:
+            self.weight_average = None
+
+    @contextmanager
+    def _averaged(self):
+        if self.weight_average is None:
+            yield
+        else:
+            with self.weight_average.applied(self.model):
+                yield
+
     def evaluate(self, *args, **kwargs):
         start = time.perf_counter()
         try:
-            return super().evaluate(*args, **kwargs)
+            with self._averaged():
+                return super().evaluate(*args, **kwargs)
         finally:
             if self.is_in_train:
                 self.side_seconds += time.perf_counter() - start
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        if self.tta == "flip" and not prediction_loss_only and isinstance(logits, torch.Tensor):
+            mirrored = {**inputs, "pixel_values": inputs["pixel_values"].flip(-1)}
+            _, other, _ = super().prediction_step(model, mirrored, False, ignore_keys=ignore_keys)
+            logits = (logits + other) / 2
+        return loss, logits, labels
 
     def create_model_card(self, *args, **kwargs) -> None:
         """The Trainer's card, followed by results.md (this run beside the published figures).
@@ -841,7 +941,8 @@ class MedTrainer(Trainer):
     def _save_checkpoint(self, *args, **kwargs):
         start = time.perf_counter()
         try:
-            return super()._save_checkpoint(*args, **kwargs)
+            with self._averaged():
+                return super()._save_checkpoint(*args, **kwargs)
         finally:
             self.side_seconds += time.perf_counter() - start
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from hfmed import training
@@ -71,7 +72,7 @@ def in_unit_range(value) -> bool:
         ("retinamnist", "ordinal", []),
         ("retinamnist", "ordinal", ["--ordinal_loss", "emd"]),
         ("chestmnist", "multi-label", ["--arch", "convnext", "--augment", "affine"]),
-        ("breastmnist", "binary", ["--arch", "resnet"]),
+        ("breastmnist", "binary", ["--arch", "resnet", "--ema_decay", "0.9", "--tta", "flip"]),
     ],
 )
 def test_each_task_type_trains_evaluates_and_writes_every_output(small_npz, tmp_path, flag, task, extra):
@@ -220,6 +221,51 @@ def test_resnet_inputs_are_enlarged_so_the_first_stage_sees_the_published_grid(s
         training.ModelArguments(arch="resnet", arch_size="nano"), training.RecipeArguments(), info, training.DataArguments(image_size=side)
     )
     assert explicit.image_size == side  # --image_size is taken as given
+
+
+def test_weight_average_follows_the_weights_and_gives_the_model_back():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.BatchNorm1d(1))
+    start = model[0].weight.detach().clone()
+    average = training.WeightAverage(model, decay=0.75)
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[1].running_mean.fill_(3.0)
+    average.update(model)
+    expected = 0.75 * start + 0.25
+    assert torch.allclose(average.shadow["0.weight"], expected)
+    assert average.shadow["1.running_mean"].item() == 3.0  # statistics are copied, not averaged
+    with average.applied(model):
+        assert torch.allclose(model[0].weight, expected)
+    assert torch.equal(model[0].weight.detach(), torch.ones(1, 2))
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(UserError, match="--ema_decay"):
+            training.WeightAverage(model, bad)
+
+
+def test_flip_tta_averages_the_logits_of_an_image_and_its_mirror(tmp_path):
+    from transformers import TrainingArguments
+    from transformers.modeling_outputs import ImageClassifierOutput
+
+    class LeftRight(torch.nn.Module):
+        """Logits: the sums of the left and the right half of the image."""
+
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, pixel_values, labels=None):
+            half = pixel_values.shape[-1] // 2
+            logits = self.scale * torch.stack([pixel_values[..., :half].sum((1, 2, 3)), pixel_values[..., half:].sum((1, 2, 3))], 1)
+            return ImageClassifierOutput(loss=F.cross_entropy(logits, labels) if labels is not None else None, logits=logits)
+
+    x = torch.zeros(1, 1, 4, 4)
+    x[..., :2] = 1.0
+    inputs = {"pixel_values": x, "labels": torch.tensor([0])}
+    args = TrainingArguments(str(tmp_path), use_cpu=True, report_to="none")
+    for tta, expected in (("none", [[8.0, 0.0]]), ("flip", [[4.0, 4.0]])):
+        trainer = training.MedTrainer(model=LeftRight(), args=args, tta=tta)
+        _, logits, _ = trainer.prediction_step(trainer.model, inputs, prediction_loss_only=False)
+        assert torch.allclose(logits, torch.tensor(expected))
 
 
 def test_config_overrides_reach_the_model_and_unknown_keys_are_refused():

@@ -74,9 +74,10 @@ class ModelArguments:
         default=None,
         metadata={"help": "an image-classification checkpoint: Hub id (facebook/convnext-tiny-224) or local folder; overrides --arch"},
     )
-    arch: Literal["vit", "convnext", "resnet"] = field(
-        default="convnext",
-        metadata={"help": "architecture trained from scratch when no --model is given (resnet: the MedMNIST v2 baselines' family)"},
+    arch: Literal["resnet", "convnext", "vit"] = field(
+        default="resnet",
+        metadata={"help": "architecture trained from scratch when no --model is given (resnet, the default, is the MedMNIST v2 baselines' family "
+                  "and trains best on small subsets; see BENCHMARKS.md)"},
     )
     arch_size: Literal["nano", "small", "base"] = field(
         default="small",

@@ -161,11 +161,11 @@ def test_step_decay_multiplies_the_learning_rate_at_the_given_epochs(small_npz, 
 
 def test_presets_fill_in_what_the_flags_do_not_say():
     data, model, recipe, args = training.parse_args(["--subset", "breastmnist"])
-    assert recipe.preset == "medmnist" and model.model is None and model.arch == "convnext"
+    assert recipe.preset == "medmnist" and model.model is None and model.arch == "resnet"
     assert (args.num_train_epochs, args.learning_rate, args.per_device_train_batch_size) == (100, 1e-3, 128)
     assert args.weight_decay == 0.0 and recipe.lr_decay_epochs == [50, 75] and recipe.lr_decay_gamma == 0.1
     assert args.load_best_model_at_end and args.metric_for_best_model == "auc" and args.greater_is_better
-    assert args.output_dir == str(Path("runs") / "breastmnist-convnext-small")
+    assert args.output_dir == str(Path("runs") / "breastmnist-resnet-small")
 
     _, _, recipe, args = training.parse_args(["--subset", "breastmnist", "--learning_rate", "0.01", "--num_train_epochs", "5"])
     assert (args.learning_rate, args.num_train_epochs, args.per_device_train_batch_size) == (0.01, 5, 128)

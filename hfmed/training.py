@@ -800,6 +800,10 @@ class _AverageEachStep(TrainerCallback):
     def __init__(self, trainer: "MedTrainer"):
         self.trainer = trainer
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        # Here, not in train(): a checkpoint being resumed has been loaded into the model by now.
+        self.trainer.weight_average = WeightAverage(self.trainer.model, self.trainer.ema_decay)
+
     def on_step_end(self, args, state, control, **kwargs):
         if self.trainer.weight_average is not None:
             self.trainer.weight_average.update(self.trainer.model)
@@ -869,8 +873,6 @@ class MedTrainer(Trainer):
         return super().training_step(model, inputs, num_items_in_batch)
 
     def train(self, *args, **kwargs):
-        if self.ema_decay is not None:
-            self.weight_average = WeightAverage(self.model, self.ema_decay)
         try:
             result = super().train(*args, **kwargs)
             if self.weight_average is not None and not self.args.load_best_model_at_end:

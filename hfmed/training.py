@@ -770,11 +770,15 @@ class WeightAverage:
     """
 
     def __init__(self, model: torch.nn.Module, decay: float):
-        if not 0.0 < decay < 1.0:
-            raise UserError(f"--ema_decay must be between 0 and 1 (exclusive), got {decay}")
-        self.decay = decay
+        self.decay = self.checked(decay)
         self.params = {name for name, _ in model.named_parameters()}
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @staticmethod
+    def checked(decay: float) -> float:
+        if not 0.0 < decay < 1.0:
+            raise UserError(f"--ema_decay must be between 0 and 1 (exclusive), got {decay}")
+        return decay
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
@@ -837,7 +841,7 @@ class MedTrainer(Trainer):
         self.weight_average: WeightAverage | None = None
         self.tta = tta
         if ema_decay is not None:
-            WeightAverage(self.model, ema_decay)  # checks the value before anything is trained
+            WeightAverage.checked(ema_decay)  # before anything is trained
             self.add_callback(_AverageEachStep(self))
         self.train_collator = train_collator
         self.lr_decay_steps = sorted(lr_decay_steps or [])

@@ -814,7 +814,7 @@ class _AverageEachStep(TrainerCallback):
 
 
 class MedTrainer(Trainer):
-    """The stock Trainer plus three things the protocols need and TrainingArguments lacks.
+    """The stock Trainer plus what the protocols need and TrainingArguments lacks.
 
     - Step decay at given epochs (the MedMNIST protocol's x0.1 at epochs 50 and 75), applied as a
       factor on top of whichever ``--lr_scheduler_type`` is in use.

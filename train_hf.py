@@ -76,7 +76,9 @@ def run(argv: list[str] | None = None) -> dict:
         trainer.log_metrics("train", train_result.metrics)
         trainer.save_state()
 
-    validation = trainer.evaluate(metric_key_prefix="validation")
+    # predict, not evaluate: the validation scores are kept (predictions.npz) for `hfmed ensemble`.
+    validation_out = trainer.predict(splits["validation"], metric_key_prefix="validation")
+    validation = validation_out.metrics
     trainer.log_metrics("validation", validation)
     test = trainer.predict(splits["test"], metric_key_prefix="test")
     trainer.log_metrics("test", test.metrics)
@@ -115,7 +117,8 @@ def run(argv: list[str] | None = None) -> dict:
     }
     out = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
-        training.write_report(out, results, info, test.label_ids, test.predictions)
+        training.write_report(out, results, info, test.label_ids, test.predictions,
+                              validation=(validation_out.label_ids, validation_out.predictions))
     if not model_args.model:
         # The card says "fine-tuned from <name_or_path>" unless that is a folder; a model built
         # from a config has an empty one, so name this run's own folder: "trained from scratch".

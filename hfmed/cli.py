@@ -98,6 +98,9 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--source", help="the source file or folder, when it is not the cached download")
     v.set_defaults(func=cmd_verify)
 
+    from hfmed import ensemble
+
+    ensemble.add_command(sub)
     _add_hub_commands(sub)
     return p
 

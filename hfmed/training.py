@@ -967,16 +967,27 @@ def steps_per_epoch(num_train: int, args: TrainingArguments) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def write_report(out: Path, results: dict[str, Any], info: TaskInfo, label_ids, predictions) -> None:
-    """results.json, results.md and the two figures, from the test split's logits and labels."""
+def scored(task: str, label_ids, predictions) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) from what ``Trainer.predict`` returns."""
     from hfmed import metrics
 
-    out.mkdir(parents=True, exist_ok=True)
     logits = predictions[0] if isinstance(predictions, (tuple, list)) else predictions
-    y_score = metrics.scores_from_logits(info.task, logits)
     y_true = np.asarray(label_ids)
-    if info.task == "multi-label":
+    if task == "multi-label":
         y_true = np.rint(y_true).astype(np.int64)
+    return y_true, metrics.scores_from_logits(task, logits)
+
+
+def write_report(out: Path, results: dict[str, Any], info: TaskInfo, label_ids, predictions, validation=None) -> None:
+    """results.json, results.md, the two figures and predictions.npz, from the test split's logits.
+
+    ``validation`` is the validation split's ``(label_ids, predictions)``; with it, predictions.npz
+    holds both splits' labels and probabilities, which is what ``hfmed ensemble`` averages.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    y_true, y_score = scored(info.task, label_ids, predictions)
+    if validation is not None:
+        write_predictions(out, {"validation": scored(info.task, *validation), "test": (y_true, y_score)})
     title = f"{results['config']} {results['task']} (test)"
     plot_roc(out / "roc_curve.png", info.task, info.label_names, y_true, y_score, title)
     plot_confusion(out / "confusion_matrix.png", info.task, info.label_names, y_true, y_score, title)
@@ -985,6 +996,20 @@ def write_report(out: Path, results: dict[str, Any], info: TaskInfo, label_ids, 
     results["published"] = published_rows(results["collection"], subset)
     write_json(out / "results.json", results)
     (out / "results.md").write_text(results_markdown(results, results["published"]), encoding="utf-8")
+
+
+def write_predictions(out: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """predictions.npz: ``<split>_labels`` and ``<split>_scores`` (probabilities) per split."""
+    arrays = {}
+    for split, (y_true, y_score) in splits.items():
+        arrays[f"{split}_labels"] = np.asarray(y_true)
+        arrays[f"{split}_scores"] = np.asarray(y_score, dtype=np.float64)
+    tmp = out / "predictions.tmp.npz"
+    np.savez(tmp, **arrays)
+    tmp.replace(out / PREDICTIONS_FILE)
+
+
+PREDICTIONS_FILE = "predictions.npz"
 
 
 def published_rows(collection: str, subset: str) -> list[dict[str, Any]]:

@@ -13,12 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from hfmed import training
+from hfmed import metrics, training
 from hfmed.errors import UserError
 from hfmed.writer import build_config
 from loading_scripts.medmnist import MedMNIST
@@ -97,6 +98,13 @@ def test_each_task_type_trains_evaluates_and_writes_every_output(small_npz, tmp_
     assert results["validation"]["auc"] == pytest.approx(results["best_validation_auc"])
     card = (out / "README.md").read_text()
     assert "trained from scratch" in card and "| **this run**" in card
+    # predictions.npz holds the probabilities the reported figures were computed from.
+    with np.load(out / "predictions.npz") as saved:
+        for split, rows in (("validation", 11), ("test", 13)):
+            assert saved[f"{split}_scores"].shape[0] == rows
+            recomputed = metrics.compute(task, saved[f"{split}_labels"], saved[f"{split}_scores"])
+            assert recomputed["acc"] == pytest.approx(results[split]["acc"])
+            assert (recomputed["auc"] if not math.isnan(recomputed["auc"]) else None) == pytest.approx(results[split]["auc"])
     config = json.loads((out / "config.json").read_text())
     assert config["problem_type"] == ("multi_label_classification" if task == "multi-label" else "single_label_classification")
     assert list(config["id2label"].values()) == results["label_names"]
@@ -415,3 +423,52 @@ def test_two_gloo_processes_train_and_score_every_row_once(small_npz, tmp_path):
         for metric in ("auc", "acc"):
             a, b = distributed[split][metric], single[split][metric]
             assert (a is None and b is None) or math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6), (split, metric, a, b)
+
+
+def test_an_ensemble_averages_the_probabilities_of_its_runs(small_npz, tmp_path, capsys):
+    """hfmed ensemble: mean of the members' validation and test probabilities, scored the same way."""
+    from hfmed import cli
+
+    data = build_small(small_npz, tmp_path, "breastmnist")
+    runs = []
+    for seed in ("0", "1"):
+        out = tmp_path / f"run{seed}"
+        quick = [*QUICK[:-1], seed]
+        train(["--dataset", str(data), "--subset", "breastmnist", "--output_dir", str(out), "--arch", "resnet", *quick[2:]])
+        runs.append(out)
+    assert cli.main(["ensemble", *map(str, runs), "--out", str(tmp_path / "ens")]) == 0
+    assert "test: AUC" in capsys.readouterr().out
+
+    ens = tmp_path / "ens"
+    results = json.loads((ens / "results.json").read_text())
+    with np.load(ens / "predictions.npz") as saved, np.load(runs[0] / "predictions.npz") as a, np.load(runs[1] / "predictions.npz") as b:
+        for split in ("validation", "test"):
+            assert not np.array_equal(a[f"{split}_scores"], b[f"{split}_scores"])  # two different models
+            assert np.allclose(saved[f"{split}_scores"], (a[f"{split}_scores"] + b[f"{split}_scores"]) / 2)
+            expected = metrics.compute("binary", a[f"{split}_labels"], saved[f"{split}_scores"])
+            assert results[split]["acc"] == pytest.approx(expected["acc"]) and results[split]["auc"] == pytest.approx(expected["auc"])
+    assert [m["folder"] for m in results["members"]] == [str(r) for r in runs]
+    md = (ens / "results.md").read_text()
+    assert "| **this run** (ensemble of 2 runs)" in md and f"| member 2: {runs[1]} |" in md and "Google AutoML Vision" in md
+    for figure in ("roc_curve.png", "confusion_matrix.png"):
+        assert (ens / figure).is_file()
+
+    # Runs of another task, or without predictions, are refused in one line; nothing is written.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.json").write_text((runs[1] / "results.json").read_text().replace('"config": "breastmnist"', '"config": "pneumoniamnist"'))
+    (other / "predictions.npz").write_bytes((runs[1] / "predictions.npz").read_bytes())
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "results.json").write_text((runs[1] / "results.json").read_text())
+    for members, message in (([runs[0], other], "an ensemble combines runs of one task"),
+                             ([runs[0], bare], "predictions.npz not found"),
+                             ([runs[0], runs[0]], "given twice")):
+        before = sorted(p.name for p in tmp_path.iterdir())
+        assert cli.main(["ensemble", *map(str, members), "--out", str(tmp_path / "ens2")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert cli.main(["ensemble", *map(str, runs), "--out", str(ens)]) == 2  # exists: not replaced without --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert json.loads((ens / "results.json").read_text()) == results

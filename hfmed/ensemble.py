@@ -1,0 +1,186 @@
+"""``hfmed ensemble``: average the predictions of several ``train_hf.py`` runs into one model.
+
+Each run folder holds ``results.json`` and ``predictions.npz`` (validation and test
+probabilities, written by ``train_hf.py``). The ensemble's probabilities are the mean of its
+members'; AUC and ACC are then computed by the same MedMNIST definitions as every run. Members are
+whole runs, each of which chose its own checkpoint on validation; the ensemble adds no choice of
+its own, so its test figures are as honest as its members'.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hfmed.errors import UserError
+
+#: results.json fields that must agree between members: they are the same task on the same data.
+SAME = ("collection", "config", "task", "task_type", "label_names")
+SPLITS = ("validation", "test")
+
+
+def _member(folder: Path) -> dict[str, Any]:
+    from hfmed.training import PREDICTIONS_FILE
+
+    results_file, predictions_file = folder / "results.json", folder / PREDICTIONS_FILE
+    if not results_file.is_file():
+        raise UserError(f"{results_file} not found; give the output folders of finished train_hf.py runs")
+    if not predictions_file.is_file():
+        raise UserError(f"{predictions_file} not found; that run was made before train_hf.py saved its predictions: run it again")
+    try:
+        results = json.loads(results_file.read_text(encoding="utf-8"))
+        with np.load(predictions_file) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (ValueError, OSError) as e:
+        raise UserError(f"{folder}: cannot read its results ({e}); rerun that training run") from None
+    missing = [f"{split}_{kind}" for split in SPLITS for kind in ("labels", "scores") if f"{split}_{kind}" not in arrays]
+    if missing:
+        raise UserError(f"{predictions_file} lacks {', '.join(missing)}; rerun that training run")
+    return {"folder": folder, "results": results, "arrays": arrays}
+
+
+def combine(folders: list[Path]) -> tuple[list[dict[str, Any]], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The members, and per split (labels, mean probabilities); refuses runs of different tasks."""
+    if len(folders) < 2:
+        raise UserError("an ensemble needs at least two run folders")
+    resolved = [f.resolve() for f in folders]
+    if len(set(resolved)) != len(resolved):
+        raise UserError("the same run folder is given twice; each member counts once")
+    members = [_member(f) for f in folders]
+    first = members[0]
+    for other in members[1:]:
+        for key in SAME:
+            if other["results"].get(key) != first["results"].get(key):
+                raise UserError(
+                    f"{other['folder']} was trained on {key} {other['results'].get(key)!r}, {first['folder']} on "
+                    f"{first['results'].get(key)!r}; an ensemble combines runs of one task"
+                )
+        for split in SPLITS:
+            a, b = first["arrays"], other["arrays"]
+            if a[f"{split}_labels"].shape != b[f"{split}_labels"].shape or not np.array_equal(a[f"{split}_labels"], b[f"{split}_labels"]):
+                raise UserError(
+                    f"{other['folder']} and {first['folder']} have different {split} labels (other rows, or another "
+                    "order: --streaming with shuffling?); an ensemble needs the same rows in the same order"
+                )
+            if a[f"{split}_scores"].shape != b[f"{split}_scores"].shape:
+                raise UserError(f"{other['folder']} and {first['folder']} give {split} scores of different shapes")
+    combined = {}
+    for split in SPLITS:
+        scores = np.mean([m["arrays"][f"{split}_scores"] for m in members], axis=0)
+        combined[split] = (first["arrays"][f"{split}_labels"], scores)
+    return members, combined
+
+
+def _row(results: dict[str, Any], split: str, metric: str):
+    return (results.get(split) or {}).get(metric)
+
+
+def run(folders: list[Path], out: Path, overwrite: bool = False) -> dict[str, Any]:
+    """Score the ensemble of ``folders`` and write its report into ``out``; returns results.json."""
+    from hfmed import metrics, training
+
+    started = time.perf_counter()
+    members, combined = combine(folders)
+    out_resolved = out.resolve()
+    for m in members:
+        if m["folder"].resolve() == out_resolved or m["folder"].resolve() in out_resolved.parents:
+            raise UserError(f"--out {out} is inside the member run {m['folder']}; choose a new folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"{out} already exists and is not empty; choose a new folder or pass --overwrite")
+
+    first = members[0]["results"]
+    task = first["task_type"]
+    scores = {split: metrics.compute(task, y_true, y_score) for split, (y_true, y_score) in combined.items()}
+    names = [str(m["folder"]) for m in members]
+    results = {
+        **{key: first.get(key) for key in ("collection", "dataset", "config", "subset", "task", "task_column_chosen", "task_type", "num_labels", "label_names", "image_size")},
+        "model": f"ensemble of {len(members)} runs",
+        "selection_metric": first.get("selection_metric", "auc"),
+        "members": [
+            {
+                "folder": name,
+                "model": m["results"].get("model"),
+                "command": m["results"].get("command"),
+                "best_validation_auc": m["results"].get("best_validation_auc"),
+                "validation": {k: _row(m["results"], "validation", k) for k in ("auc", "acc")},
+                "test": {k: _row(m["results"], "test", k) for k in ("auc", "acc")},
+            }
+            for name, m in zip(names, members)
+        ],
+        "combination": "mean of the members' probabilities",
+        "validation": scores["validation"],
+        "test": scores["test"],
+        "num_samples": {split: int(len(combined[split][0])) for split in SPLITS},
+        "wall_time_seconds": sum(float(m["results"].get("wall_time_seconds") or 0) for m in members),
+        "train_images_per_second": None,
+        "eval_images_per_second": None,
+        "device": first.get("device"),
+        "num_processes": first.get("num_processes", 1),
+        "command": "hfmed ensemble " + " ".join(names) + f" --out {out}",
+        "ensemble_seconds": time.perf_counter() - started,
+    }
+    subset = results["config"].split("_", 1)[0] if results["collection"] == "medmnist" else results["config"]
+    results["published"] = training.published_rows(results["collection"], subset)
+
+    # Everything goes to a sibling temporary folder first: a failure leaves no half-written report.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        label_names = tuple(results["label_names"])
+        title = f"{results['config']} {results['task']} (test, ensemble of {len(members)})"
+        y_true, y_score = combined["test"]
+        training.plot_roc(staging / "roc_curve.png", task, label_names, y_true, y_score, title)
+        training.plot_confusion(staging / "confusion_matrix.png", task, label_names, y_true, y_score, title)
+        training.write_predictions(staging, combined)
+        training.write_json(staging / "results.json", results)
+        (staging / "results.md").write_text(markdown(results), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        staging.replace(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return results
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The ensemble, each member and the published rows, side by side."""
+    from hfmed.training import _fmt, results_markdown
+
+    text = results_markdown(results, results["published"])
+    head, sep, rest = text.partition("| **this run**")
+    first_row, newline, tail = rest.partition("\n")
+    members = [
+        f"| member {i + 1}: {m['folder']} | {_fmt(m['test']['auc'])} | {_fmt(m['test']['acc'])} "
+        f"| {_fmt(m['validation']['auc'])} | {_fmt(m['validation']['acc'])} |"
+        for i, m in enumerate(results["members"])
+    ]
+    return head + sep + first_row + newline + "\n".join(members) + "\n" + tail
+
+
+def add_command(sub) -> None:
+    e = sub.add_parser(
+        "ensemble",
+        help="average the predictions of several train_hf.py runs (same task) and report the ensemble",
+        description="Average the validation and test probabilities of finished train_hf.py runs of one task; "
+        "writes results.json, results.md, roc_curve.png, confusion_matrix.png and predictions.npz.",
+    )
+    e.add_argument("runs", nargs="+", help="output folders of train_hf.py runs (two or more)")
+    e.add_argument("--out", required=True, help="folder for the ensemble's report (new, or with --overwrite)")
+    e.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    e.set_defaults(func=cmd_ensemble)
+
+
+def cmd_ensemble(args) -> int:
+    results = run([Path(r) for r in args.runs], Path(args.out), overwrite=args.overwrite)
+    for split in SPLITS:
+        figures = results[split]
+        print(f"{split}: AUC {figures['auc']:.4f}  ACC {figures['acc']:.4f}")
+    print(f"ensemble of {len(results['members'])} runs -> {args.out}")
+    return 0

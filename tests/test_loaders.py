@@ -313,13 +313,47 @@ def test_resize_augment_and_the_device_path_agree(build):
     assert vol["pixel_values"].shape == (2, 1, 14, 14, 14) and vol["pixel_values"].dtype == torch.float32
 
 
-def test_batches_kept_by_the_consumer_stay_intact(build):
-    """Decode buffers are reused from batch to batch; nothing handed out may share them."""
+@pytest.mark.parametrize("recycled", [False, True])
+def test_batches_kept_by_the_consumer_stay_intact(build, monkeypatch, recycled):
+    """Decode buffers and batch memory are reused; nothing handed out and still held may share them.
+
+    ``recycled``: batch memory goes through BatchMemory at any size (normally only from 4 MiB).
+    """
+    from hfmed.loaders import dataset
+
+    if recycled:
+        monkeypatch.setattr(dataset, "HUGE_PAGE_MIN_BYTES", 0)
     _, npz = build
     src = npz["pneumoniamnist"]
-    for kw in (dict(augment=lambda x: x), dict(image_size=28), dict(streaming=True, decode_threads=1)):
+    for kw in (dict(augment=lambda x: x), dict(image_size=28), dict(streaming=True, decode_threads=1), dict(num_workers=2)):
         kept = list(_uint8(build, "pneumoniamnist", shuffle=True, **kw))
         assert sorted(_rows(kept, src["train_images"], src["train_labels"])) == list(range(ROWS["train"]))
+    expected = torch.from_numpy(src["train_images"]).float().div(255).sub(0.5).div(0.25)
+    for workers in (0, 2):  # float batches: converted in the process that yields them
+        kept = list(loaders.dataloader(build[0], "pneumoniamnist", batch_size=BATCH, mean=(0.5,), std=(0.25,), num_workers=workers, progress=False))
+        got = torch.cat([b["pixel_values"][:, 0] for b in kept])
+        as_uint8 = [{"pixel_values": (got * 0.25 + 0.5).mul(255).round().to(torch.uint8).unsqueeze(1), "labels": torch.cat([b["labels"] for b in kept])}]
+        rows = _rows(as_uint8, src["train_images"], src["train_labels"])  # workers interleave their batches
+        assert sorted(rows) == list(range(ROWS["train"])) and torch.allclose(got, expected[rows], atol=1e-6)
+
+
+def test_batch_memory_is_reused_only_when_nothing_refers_to_it(monkeypatch):
+    from hfmed.loaders import dataset
+
+    monkeypatch.setattr(dataset, "HUGE_PAGE_MIN_BYTES", 0)
+    memory = dataset.BatchMemory(keep=2)
+    a = memory((4, 8), torch.float32)
+    b = memory((4, 8), torch.float32)
+    assert a.data_ptr() != b.data_ptr()
+    pointer = a.data_ptr()
+    del a
+    c = memory((2, 8), torch.float32)  # a's area, free again, for a smaller batch
+    assert c.data_ptr() == pointer and c.shape == (2, 8)
+    view, array = c[1], b.numpy()
+    del c, b
+    d, e = memory((4, 8), torch.float32), memory((4, 8), torch.float32)  # a view or a numpy array holds its area
+    assert {d.data_ptr(), e.data_ptr()}.isdisjoint({pointer, array.ctypes.data})
+    assert len(memory.areas) == 2  # kept: at most `keep`; the others were fresh and go with their tensors
 
 
 def test_single_examples_for_a_dataloader_of_ones_own(build):

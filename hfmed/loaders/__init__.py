@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader
 
-from hfmed.loaders.dataset import SLOT_KEY, SlotPool, StreamingImageDataset, _private_empty
+from hfmed.loaders.dataset import SLOT_KEY, BatchMemory, SlotPool, StreamingImageDataset
 from hfmed.loaders.sources import TaskInfo, config_files, describe, split_source
 from hfmed.loaders.transforms import BatchTransform
 
@@ -110,9 +110,10 @@ class Loader(DataLoader):
             # Slots stay mapped here while their workers may refill them: torch then finds each one
             # in its cache of shared storages instead of mapping it again (a page fault per 4 KiB).
             mapped: deque[torch.Tensor] = deque(maxlen=self.num_workers * self.dataset.recycle_slots)
+            memory = BatchMemory(keep=3)  # the batch in use, the one before, one spare
             for batch in batches:
                 pixels = batch["pixel_values"]
-                finished = self.finish(pixels, _private_empty)
+                finished = self.finish(pixels, memory)
                 if batch.get(SLOT_KEY):
                     SlotPool.release(pixels)  # `finished` is a copy: the worker may refill the slot
                     mapped.append(pixels)

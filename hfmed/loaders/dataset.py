@@ -283,11 +283,11 @@ class StreamingImageDataset(IterableDataset):
             payload = block.payload
             decode.decode_images([payload[i] for i in idx.tolist()], out, where=self.source.describe())
 
-    def _make_batch(self, block: _Block, idx: np.ndarray, shared: bool, pool: "SlotPool | None" = None) -> dict[str, Any]:
+    def _make_batch(self, block: _Block, idx: np.ndarray, shared: bool, pool: "SlotPool | None" = None, memory: "BatchMemory | None" = None) -> dict[str, Any]:
         info, n = self.info, len(idx)
         row = cache.row_shape(info)
         direct = self.defer_transform or (self.stage.identity and info.channels == 1)
-        alloc = pool.take if pool is not None else _shared_empty if shared else _private_empty
+        alloc = pool.take if pool is not None else _shared_empty if shared else memory or _private_empty
         if direct:  # decode straight into the memory handed over (shared with the main process)
             pixels = alloc((n, *row), torch.uint8)
             out = pixels.numpy()
@@ -318,6 +318,8 @@ class StreamingImageDataset(IterableDataset):
         # A new pool per pass: a worker restarted for the next epoch never writes into memory that
         # a batch of the previous pass, still in the DataLoader's queue, points to.
         slots = SlotPool(threads + self.recycle_slots) if self.recycle_slots and worker is not None and self.batch_size is not None else None
+        # In the consuming process itself, batches go straight to the caller: recycle their memory.
+        memory = BatchMemory(threads + 3) if worker is None and self.batch_size is not None else None
         pool = ThreadPoolExecutor(threads, thread_name_prefix="hfmed-decode")
         pending: deque[Future] = deque()
         try:
@@ -325,7 +327,7 @@ class StreamingImageDataset(IterableDataset):
                 loaded = self._load(b, reader)
                 order = plan.row_permutation(b.num_rows, shuffle=self.shuffle, seed=self.seed, epoch=epoch, rank=rank, block=b.index)
                 for start in range(0, b.num_rows, batch):
-                    pending.append(pool.submit(self._make_batch, loaded, order[start : start + batch], worker is not None, slots))
+                    pending.append(pool.submit(self._make_batch, loaded, order[start : start + batch], worker is not None, slots, memory))
                     while len(pending) > threads:
                         yield from self._emit(pending.popleft().result())
             while pending:
@@ -407,23 +409,61 @@ def _shared_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(0, dtype=dtype).set_(torch.UntypedStorage._new_shared(nbytes), 0, shape)
 
 
-def _private_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """A fresh tensor for a batch the caller keeps, on transparent huge pages where Linux offers them.
-
-    Every batch handed out needs fresh memory (the caller may hold on to it), and first touching
-    fresh memory costs a page fault per 4 KiB: a float32 224 px batch is 12,500 of them, measured
-    here at more than the decoding of the batch itself. Asking for huge pages (``MADV_HUGEPAGE``)
-    makes that 512 times fewer; the memory is returned when the tensor is dropped.
-    """
-    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-    if nbytes < HUGE_PAGE_MIN_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
-        return torch.empty(shape, dtype=dtype)
+def _huge_area(nbytes: int) -> mmap.mmap:
     area = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     try:
         area.madvise(mmap.MADV_HUGEPAGE)
     except OSError:  # a kernel without transparent huge pages: ordinary pages, same memory
         pass
-    return torch.frombuffer(area, dtype=dtype, count=math.prod(shape)).view(shape)
+    return area
+
+
+def _private_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A fresh tensor for a batch the caller keeps, on transparent huge pages where Linux offers them.
+
+    First touching fresh memory costs a page fault per 4 KiB: a float32 224 px batch is 12,500 of
+    them, measured here at more than the decoding of the batch itself. Asking for huge pages
+    (``MADV_HUGEPAGE``) makes that 512 times fewer; the memory is returned when the tensor is dropped.
+    """
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    if nbytes < HUGE_PAGE_MIN_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return torch.empty(shape, dtype=dtype)
+    return torch.frombuffer(_huge_area(nbytes), dtype=dtype, count=math.prod(shape)).view(shape)
+
+
+class BatchMemory:
+    """Memory for the batches one iteration hands out, reused once the consumer has let go of it.
+
+    Even on huge pages, fresh memory is zeroed by the kernel before it is written: at 224 px that
+    is about 40% of converting a batch to float. A training loop drops each batch after its step,
+    so the memory of a batch two or three steps old is usually free again. A tensor made by
+    ``torch.frombuffer`` keeps its buffer object alive, so a kept area that nothing but this pool
+    refers to (its reference count says so) belongs to no live tensor, view or numpy array and is
+    handed out again; otherwise a fresh area is used. At most ``keep`` areas are kept, and they go
+    when the iteration ends.
+    """
+
+    def __init__(self, keep: int):
+        self.keep = keep
+        self.areas: list[mmap.mmap] = []
+        self.lock = threading.Lock()
+
+    def _unused(self, i: int) -> bool:
+        return sys.getrefcount(self.areas[i]) == 2  # the list's reference and the argument's
+
+    def __call__(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        count = math.prod(shape)
+        nbytes = count * torch.empty((), dtype=dtype).element_size()
+        if nbytes < HUGE_PAGE_MIN_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
+            return torch.empty(shape, dtype=dtype)
+        with self.lock:  # the tensor exists (and holds its area) before another thread looks
+            for i in range(len(self.areas)):
+                if len(self.areas[i]) >= nbytes and self._unused(i):
+                    return torch.frombuffer(self.areas[i], dtype=dtype, count=count).view(shape)
+            area = _huge_area(nbytes)
+            if len(self.areas) < self.keep:
+                self.areas.append(area)
+            return torch.frombuffer(area, dtype=dtype, count=count).view(shape)
 
 
 class _Scratch(threading.local):

@@ -32,7 +32,10 @@ def _member(folder: Path) -> dict[str, Any]:
     if not results_file.is_file():
         raise UserError(f"{results_file} not found; give the output folders of finished train_hf.py runs")
     if not predictions_file.is_file():
-        raise UserError(f"{predictions_file} not found; that run was made before train_hf.py saved its predictions: run it again")
+        raise UserError(
+            f"{predictions_file} not found; evaluate that run again to write it: "
+            f"python train_hf.py --model {folder} --do_train false --output_dir <new folder> (plus its --subset and --dataset)"
+        )
     try:
         results = json.loads(results_file.read_text(encoding="utf-8"))
         with np.load(predictions_file) as npz:

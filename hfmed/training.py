@@ -593,6 +593,10 @@ def build_model(model_args: ModelArguments, recipe_args: RecipeArguments, info: 
         channels = info.channels
         config = scratch_config(model_args.arch, model_args.arch_size, image_size, channels, info)
         apply_overrides(config, model_args.config_overrides)
+        # Saved with the model, so that `--model <this run's folder>` feeds it the same size again
+        # (a ResNet config has no size of its own, and 28 px images are fed to it at 112).
+        if getattr(config, "image_size", None) is None:
+            config.image_size = int(image_size)
         model = AutoModelForImageClassification.from_config(config)
         mean_t, std_t = half * channels, half * channels
         source = f"scratch:{model_args.arch}-{model_args.arch_size}"

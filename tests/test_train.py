@@ -472,3 +472,16 @@ def test_an_ensemble_averages_the_probabilities_of_its_runs(small_npz, tmp_path,
     assert cli.main(["ensemble", *map(str, runs), "--out", str(ens)]) == 2  # exists: not replaced without --overwrite
     assert "--overwrite" in capsys.readouterr().err
     assert json.loads((ens / "results.json").read_text()) == results
+
+
+def test_a_trained_run_is_evaluated_again_from_its_folder(small_npz, tmp_path):
+    """--model <run folder> --do_train false gives the same figures: same weights, same input size."""
+    data = build_small(small_npz, tmp_path, "breastmnist")
+    first = train(["--dataset", str(data), "--subset", "breastmnist", "--output_dir", str(tmp_path / "run"), "--arch", "resnet", *QUICK[2:]])
+    again = train(["--dataset", str(data), "--subset", "breastmnist", "--model", str(tmp_path / "run"), "--do_train", "false",
+                   "--output_dir", str(tmp_path / "again"), "--disable_tqdm", "true"])
+    assert first["image_size"] == again["image_size"] == 112  # a ResNet is fed 28 px images at 112
+    for split in ("validation", "test"):
+        assert again[split]["acc"] == pytest.approx(first[split]["acc"])
+        assert again[split]["auc"] == pytest.approx(first[split]["auc"])
+    assert (tmp_path / "again" / "predictions.npz").is_file()

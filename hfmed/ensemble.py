@@ -156,7 +156,9 @@ def markdown(results: dict[str, Any]) -> str:
     """The ensemble, each member and the published rows, side by side."""
     from hfmed.training import _fmt, results_markdown
 
-    text = results_markdown(results, results["published"])
+    text = results_markdown(results, results["published"]).replace(
+        "model selected on validation", "each member's checkpoint selected on validation", 1
+    )
     head, sep, rest = text.partition("| **this run**")
     first_row, newline, tail = rest.partition("\n")
     members = [

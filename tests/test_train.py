@@ -450,6 +450,7 @@ def test_an_ensemble_averages_the_probabilities_of_its_runs(small_npz, tmp_path,
     assert [m["folder"] for m in results["members"]] == [str(r) for r in runs]
     md = (ens / "results.md").read_text()
     assert "| **this run** (ensemble of 2 runs)" in md and f"| member 2: {runs[1]} |" in md and "Google AutoML Vision" in md
+    assert "each member's checkpoint selected on validation AUC" in md
     for figure in ("roc_curve.png", "confusion_matrix.png"):
         assert (ens / figure).is_file()
 

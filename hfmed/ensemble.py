@@ -94,6 +94,8 @@ def run(folders: list[Path], out: Path, overwrite: bool = False) -> dict[str, An
     for m in members:
         if m["folder"].resolve() == out_resolved or m["folder"].resolve() in out_resolved.parents:
             raise UserError(f"--out {out} is inside the member run {m['folder']}; choose a new folder")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"{out} already exists and is not empty; choose a new folder or pass --overwrite")
 

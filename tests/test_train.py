@@ -470,9 +470,17 @@ def test_an_ensemble_averages_the_probabilities_of_its_runs(small_npz, tmp_path,
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1
         assert sorted(p.name for p in tmp_path.iterdir()) == before
+    (tmp_path / "a-file").write_text("x")
+    assert cli.main(["ensemble", *map(str, runs), "--out", str(tmp_path / "a-file")]) == 2
+    assert "is a file" in capsys.readouterr().err and (tmp_path / "a-file").read_text() == "x"
     assert cli.main(["ensemble", *map(str, runs), "--out", str(ens)]) == 2  # exists: not replaced without --overwrite
     assert "--overwrite" in capsys.readouterr().err
     assert json.loads((ens / "results.json").read_text()) == results
+    assert cli.main(["ensemble", *map(str, runs), "--out", str(runs[0] / "ens"), "--overwrite"]) == 2  # a member is never written into
+    assert "inside the member run" in capsys.readouterr().err and not (runs[0] / "ens").exists()
+    (ens / "stale.txt").write_text("old")
+    assert cli.main(["ensemble", *map(str, reversed(runs)), "--out", str(ens), "--overwrite"]) == 0
+    assert not (ens / "stale.txt").exists() and json.loads((ens / "results.json").read_text())["test"] == pytest.approx(results["test"])
 
 
 def test_a_trained_run_is_evaluated_again_from_its_folder(small_npz, tmp_path):

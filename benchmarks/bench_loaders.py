@@ -333,6 +333,7 @@ def main_gpu(args) -> None:
     from transformers import ViTConfig, ViTForImageClassification
 
     from hfmed import loaders
+    from synthetic import seconds_on_one_batch, synchronize, training_step
 
     device = torch.device(args.device)
     work = args.work.resolve()
@@ -342,32 +343,14 @@ def main_gpu(args) -> None:
     config.num_labels = 2
     model = ViTForImageClassification(config).to(device).train()
     optim = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-
-    def step(pixels, labels):
-        with autocast:
-            loss = model(pixel_values=pixels, labels=labels).loss
-        loss.backward()
-        optim.step()
-        optim.zero_grad(set_to_none=True)
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    step = training_step(model, optim, device, bf16=True)
 
     b = args.batch_size
     pixels = torch.randn(b, 3, 224, 224, device=device)
     labels = torch.randint(0, 2, (b,), device=device)
-    for _ in range(args.warmup):
-        step(pixels, labels)
-    sync()
-    t = time.perf_counter()
-    for _ in range(args.steps):
-        step(pixels, labels)
-    sync()
-    synthetic = args.steps * b / (time.perf_counter() - t)
+    synthetic = args.steps * b / seconds_on_one_batch(step, pixels, labels, device, args.warmup, args.steps)
 
     loader = loaders.dataloader(work / "medmnist", d["config"], batch_size=b, shuffle=True, drop_last=True, num_workers=args.workers[-1],
                                 persistent_workers=args.workers[-1] > 0, rgb=True, mean=(0.5,), std=(0.5,), device=device, progress=False)
@@ -377,13 +360,13 @@ def main_gpu(args) -> None:
             step(batch["pixel_values"], batch["labels"])
             seen += 1
             if seen == args.warmup:
-                sync()
+                synchronize(device)
                 start = time.perf_counter()
             elif seen > args.warmup:
                 images += len(batch["labels"])
             if seen == args.warmup + args.steps:
                 break
-    sync()
+    synchronize(device)
     real = images / (time.perf_counter() - start)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     print(json.dumps({"device": name, "model": "ViT-B/16" if not args.tiny else "tiny ViT", "batch": b, "workers": args.workers[-1],

@@ -154,6 +154,7 @@ def run_synthetic(case: dict) -> dict:
     import torch
     from transformers import Trainer
 
+    import synthetic
     from hfmed import training
 
     torch.manual_seed(0)
@@ -170,25 +171,8 @@ def run_synthetic(case: dict) -> dict:
     pixels = torch.randn(b, bundle.channels, side, side, device=device).contiguous(memory_format=fmt)
     labels = torch.randint(0, info.num_labels, (b,), device=device)
 
-    def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=training_args.bf16):
-            loss = model(pixel_values=pixels, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for _ in range(case["warmup"]):
-        step()
-    sync()
-    start = time.perf_counter()
-    for _ in range(case["steps"]):
-        step()
-    sync()
-    seconds = time.perf_counter() - start
+    step = synthetic.training_step(model, optimizer, device, training_args.bf16)
+    seconds = synthetic.seconds_on_one_batch(step, pixels, labels, device, case["warmup"], case["steps"])
     return {"images_per_s": case["steps"] * b / seconds, "seconds": seconds, "optimizer": optimizer_cls.__name__,
             "precision": "bf16" if training_args.bf16 else "fp32", "channels_last": channels_last, "device": _device_name(device)}
 

@@ -1,4 +1,5 @@
-"""Generated benchmark inputs that look like medical images to a PNG encoder.
+"""Generated benchmark inputs that look like medical images to a PNG encoder, and the training
+step that the GPU benchmarks time on synthetic tensors.
 
 Pure noise would make every PNG as large as the raw pixels and every encoder equally slow; real
 scans are smooth fields with structures and sensor noise. These images are built the same way
@@ -9,6 +10,7 @@ multi-GB file never sits in memory.
 from __future__ import annotations
 
 import struct
+import time
 import zipfile
 from pathlib import Path
 from typing import Iterator
@@ -62,3 +64,37 @@ def write_medmnist_like(path: Path, n_train: int, size: int, channels: int, n_va
                 f.write(_npy_header((n, 1)))
                 f.write(rng.integers(0, n_classes, (n, 1), dtype=np.uint8).tobytes())
     return path
+
+
+def training_step(model, optimizer, device, bf16: bool):
+    """``step(pixels, labels)``: one forward, backward and optimizer update, bf16 autocast if asked."""
+    import torch
+
+    def step(pixels, labels) -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(pixel_values=pixels, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def synchronize(device) -> None:
+    """Wait for the accelerator's queued work, so that wall time covers it."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds_on_one_batch(step, pixels, labels, device, warmup: int, steps: int) -> float:
+    """Wall seconds of ``steps`` calls of ``step`` on the same batch, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        step(pixels, labels)
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(pixels, labels)
+    synchronize(device)
+    return time.perf_counter() - start

@@ -42,6 +42,12 @@ def _member(folder: Path) -> dict[str, Any]:
             arrays = {name: npz[name] for name in npz.files}
     except (ValueError, OSError) as e:
         raise UserError(f"{folder}: cannot read its results ({e}); rerun that training run") from None
+    cv = results.get("cross_validation")
+    if cv:
+        raise UserError(
+            f"{folder} is cross-validation fold {cv.get('fold')} of {cv.get('folds')} and has no test predictions; "
+            "an ensemble combines runs trained on the official splits"
+        )
     missing = [f"{split}_{kind}" for split in SPLITS for kind in ("labels", "scores") if f"{split}_{kind}" not in arrays]
     if missing:
         raise UserError(f"{predictions_file} lacks {', '.join(missing)}; rerun that training run")

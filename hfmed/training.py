@@ -64,6 +64,14 @@ class DataArguments:
         default=None,
         metadata={"help": "resize images to this side before the model; default: what a pretrained model expects, else the data's own size"},
     )
+    cv_folds: int | None = field(
+        default=None,
+        metadata={
+            "help": "cross-validation for choosing a recipe: pool train and validation, split them into this many folds "
+            "(stratified by label, always the same folds), train on all but --cv_fold and validate on it; test is not used"
+        },
+    )
+    cv_fold: int | None = field(default=None, metadata={"help": "with --cv_folds K: the held-out fold, 0 to K-1"})
 
 
 @dataclass
@@ -249,6 +257,8 @@ def default_output_dir(values: dict[str, Any]) -> Path:
         subset = f"{subset}_{values['size']}"
     parts = [subset] + ([values["task"]] if values["task"] else [])
     parts.append(Path(values["model"]).name if values.get("model") else f"{values['arch']}-{values['arch_size']}")
+    if values.get("cv_folds"):
+        parts.append(f"fold{values.get('cv_fold')}of{values['cv_folds']}")
     return Path("runs") / "-".join(parts)
 
 
@@ -301,9 +311,75 @@ class Data:
     sizes: dict[str, int]  # rows per split
     streaming: bool = False
     seed: int = 0
+    cv_folds: int | None = None  # cross-validation: train and validation pooled, fold cv_fold held out
+    cv_fold: int | None = None
 
     def splits(self) -> dict[str, Any]:
-        return {s: _load_split(self, s) for s in SPLITS}
+        """train, validation and test; under cross-validation, train and validation of the fold only."""
+        if self.cv_folds is None:
+            return {s: _load_split(self, s) for s in SPLITS}
+        pooled = [
+            {"pixel_values": example["pixel_values"].clone(), "labels": example["labels"].clone()}
+            for split in ("train", "validation")
+            for example in _load_split(self, split, shuffle=False)
+        ]
+        if len(pooled) < 2 * self.cv_folds:
+            raise UserError(f"{self.config} in {self.location} has {len(pooled)} train and validation rows, too few for --cv_folds {self.cv_folds}")
+        fold_of = cv_assignment(np.stack([example["labels"].numpy() for example in pooled]), self.cv_folds)
+        held_out = fold_of == self.cv_fold
+        train = Rows([pooled[i] for i in np.flatnonzero(~held_out)])
+        validation = Rows([pooled[i] for i in np.flatnonzero(held_out)])
+        self.sizes = {"train": len(train), "validation": len(validation)}
+        return {"train": train, "validation": validation}
+
+
+#: Seed of the fold assignment. Fixed, so that every recipe and every training seed is validated
+#: on the same folds and their scores can be compared fold by fold.
+CV_SEED = 0
+
+
+def cv_assignment(labels: np.ndarray, folds: int, seed: int = CV_SEED) -> np.ndarray:
+    """The fold (0 to folds-1) of each row, stratified: each label value is dealt evenly over the folds.
+
+    ``labels`` is ``(N,)`` class ids or ``(N, K)`` multi-hot rows (stratified by whole label
+    pattern). Rows of one value are shuffled, then dealt round-robin, the count carrying over from
+    one value to the next, so fold sizes differ by one row at most.
+    """
+    rng = np.random.default_rng(seed)
+    _, value_of = np.unique(labels.reshape(len(labels), -1), axis=0, return_inverse=True)
+    value_of = value_of.reshape(-1)
+    fold_of = np.empty(len(labels), dtype=np.int64)
+    dealt = 0
+    for value in range(int(value_of.max()) + 1 if len(labels) else 0):
+        rows = rng.permutation(np.flatnonzero(value_of == value))
+        fold_of[rows] = (dealt + np.arange(len(rows))) % folds
+        dealt += len(rows)
+    return fold_of
+
+
+class Rows(torch.utils.data.Dataset):
+    """Examples held in memory (a cross-validation fold), read by index."""
+
+    def __init__(self, examples: list[dict[str, Any]]):
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.examples[index]
+
+
+def check_cv(data_args: DataArguments) -> None:
+    folds, fold = data_args.cv_folds, data_args.cv_fold
+    if folds is None:
+        if fold is not None:
+            raise UserError(f"--cv_fold {fold} needs --cv_folds (the number of folds), e.g. --cv_folds 5 --cv_fold {fold}")
+        return
+    if folds < 2:
+        raise UserError(f"--cv_folds must be at least 2, got {folds}")
+    if fold is None or not 0 <= fold < folds:
+        raise UserError(f"--cv_fold must name the held-out fold, 0 to {folds - 1} for --cv_folds {folds}; got {fold}")
 
 
 def config_name(data_args: DataArguments) -> str:
@@ -358,6 +434,7 @@ def ensure_built(location: str, config: str, data_args: DataArguments, training_
 
 def open_data(data_args: DataArguments, training_args: TrainingArguments) -> Data:
     """The config to train on, for a local build or a Hub repo, checked before anything is loaded."""
+    check_cv(data_args)
     config = config_name(data_args)
     location, is_local = locate(data_args)
     if is_local:
@@ -371,10 +448,10 @@ def open_data(data_args: DataArguments, training_args: TrainingArguments) -> Dat
     dispatch = getattr(training_args.accelerator_config, "dispatch_batches", None)
     if dispatch is False and training_args.world_size > 1:
         raise UserError("accelerator_config dispatch_batches=false would shard the loaders' rows twice; leave it unset (rank 0 reads, the Trainer dispatches)")
-    return Data(location, config, info, dict(info.splits), data_args.streaming, training_args.seed)
+    return Data(location, config, info, dict(info.splits), data_args.streaming, training_args.seed, data_args.cv_folds, data_args.cv_fold)
 
 
-def _load_split(data: "Data", split: str):
+def _load_split(data: "Data", split: str, shuffle: bool | None = None):
     """One split as single uint8 examples: the Collator batches, resizes and normalises them.
 
     Under torchrun the Trainer's accelerator dispatches batches from rank 0 for an
@@ -389,7 +466,7 @@ def _load_split(data: "Data", split: str):
         batch_size=None,
         task=data.info.label_column,
         dtype=torch.uint8,
-        shuffle=split == "train",
+        shuffle=split == "train" if shuffle is None else shuffle,
         seed=data.seed,
         rank=0,
         world_size=1,
@@ -982,22 +1059,27 @@ def scored(task: str, label_ids, predictions) -> tuple[np.ndarray, np.ndarray]:
     return y_true, metrics.scores_from_logits(task, logits)
 
 
-def write_report(out: Path, results: dict[str, Any], info: TaskInfo, label_ids, predictions, validation=None) -> None:
-    """results.json, results.md, the two figures and predictions.npz, from the test split's logits.
+def write_report(out: Path, results: dict[str, Any], info: TaskInfo, label_ids, predictions, validation=None, split: str = "test") -> None:
+    """results.json, results.md, the two figures and predictions.npz, from one split's logits.
 
-    ``validation`` is the validation split's ``(label_ids, predictions)``; with it, predictions.npz
-    holds both splits' labels and probabilities, which is what ``hfmed ensemble`` averages.
+    That split is test, except in a cross-validation run (``split="validation"``: the held-out
+    fold). ``validation`` is the validation split's ``(label_ids, predictions)``; with it,
+    predictions.npz holds both splits' labels and probabilities, which is what ``hfmed ensemble``
+    averages.
     """
     out.mkdir(parents=True, exist_ok=True)
     y_true, y_score = scored(info.task, label_ids, predictions)
     if validation is not None:
-        write_predictions(out, {"validation": scored(info.task, *validation), "test": (y_true, y_score)})
-    title = f"{results['config']} {results['task']} (test)"
+        write_predictions(out, {"validation": scored(info.task, *validation), split: (y_true, y_score)})
+    else:
+        write_predictions(out, {split: (y_true, y_score)})
+    cv = results.get("cross_validation")
+    title = f"{results['config']} {results['task']} ({split}" + (f", fold {cv['fold']} of {cv['folds']})" if cv else ")")
     plot_roc(out / "roc_curve.png", info.task, info.label_names, y_true, y_score, title)
     plot_confusion(out / "confusion_matrix.png", info.task, info.label_names, y_true, y_score, title)
     # Published tables name MedMNIST subsets without the size suffix of the config.
     subset = results["config"].split("_", 1)[0] if results["collection"] == "medmnist" else results["config"]
-    results["published"] = published_rows(results["collection"], subset)
+    results["published"] = published_rows(results["collection"], subset) if not cv else []
     write_json(out / "results.json", results)
     (out / "results.md").write_text(results_markdown(results, results["published"]), encoding="utf-8")
 
@@ -1050,6 +1132,9 @@ def _fmt(value: Any) -> str:
 def results_markdown(results: dict[str, Any], published: list[dict[str, Any]]) -> str:
     """This run next to the published rows of the same subset (test AUC / ACC)."""
     subset = results["subset"] + (f" / {results['task']}" if results.get("task_column_chosen") else "")
+    cv = results.get("cross_validation")
+    if cv:
+        return _cv_markdown(results, subset, cv)
     lines = [
         f"# {subset}: {results['model']}",
         "",
@@ -1085,6 +1170,33 @@ def results_markdown(results: dict[str, Any], published: list[dict[str, Any]]) -
         "",
     ]
     return "\n".join(lines)
+
+
+def _cv_markdown(results: dict[str, Any], subset: str, cv: dict[str, Any]) -> str:
+    """A cross-validation fold: its validation figures only; published (test) rows are not comparable."""
+    return "\n".join([
+        f"# {subset}: {results['model']}, cross-validation fold {cv['fold']} of {cv['folds']}",
+        "",
+        f"Task: {results['task_type']} ({results['num_labels']} classes), {results['image_size']} px input. Train and validation "
+        f"were pooled and split into {cv['folds']} folds (stratified, seed {cv['seed']}); this run trained on "
+        f"{results['num_samples']['train']} rows and validated on the {results['num_samples']['validation']} of fold {cv['fold']}, "
+        f"its checkpoint chosen there on {results['selection_metric'].upper()}. The test split was not used. Compare recipes "
+        "by the mean of their folds; published figures are test figures and are not shown beside these.",
+        "",
+        "| | fold AUC | fold ACC |",
+        "|---|---|---|",
+        f"| **this run** ({results['model']}) | **{_fmt(results['validation'].get('auc'))}** | **{_fmt(results['validation'].get('acc'))}** |",
+        "",
+        f"Wall time {results['wall_time_seconds']:.0f} s on {results['device']} ({results['num_processes']} process(es)); "
+        f"training {_fmt_rate(results['train_images_per_second'])} images/s, evaluation {_fmt_rate(results['eval_images_per_second'])} images/s.",
+        "",
+        "Command:",
+        "",
+        "```",
+        results["command"],
+        "```",
+        "",
+    ])
 
 
 def _fmt_rate(value: float | None) -> str:

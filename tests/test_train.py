@@ -353,6 +353,10 @@ def test_a_medimeta_task_is_chosen_by_name_with_its_declared_type(tmp_path):
         (["--subset", "breastmnist"], "no --dataset given and no ./medmnist build here"),
         (["--subset", "breastmnist", "--dataset", "./not-here"], "no such folder"),
         (["--collection", "medimeta"], "--subset"),
+        (["--subset", "breastmnist", "--cv_fold", "1"], "needs --cv_folds"),
+        (["--subset", "breastmnist", "--cv_folds", "1", "--cv_fold", "0"], "at least 2"),
+        (["--subset", "breastmnist", "--cv_folds", "5"], "0 to 4"),
+        (["--subset", "breastmnist", "--cv_folds", "5", "--cv_fold", "5"], "0 to 4"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
@@ -494,3 +498,72 @@ def test_a_trained_run_is_evaluated_again_from_its_folder(small_npz, tmp_path):
         assert again[split]["acc"] == pytest.approx(first[split]["acc"])
         assert again[split]["auc"] == pytest.approx(first[split]["auc"])
     assert (tmp_path / "again" / "predictions.npz").is_file()
+
+
+def test_cv_folds_partition_the_rows_and_spread_each_class_evenly():
+    labels = np.array([0] * 23 + [1] * 9 + [2] * 4)
+    fold_of = training.cv_assignment(labels, 5)
+    assert fold_of.shape == labels.shape and set(fold_of.tolist()) == set(range(5))
+    sizes = np.bincount(fold_of, minlength=5)
+    assert sizes.max() - sizes.min() <= 1  # 36 rows: 8, 7, 7, 7, 7
+    for value in (0, 1, 2):
+        per_fold = np.bincount(fold_of[labels == value], minlength=5)
+        assert per_fold.max() - per_fold.min() <= 1, value
+    assert np.array_equal(training.cv_assignment(labels, 5), fold_of)  # the same folds every time
+    assert not np.array_equal(training.cv_assignment(labels, 5, seed=1), fold_of)
+    multi_hot = np.array([[1, 0], [0, 1]] * 10 + [[1, 1]] * 5)  # multi-label rows: stratified by whole pattern
+    fold_of = training.cv_assignment(multi_hot, 5)
+    for pattern in ([1, 0], [0, 1], [1, 1]):
+        rows = (multi_hot == pattern).all(axis=1)
+        assert np.bincount(fold_of[rows], minlength=5).max() - np.bincount(fold_of[rows], minlength=5).min() <= 1
+
+
+def test_cross_validation_holds_out_each_train_or_validation_row_once_and_never_reads_test(small_npz, tmp_path):
+    data = build_small(small_npz, tmp_path, "breastmnist")
+    args = training.parse_args([])[3]
+
+    def rows(examples) -> list[bytes]:
+        return [e["pixel_values"].numpy().tobytes() + e["labels"].numpy().tobytes() for e in examples]
+
+    plain = training.open_data(training.DataArguments(dataset=str(data), subset="breastmnist"), args).splits()
+    pooled = sorted(rows(plain["train"]) + rows(plain["validation"]))
+    test = set(rows(plain["test"]))
+    held_out = []
+    for fold in range(5):
+        loaded = training.open_data(training.DataArguments(dataset=str(data), subset="breastmnist", cv_folds=5, cv_fold=fold), args)
+        splits = loaded.splits()
+        assert set(splits) == {"train", "validation"}
+        train_rows, validation_rows = rows(splits["train"]), rows(splits["validation"])
+        assert sorted(train_rows + validation_rows) == pooled and not set(train_rows) & set(validation_rows)
+        assert loaded.sizes == {"train": len(train_rows), "validation": len(validation_rows)}
+        assert not test & set(train_rows + validation_rows)
+        held_out += validation_rows
+    assert sorted(held_out) == pooled  # every pooled row validates exactly once over the folds
+
+
+def test_a_cross_validation_run_reports_its_fold_and_no_test_figures(small_npz, tmp_path, capsys):
+    from hfmed import cli
+
+    data = build_small(small_npz, tmp_path, "breastmnist")
+    out = tmp_path / "fold1"
+    results = train(["--dataset", str(data), "--subset", "breastmnist", "--cv_folds", "5", "--cv_fold", "1",
+                     "--output_dir", str(out), "--arch", "resnet", *QUICK[2:]])
+    assert results["cross_validation"] == {"folds": 5, "fold": 1, "seed": 0, "pooled": ["train", "validation"]}
+    assert results["test"] is None and results["num_samples"]["test"] is None
+    assert results["num_samples"]["train"] + results["num_samples"]["validation"] == 24 + 11
+    with np.load(out / "predictions.npz") as saved:
+        assert saved.files == ["validation_labels", "validation_scores"]
+        assert saved["validation_scores"].shape[0] == results["num_samples"]["validation"]
+        recomputed = metrics.compute("binary", saved["validation_labels"], saved["validation_scores"])
+        assert recomputed["acc"] == pytest.approx(results["validation"]["acc"])
+    md = (out / "results.md").read_text()
+    assert "cross-validation fold 1 of 5" in md and "The test split was not used" in md and "Google AutoML" not in md
+    for name in ("roc_curve.png", "confusion_matrix.png", "README.md"):
+        assert (out / name).is_file()
+    # An ensemble needs test predictions: a fold is refused in one line.
+    other = tmp_path / "plain"
+    train(["--dataset", str(data), "--subset", "breastmnist", "--output_dir", str(other), "--arch", "resnet", *QUICK[2:]])
+    capsys.readouterr()  # the training runs' progress bars
+    assert cli.main(["ensemble", str(other), str(out), "--out", str(tmp_path / "ens")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cross-validation fold 1 of 5" in err and len(err.splitlines()) == 1 and not (tmp_path / "ens").exists()

@@ -1157,7 +1157,12 @@ def results_markdown(results: dict[str, Any], published: list[dict[str, Any]]) -
         lines += [f"{i + 1}. {title}: {sources[title]}" for i, title in enumerate(tables)]
     else:
         lines += ["", "No published figures for this subset in hfmed/facts/baselines.yaml."]
-    lines += [
+    return "\n".join(lines + _run_footer(results))
+
+
+def _run_footer(results: dict[str, Any]) -> list[str]:
+    """Where and how fast the run went, and the command that reproduces it."""
+    return [
         "",
         f"Wall time {results['wall_time_seconds']:.0f} s on {results['device']} ({results['num_processes']} process(es)); "
         f"training {_fmt_rate(results['train_images_per_second'])} images/s, evaluation {_fmt_rate(results['eval_images_per_second'])} images/s.",
@@ -1169,7 +1174,6 @@ def results_markdown(results: dict[str, Any], published: list[dict[str, Any]]) -
         "```",
         "",
     ]
-    return "\n".join(lines)
 
 
 def _cv_markdown(results: dict[str, Any], subset: str, cv: dict[str, Any]) -> str:
@@ -1186,16 +1190,7 @@ def _cv_markdown(results: dict[str, Any], subset: str, cv: dict[str, Any]) -> st
         "| | fold AUC | fold ACC |",
         "|---|---|---|",
         f"| **this run** ({results['model']}) | **{_fmt(results['validation'].get('auc'))}** | **{_fmt(results['validation'].get('acc'))}** |",
-        "",
-        f"Wall time {results['wall_time_seconds']:.0f} s on {results['device']} ({results['num_processes']} process(es)); "
-        f"training {_fmt_rate(results['train_images_per_second'])} images/s, evaluation {_fmt_rate(results['eval_images_per_second'])} images/s.",
-        "",
-        "Command:",
-        "",
-        "```",
-        results["command"],
-        "```",
-        "",
+        *_run_footer(results),
     ])
 
 

@@ -1,0 +1,62 @@
+"""benchmarks/cv_recipes.py: every recipe on every fold, ranked by mean fold AUC, resumable."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hfmed import metrics
+from hfmed.writer import build_config
+from loading_scripts.medmnist import MedMNIST
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import cv_recipes  # noqa: E402
+
+QUICK = ["--subset", "breastmnist", "--arch", "resnet", "--arch_size", "nano", "--num_train_epochs", "1",
+         "--per_device_train_batch_size", "8", "--disable_tqdm", "true"]
+
+
+def test_recipes_are_run_on_every_fold_summarized_and_resumed(small_npz, tmp_path, monkeypatch):
+    monkeypatch.setenv("HFMED_CACHE", str(tmp_path / "hfmed-cache"))
+    data = tmp_path / "medmnist"
+    build_config(MedMNIST("breastmnist", small_npz("breastmnist", n={"train": 24, "val": 11, "test": 13}), unofficial=True), data, progress=False)
+    work, summary = tmp_path / "cv", tmp_path / "cv.json"
+    argv = ["--work", str(work), "--folds", "2", "--parallel", "2", "--json", str(summary),
+            "--recipe", "plain=", "--recipe", "wd=--weight_decay 0.5", "--", "--dataset", str(data), *QUICK]
+    assert cv_recipes.main(argv) == 0
+
+    rows = {r["recipe"]: r for r in json.loads(summary.read_text())["recipes"]}
+    assert set(rows) == {"plain", "wd"} and rows["wd"]["flags"] == "--weight_decay 0.5"
+    for name, row in rows.items():
+        labels, scores = [], []
+        for fold in range(2):
+            results = json.loads((work / name / f"fold{fold}" / "results.json").read_text())
+            assert results["cross_validation"]["fold"] == fold and results["test"] is None
+            assert results["arguments"]["TrainingArguments"]["seed"] == fold  # paired: fold i, seed i, every recipe
+            assert row["fold_auc"][fold] == pytest.approx(results["validation"]["auc"])
+            with np.load(work / name / f"fold{fold}" / "predictions.npz") as saved:
+                labels.append(saved["validation_labels"])
+                scores.append(saved["validation_scores"])
+        assert row["mean_auc"] == pytest.approx(np.mean(row["fold_auc"]))
+        assert sum(len(y) for y in labels) == 24 + 11  # the folds cover train and validation, once
+        assert row["pooled_auc"] == pytest.approx(metrics.compute("binary", np.concatenate(labels), np.concatenate(scores))["auc"])
+    ranked = json.loads(summary.read_text())["recipes"]
+    assert ranked[0]["mean_auc"] >= ranked[1]["mean_auc"]
+
+    # A second call finds every results.json and trains nothing again.
+    stamps = {p: p.stat().st_mtime_ns for p in work.glob("*/fold*/results.json")}
+    assert cv_recipes.main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in work.glob("*/fold*/results.json")} == stamps
+
+
+@pytest.mark.parametrize("extra", [["--seed", "3"], ["--cv_fold", "1"], ["--output_dir", "x"]])
+def test_flags_the_script_sets_per_run_are_refused(tmp_path, extra, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cv_recipes.main(["--work", str(tmp_path / "cv"), "--recipe", "a=", "--", *QUICK, *extra])
+    assert exit_.value.code == 2 and "set per run by this script" in capsys.readouterr().err
+    assert not (tmp_path / "cv").exists()

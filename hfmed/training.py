@@ -324,7 +324,7 @@ class Data:
             for example in _load_split(self, split, shuffle=False)
         ]
         if len(pooled) < 2 * self.cv_folds:
-            raise UserError(f"{self.config} in {self.location} has {len(pooled)} train and validation rows, too few for --cv_folds {self.cv_folds}")
+            raise UserError(f"{self.config} in {self.location} has {len(pooled)} train and validation rows, too few for --cv_folds {self.cv_folds}; use fewer folds")
         fold_of = cv_assignment(np.stack([example["labels"].numpy() for example in pooled]), self.cv_folds)
         held_out = fold_of == self.cv_fold
         train = Rows([pooled[i] for i in np.flatnonzero(~held_out)])

@@ -567,3 +567,10 @@ def test_a_cross_validation_run_reports_its_fold_and_no_test_figures(small_npz, 
     assert cli.main(["ensemble", str(other), str(out), "--out", str(tmp_path / "ens")]) == 2
     err = capsys.readouterr().err.strip()
     assert "cross-validation fold 1 of 5" in err and len(err.splitlines()) == 1 and not (tmp_path / "ens").exists()
+
+
+def test_too_few_rows_for_the_folds_is_refused_before_training(small_npz, tmp_path):
+    data = build_small(small_npz, tmp_path, "breastmnist", n={"train": 4, "val": 3, "test": 2})
+    loaded = training.open_data(training.DataArguments(dataset=str(data), subset="breastmnist", cv_folds=5, cv_fold=0), training.parse_args([])[3])
+    with pytest.raises(UserError, match="has 7 train and validation rows, too few for --cv_folds 5; use fewer folds"):
+        loaded.splits()

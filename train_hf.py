@@ -80,12 +80,13 @@ def run(argv: list[str] | None = None) -> dict:
     validation_out = trainer.predict(splits["validation"], metric_key_prefix="validation")
     validation = validation_out.metrics
     trainer.log_metrics("validation", validation)
+    outputs = {"validation": validation_out}
     cv = data.cv_folds is not None
     test = None  # cross-validation chooses a recipe: the test split stays unread
     if not cv:
-        test = trainer.predict(splits["test"], metric_key_prefix="test")
+        test = outputs["test"] = trainer.predict(splits["test"], metric_key_prefix="test")
         trainer.log_metrics("test", test.metrics)
-    scored_last = test or validation_out
+    last = "test" if test is not None else "validation"
 
     world = max(1, training_args.world_size)
     results = {
@@ -104,13 +105,13 @@ def run(argv: list[str] | None = None) -> dict:
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "best_validation_auc": trainer.state.best_metric,
         "validation": _strip(validation, "validation"),
-        "test": _strip(test.metrics, "test") if test else None,
+        "test": _strip(test.metrics, "test") if test is not None else None,
         "cross_validation": {"folds": data.cv_folds, "fold": data.cv_fold, "seed": training.CV_SEED, "pooled": ["train", "validation"]} if cv else None,
-        "num_samples": {"train": data.sizes["train"], "validation": data.sizes["validation"], "test": int(len(test.label_ids)) if test else None},
+        "num_samples": {"train": data.sizes["train"], "validation": data.sizes["validation"], "test": int(len(test.label_ids)) if test is not None else None},
         "wall_time_seconds": time.perf_counter() - started,
         "train_seconds": train_seconds,
         "train_images_per_second": (trainer.images_seen * world / train_seconds) if train_seconds else None,
-        "eval_images_per_second": next(v for k, v in scored_last.metrics.items() if k.endswith("_samples_per_second")),
+        "eval_images_per_second": outputs[last].metrics.get(f"{last}_samples_per_second"),
         "device": training.device_description(),
         "num_processes": world,
         "precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32",
@@ -122,11 +123,7 @@ def run(argv: list[str] | None = None) -> dict:
     }
     out = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
-        validation_pair = (validation_out.label_ids, validation_out.predictions)
-        if cv:
-            training.write_report(out, results, info, *validation_pair, split="validation")
-        else:
-            training.write_report(out, results, info, test.label_ids, test.predictions, validation=validation_pair)
+        training.write_report(out, results, info, {split: (o.label_ids, o.predictions) for split, o in outputs.items()})
     if not model_args.model:
         # The card says "fine-tuned from <name_or_path>" unless that is a folder; a model built
         # from a config has an empty one, so name this run's own folder: "trained from scratch".

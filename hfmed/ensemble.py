@@ -136,8 +136,7 @@ def run(folders: list[Path], out: Path, overwrite: bool = False) -> dict[str, An
         "command": "hfmed ensemble " + " ".join(names) + f" --out {out}",
         "ensemble_seconds": time.perf_counter() - started,
     }
-    subset = results["config"].split("_", 1)[0] if results["collection"] == "medmnist" else results["config"]
-    results["published"] = training.published_rows(results["collection"], subset)
+    results["published"] = training.published_for(results)
 
     # Everything goes to a sibling temporary folder first: a failure leaves no half-written report.
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -329,7 +329,7 @@ class Data:
         held_out = fold_of == self.cv_fold
         train = Rows([pooled[i] for i in np.flatnonzero(~held_out)])
         validation = Rows([pooled[i] for i in np.flatnonzero(held_out)])
-        self.sizes = {"train": len(train), "validation": len(validation)}
+        self.sizes = {"train": len(train), "validation": len(validation)}  # the fold's, for steps per epoch and the report
         return {"train": train, "validation": validation}
 
 
@@ -1059,29 +1059,32 @@ def scored(task: str, label_ids, predictions) -> tuple[np.ndarray, np.ndarray]:
     return y_true, metrics.scores_from_logits(task, logits)
 
 
-def write_report(out: Path, results: dict[str, Any], info: TaskInfo, label_ids, predictions, validation=None, split: str = "test") -> None:
-    """results.json, results.md, the two figures and predictions.npz, from one split's logits.
+def write_report(out: Path, results: dict[str, Any], info: TaskInfo, outputs: dict[str, tuple[Any, Any]]) -> None:
+    """results.json, results.md, the two figures and predictions.npz.
 
-    That split is test, except in a cross-validation run (``split="validation"``: the held-out
-    fold). ``validation`` is the validation split's ``(label_ids, predictions)``; with it,
-    predictions.npz holds both splits' labels and probabilities, which is what ``hfmed ensemble``
-    averages.
+    ``outputs`` maps each evaluated split to what ``Trainer.predict`` returned for it,
+    ``(label_ids, predictions)``: validation and test, or validation alone in a cross-validation
+    run. predictions.npz holds every split's labels and probabilities (what ``hfmed ensemble``
+    averages); the figures show test, or the held-out fold when test was not evaluated.
     """
     out.mkdir(parents=True, exist_ok=True)
-    y_true, y_score = scored(info.task, label_ids, predictions)
-    if validation is not None:
-        write_predictions(out, {"validation": scored(info.task, *validation), split: (y_true, y_score)})
-    else:
-        write_predictions(out, {split: (y_true, y_score)})
+    scores = {split: scored(info.task, *pair) for split, pair in outputs.items()}
+    write_predictions(out, scores)
+    split = "test" if "test" in scores else "validation"
+    y_true, y_score = scores[split]
     cv = results.get("cross_validation")
     title = f"{results['config']} {results['task']} ({split}" + (f", fold {cv['fold']} of {cv['folds']})" if cv else ")")
     plot_roc(out / "roc_curve.png", info.task, info.label_names, y_true, y_score, title)
     plot_confusion(out / "confusion_matrix.png", info.task, info.label_names, y_true, y_score, title)
-    # Published tables name MedMNIST subsets without the size suffix of the config.
-    subset = results["config"].split("_", 1)[0] if results["collection"] == "medmnist" else results["config"]
-    results["published"] = published_rows(results["collection"], subset) if not cv else []
+    results["published"] = published_for(results) if not cv else []
     write_json(out / "results.json", results)
     (out / "results.md").write_text(results_markdown(results, results["published"]), encoding="utf-8")
+
+
+def published_for(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The published rows for a run's subset (tables name MedMNIST subsets without the size suffix)."""
+    subset = results["config"].split("_", 1)[0] if results["collection"] == "medmnist" else results["config"]
+    return published_rows(results["collection"], subset)
 
 
 def write_predictions(out: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:

@@ -141,7 +141,7 @@ CPU_CHUNK_BYTES = 1 << 20  # float bytes converted per step on the CPU
 
 
 def _affine(x: torch.Tensor, out: torch.Tensor, scale, shift) -> None:
-    """``out = x * scale + shift`` in float32 ``out``: the conversion, then in-place float arithmetic
+    """``out = x * scale + shift`` in floating-point ``out``: the conversion, then in-place arithmetic
     (the mixed-dtype kernels are several times slower than separate vectorised passes)."""
     out.copy_(x)
     out.mul_(scale)

@@ -70,6 +70,16 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_view(args) -> int:
+    from hfmed import view
+
+    viewer = view.start(args.folder, host=args.host, port=args.port, config=args.config)
+    print(f"serving {viewer.catalog.folder} at {viewer.url(args.config)}  (Ctrl-C stops)", flush=True)
+    viewer.run()
+    print("hfmed view: stopped", file=sys.stderr)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hfmed", description="MedMNIST and MedIMeta as Hugging Face datasets.")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
@@ -97,6 +107,13 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--config", required=True, help="the config to verify")
     v.add_argument("--source", help="the source file or folder, when it is not the cached download")
     v.set_defaults(func=cmd_verify)
+
+    w = sub.add_parser("view", help="browse a build on localhost as the Hub's viewer will show it; look inside 3D volumes")
+    w.add_argument("folder", help="the built dataset folder (e.g. medmnist)")
+    w.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one, printed)")
+    w.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    w.add_argument("--config", help="open the page on this config")
+    w.set_defaults(func=cmd_view)
 
     from hfmed import ensemble
 

@@ -338,6 +338,15 @@ $("wholecard").addEventListener("click", async (e) => {
   $("cardbox").open = true;
 });
 
+// a hash typed or pasted into the address bar (replaceState above fires no event)
+window.addEventListener("hashchange", () => {
+  readHash();
+  volume = null;
+  if ([...$("config").options].some((o) => o.value === state.config)) $("config").value = state.config;
+  else state.config = $("config").value;
+  loadConfig();
+});
+
 (async function main() {
   readHash();
   try { await loadConfigs(); } catch (e) { showError(e.message); return; }

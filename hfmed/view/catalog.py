@@ -16,7 +16,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import pyarrow.parquet as pq
 import yaml
 
 from hfmed.errors import UserError
@@ -107,6 +106,24 @@ def _split_key(split: str) -> tuple[int, str]:
     return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split)
 
 
+@dataclass
+class Build:
+    """What the card says at one moment: the configs in order, and the card's Markdown body."""
+
+    configs: list[Config]
+    body: str
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.configs]
+
+    def config(self, name: str) -> Config:
+        for c in self.configs:
+            if c.name == name:
+                return c
+        raise NotFound(f"no config {name!r} in this build")
+
+
 class Catalog:
     """The configs of one build folder; every file it hands out lies inside that folder."""
 
@@ -134,12 +151,11 @@ class Catalog:
             raise UserError(f"{path}: the card's YAML header does not parse ({first}); rebuild it with `hfmed build`") from None
         return (data if isinstance(data, dict) else None), text[m.end():]
 
-    def configs(self) -> list[Config]:
-        """Every config, in the card's order (or name order for a folder without a card)."""
-        data, _ = self.card()
-        if data and data.get("configs"):
-            return self._from_card(data)
-        return self._from_folders()
+    def read(self) -> "Build":
+        """The card and the configs it declares, read now (once per request: never kept)."""
+        data, body = self.card()
+        configs = self._from_card(data) if data and data.get("configs") else self._from_folders()
+        return Build(configs, body)
 
     def _from_card(self, data: dict) -> list[Config]:
         infos = {i.get("config_name", "default"): i for i in data.get("dataset_info") or [] if isinstance(i, dict)}
@@ -169,12 +185,6 @@ class Catalog:
             if splits:
                 out.append(Config(sub.name, {s: [f"{sub.name}/{s}-*.parquet"] for s in splits}))
         return out
-
-    def config(self, name: str) -> Config:
-        for c in self.configs():
-            if c.name == name:
-                return c
-        raise NotFound(f"no config {name!r} in {self.folder}")
 
     # --- files -------------------------------------------------------------------------------
 
@@ -216,8 +226,10 @@ class Catalog:
         return [column_from_arrow_json(f.name, features.get(f.name, {"_type": "Value", "dtype": str(f.type)})) for f in schema]
 
 
-def open_parquet(path: Path) -> pq.ParquetFile:
-    """Open a shard, turning pyarrow's several error types into one that names the file."""
+def open_parquet(path: Path):
+    """Open a shard (a ``pyarrow.parquet.ParquetFile``), turning pyarrow's several error types into one that names the file."""
+    import pyarrow.parquet as pq  # not needed to start: the card is read with YAML alone
+
     try:
         return pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for damaged files

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from hfmed.errors import UserError
-from hfmed.view import cardtext, rows
+from hfmed.view import cardtext
 from hfmed.view.catalog import Broken, Catalog, Column, Config, NotFound
 
 PAGE_ROWS = 100  # rows per page, as the Hub viewer shows them
@@ -126,38 +126,45 @@ class Handler(BaseHTTPRequestHandler):
     def catalog(self) -> Catalog:
         return self.server.catalog
 
+    @property
+    def rows(self):
+        # numpy and Arrow compute take about half a second to import: start-up needs the card only,
+        # so they load with the first config asked for
+        from hfmed.view import rows
+
+        return rows
+
     def _configs(self, query) -> None:
-        configs = self.catalog.configs()
+        build = self.catalog.read()
         self._json(200, {
             "folder": str(self.catalog.folder),
-            "configs": [{"name": c.name, "default": c.default, "splits": list(c.patterns), "rows": c.declared_rows} for c in configs],
+            "configs": [{"name": c.name, "default": c.default, "splits": list(c.patterns), "rows": c.declared_rows} for c in build.configs],
         })
 
     def _config(self, query) -> None:
         catalog = self.catalog
-        config = catalog.config(_param(query, "config"))
+        build = catalog.read()
+        config = build.config(_param(query, "config"))
         columns = catalog.columns(config)
         splits, labels = [], {}
         for split in config.patterns:
             files = catalog.shards(config, split)
-            splits.append({"name": split, "rows": rows.num_rows(files)})
+            splits.append({"name": split, "rows": self.rows.num_rows(files)})
             for col in columns:
                 if col.kind in ("class_label", "label_list"):
-                    labels.setdefault(col.name, {})[split] = rows.label_counts(files, col)
-        _, body = catalog.card()
-        names = [c.name for c in catalog.configs()]
+                    labels.setdefault(col.name, {})[split] = self.rows.label_counts(files, col)
         self._json(200, {
             "name": config.name,
             "folder": str(catalog.folder),
             "splits": splits,
             "columns": [c.as_json() for c in columns],
             "labels": labels,
-            "card": cardtext.for_config(body, config.name, names) if body else "",
+            "card": cardtext.for_config(build.body, config.name, build.names) if build.body else "",
             "page_rows": PAGE_ROWS,
         })
 
     def _split(self, query) -> tuple[Config, list[Column], list[Path]]:
-        config = self.catalog.config(_param(query, "config"))
+        config = self.catalog.read().config(_param(query, "config"))
         files = self.catalog.shards(config, _param(query, "split"))
         return config, self.catalog.columns(config), files
 
@@ -173,12 +180,12 @@ class Handler(BaseHTTPRequestHandler):
             col = next((c for c in columns if c.name == name and c.kind in ("class_label", "label_list")), None)
             if col is None or not value.lstrip("-").isdigit():
                 raise BadRequest(f"label={label!r}: expected <label column>:<class id>")
-            selected = rows.matching(files, col, int(value))
+            selected = self.rows.matching(files, col, int(value))
             total, chosen = len(selected), selected[offset:offset + length].tolist()
         else:
-            total = rows.num_rows(files)
+            total = self.rows.num_rows(files)
             chosen = list(range(offset, min(offset + length, total)))
-        self._json(200, {"total": total, "offset": offset, "rows": rows.read_rows(files, chosen, columns)})
+        self._json(200, {"total": total, "offset": offset, "rows": self.rows.read_rows(files, chosen, columns)})
 
     def _volume(self, query) -> None:
         config, columns, files = self._split(query)
@@ -187,13 +194,12 @@ class Handler(BaseHTTPRequestHandler):
         if col is None:
             raise NotFound(f"config {config.name!r} has no 3D column {name!r}")
         index = _int(query, "row")
-        if not 0 <= index < rows.num_rows(files):
+        if not 0 <= index < self.rows.num_rows(files):
             raise NotFound(f"no row {index} in {config.name}/{_param(query, 'split')}")
-        self._send(200, rows.volume(files, index, col), "application/octet-stream")
+        self._send(200, self.rows.volume(files, index, col), "application/octet-stream")
 
     def _card(self, query) -> None:
-        _, body = self.catalog.card()
-        self._json(200, {"markdown": body})
+        self._json(200, {"markdown": self.catalog.read().body})
 
     def _file(self, rel: str) -> None:
         """A picture of the build folder the card links to; nothing outside the folder, nothing hidden."""
@@ -225,7 +231,7 @@ class Viewer:
 
     def __init__(self, folder: str | Path, host: str = "127.0.0.1", port: int = 0):
         self.catalog = Catalog(folder)
-        self.configs = [c.name for c in self.catalog.configs()]
+        self.configs = self.catalog.read().names
         if not self.configs:
             raise UserError(f"{folder}: holds no config (no card listing configs, no folder of .parquet shards); build one with `hfmed build`")
         server_class = _Server

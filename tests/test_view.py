@@ -145,6 +145,21 @@ def test_lists_of_labels_are_named_counted_and_filtered(tmp_path):
         assert [r["row_idx"] for r in get_json(v, "/api/rows?config=chestmnist&split=train&label=labels:-1")[1]["rows"]] == [0, 2]
 
 
+def test_a_medimeta_build_shows_every_task_column_and_its_own_card_section(tmp_path):
+    from conftest import MEDIMETA_INFO
+    from medimeta_fixtures import make_medimeta_folder
+
+    make_medimeta_folder(tmp_path / "src", MEDIMETA_INFO / "cxr.yaml", tiff=False)
+    assert main(["build", "medimeta", "cxr", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "medimeta"), "--quiet"]) == 0
+    with view.start(tmp_path / "medimeta").start_background() as v:
+        info = get_json(v, "/api/config?config=cxr")[1]
+        kinds = {c["name"]: c["kind"] for c in info["columns"]}
+        assert kinds == {"image": "image", "disease_labels": "label_list", "patient_sex": "class_label", "patient_id": "value"}
+        assert info["card"].startswith("### cxr")
+        row = get_json(v, "/api/rows?config=cxr&split=train&length=1")[1]["rows"][0]["cells"]
+        assert decode_image(row["image"]).shape == (224, 224) and isinstance(row["patient_id"], str)
+
+
 # --- what it refuses ----------------------------------------------------------------------------
 
 

@@ -105,3 +105,21 @@ def test_filter_and_jump(browser, server, real_breastmnist):
     browser.click("#jumpform button")
     assert browser.wait_for("document.querySelector('#rows tr.selected') && document.querySelector('#rows tr.selected').dataset.row === '123'")
     assert browser.evaluate("document.getElementById('range').textContent") == "rows 101–156 of 156"
+
+
+def test_a_broken_config_shows_its_error_and_the_picker_still_works(browser, built_medmnist, tmp_path):
+    import shutil
+
+    out = tmp_path / "medmnist"
+    shutil.copytree(built_medmnist, out)
+    shard = out / "breastmnist" / "train-00000-of-00001.parquet"
+    shard.write_bytes(shard.read_bytes()[:1000])
+    with view.start(out).start_background() as v:
+        browser.open(v.url("breastmnist"))
+        error = browser.wait_for("!document.getElementById('error').hidden && document.getElementById('error').textContent")
+        assert error.startswith("breastmnist: breastmnist/train-00000-of-00001.parquet: not a readable Parquet file")
+        assert browser.evaluate("document.getElementById('rows').hidden")
+        browser.evaluate("const s = document.getElementById('config'); s.value = 'adrenalmnist3d'; s.dispatchEvent(new Event('change'))")
+        assert browser.wait_for("document.querySelectorAll('#rows tbody tr').length === 100 && document.getElementById('error').hidden")
+        browser.evaluate("location.hash = '#config=adrenalmnist3d&split=test&offset=200'")  # typed into the address bar
+        assert browser.wait_for("document.getElementById('range').textContent === 'rows 201–298 of 298'")

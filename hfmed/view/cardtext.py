@@ -3,8 +3,9 @@
 Cards written by hfmed have one section per subset or dataset, and that section names its configs
 in code spans (`` `breastmnist` ``); overview tables name every config. So the section chosen for a
 config is the one whose own text (before its first sub-heading) names it and names the fewest other
-configs; among equals the shallowest wins, so that its sub-sections come with it. Any card, hfmed's
-or not, works: with no such section the whole card is shown.
+configs; among equals the one with the most text of its own (the prose, not an overview table),
+and it comes with its sub-sections. Any card, hfmed's or not, works: with no such section the
+whole card is shown.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def for_config(markdown: str, config: str, all_configs: list[str]) -> str:
         named = {c for c in all_configs if f"`{c}`" in own}
         if config not in named or s.level < 2:
             continue
-        key = (len(named), s.level)
+        key = (len(named), -len(own))
         if best is None or key < best[:2]:
             best = (*key, s)
     if best is None:

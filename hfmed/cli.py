@@ -75,6 +75,8 @@ def cmd_view(args) -> int:
 
     viewer = view.start(args.folder, host=args.host, port=args.port, config=args.config)
     print(f"serving {viewer.catalog.folder} at {viewer.url(args.config)}  (Ctrl-C stops)", flush=True)
+    if not viewer.loopback:
+        print(f"hfmed: warning: listening on {args.host}: anyone who can reach this machine can read this build", file=sys.stderr)
     viewer.run()
     print("hfmed view: stopped", file=sys.stderr)
     return 0

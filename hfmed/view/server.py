@@ -247,6 +247,11 @@ class Viewer:
         self._thread: threading.Thread | None = None
 
     @property
+    def loopback(self) -> bool:
+        """Whether only this machine can connect."""
+        return self.httpd.loopback
+
+    @property
     def port(self) -> int:
         return self.httpd.server_address[1]
 

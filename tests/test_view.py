@@ -202,6 +202,16 @@ def test_a_broken_shard_spoils_its_config_and_nothing_else(copy_of_build):
         assert get_json(v, "/api/rows?config=adrenalmnist3d&split=test")[0] == 200
 
 
+def test_a_folder_without_a_card_shows_a_config_per_folder_of_shards(copy_of_build):
+    (copy_of_build / "README.md").unlink()
+    with view.start(copy_of_build).start_background() as v:
+        assert [c["name"] for c in get_json(v, "/api/configs")[1]["configs"]] == ["adrenalmnist3d", "breastmnist"]
+        info = get_json(v, "/api/config?config=adrenalmnist3d")[1]
+        assert [(c["name"], c["kind"]) for c in info["columns"]] == [("volume", "array3d"), ("label", "class_label"), ("preview", "image")]
+        assert info["columns"][1]["names"] == ["normal", "hyperplasia"] and info["card"] == ""
+        assert [s["name"] for s in info["splits"]] == ["train", "validation", "test"]
+
+
 def test_changed_shards_show_at_once(copy_of_build):
     with view.start(copy_of_build).start_background() as v:
         assert get_json(v, "/api/rows?config=breastmnist&split=train")[1]["total"] == 546
@@ -230,6 +240,9 @@ def test_the_page_ships_in_the_package_and_loads_nothing_from_the_network(server
     status, body = raw_get(server, "/")
     assert status == 200 and b'<script src="/static/app.js">' in body
     assert raw_get(server, "/static/app.js")[0] == 200
+    with urllib.request.urlopen(server.url(), timeout=30) as r:
+        policy = r.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in policy and "script-src 'self';" in policy and "connect-src 'self';" in policy
 
 
 # --- the command --------------------------------------------------------------------------------

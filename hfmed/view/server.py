@@ -27,6 +27,9 @@ PAGE_ROWS = 100  # rows per page, as the Hub viewer shows them
 STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 PICTURES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp"}
 LOCAL_NAMES = {"localhost", "127.0.0.1", "[::1]"}
+# The browser itself enforces that the page loads nothing from elsewhere (images: this server or data: URIs).
+PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+               "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
 class BadRequest(Exception):
@@ -69,6 +72,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")  # the shards may be rebuilt; never show old rows
         self.send_header("X-Content-Type-Options", "nosniff")
+        if content_type.startswith("text/html"):
+            self.send_header("Content-Security-Policy", PAGE_POLICY)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)

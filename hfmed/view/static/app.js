@@ -54,7 +54,7 @@ function inline(text) {
     s = s.replace(/!\[([^\]]*)\]\(([^)\s]+)\)/g, (m, alt, src) =>
       /^[a-z]+:|^\/\//i.test(src) ? alt : `<img alt="${alt}" src="/files/${src.replace(/^\.\//, "")}">`);
     s = s.replace(/\[([^\]]+)\]\(([^)\s]+)\)/g, (m, label, href) =>
-      /^(https?:|#)/i.test(href) ? `<a href="${href}" target="_blank" rel="noopener">${label}</a>` : label);
+      /^https?:/i.test(href) ? `<a href="${href}" target="_blank" rel="noopener">${label}</a>` : label);  // the card's own #anchors are not on this page
     s = s.replace(/\*\*([^*]+)\*\*/g, "<strong>$1</strong>").replace(/(^|[^*])\*([^*\s][^*]*)\*/g, "$1<em>$2</em>");
     return s;
   }).join("");
@@ -340,6 +340,7 @@ $("wholecard").addEventListener("click", async (e) => {
 
 // a hash typed or pasted into the address bar (replaceState above fires no event)
 window.addEventListener("hashchange", () => {
+  if (!location.hash.includes("=")) return;
   readHash();
   volume = null;
   if ([...$("config").options].some((o) => o.value === state.config)) $("config").value = state.config;

@@ -57,7 +57,12 @@ def test_a_2d_page_shows_the_images_label_names_and_counts(browser, server, real
     chart = browser.evaluate("document.getElementById('chart').innerText")
     assert "malignant" in chart and "399" in chart and "147" in chart
 
-    browser.screenshot().save(tmp_path / "breastmnist.png")
+    shot = browser.screenshot()
+    shot.save(tmp_path / "breastmnist.png")
+    r = browser.rect("#chart")
+    bars = np.asarray(shot.crop((round(r["x"]), round(r["y"]), round(r["x"] + r["width"]), round(r["y"] + r["height"]))), dtype=np.int16)
+    for colour in ((0x4C, 0x78, 0xA8), (0xF5, 0x85, 0x18), (0x54, 0xA2, 0x4B)):  # train, validation, test bars are drawn
+        assert (np.abs(bars - colour).sum(axis=2) < 10).sum() > 50, colour
     for i in (0, 4, 99):  # row 4 is malignant: both classes' rows drawn
         browser.scroll_into_view(f"#rows tbody tr:nth-child({i + 1})")
         shot = browser.screenshot()
@@ -101,6 +106,8 @@ def test_filter_and_jump(browser, server, real_breastmnist):
     rows = browser.evaluate("[...document.querySelectorAll('#rows tbody tr')].map((tr) => +tr.dataset.row)")
     assert rows == np.flatnonzero(labels == 0).tolist()
     assert ".filter(lambda row: row[\"label\"] == 0)" in browser.evaluate("document.getElementById('loadcode').textContent")
+    browser.click("#copy")
+    assert browser.wait_for("document.getElementById('copy').textContent === 'Copied'")
     browser.evaluate("document.getElementById('jump').value = '123'")
     browser.click("#jumpform button")
     assert browser.wait_for("document.querySelector('#rows tr.selected') && document.querySelector('#rows tr.selected').dataset.row === '123'")

@@ -150,6 +150,8 @@ class Handler(BaseHTTPRequestHandler):
         catalog = self.catalog
         build = catalog.read()
         config = build.config(_param(query, "config"))
+        if not config.patterns:
+            raise Broken(f"README.md: config {config.name!r} lists no data_files; rebuild the card with `hfmed build`")
         columns = catalog.columns(config)
         splits, labels = [], {}
         for split in config.patterns:

@@ -218,6 +218,10 @@ async function loadRows() {
     $("rows").hidden = true;
     return;
   }
+  if (!body.rows.length && state.offset > 0) {  // an offset past the end (an old bookmark): the first page
+    state.offset = 0;
+    return loadRows();
+  }
   const cols = info.columns;
   $("rows").querySelector("thead").innerHTML = "<tr><th>row</th>" + cols.map((c) => `<th>${esc(c.name)}<span class="type">${esc(typeName(c))}</span></th>`).join("") + "</tr>";
   $("rows").querySelector("tbody").innerHTML = body.rows.map((r) =>

@@ -211,6 +211,12 @@ def _medmnist_flag_size(config: ConfigSummary) -> tuple[str, int]:
     return parse_config(config.name)
 
 
+def _medmnist_default() -> str:
+    from loading_scripts.medmnist import MedMNIST
+
+    return MedMNIST.default_config
+
+
 def _medmnist_license(config: ConfigSummary) -> str:
     return _medmnist_registry()["subsets"][_medmnist_flag_size(config)[0]]["license"]
 
@@ -266,6 +272,9 @@ def _medmnist_variables(ctx: CardContext) -> dict[str, Any]:
 
     return {
         "repo_id": ctx.repo_id,
+        "default_config": ctx.default,
+        "default_is_collections": ctx.default == _medmnist_default(),
+        "default_is_3d": ctx.default in [c["name"] for s in subsets if s["volumetric"] for c in s["configs"]],
         "example_2d": example(False),
         "example_3d": example(True),
         "medmnist_citation": registry["citation"],
@@ -442,8 +451,16 @@ def card_data(configs: list[ConfigSummary], default: str | None, **metadata: Any
 
 
 def _default_of(configs: list[ConfigSummary], default: str | None) -> str | None:
+    """The collection's default when built; else the first config the viewer draws in full.
+
+    The Hub's viewer opens on the default config, and shows a 3D volume only through its preview
+    (the volume itself is cut to a short string, see hfmed.viewer_rules), so a 2D config first.
+    """
     names = [c.name for c in configs]
-    return default if default in names else (names[0] if names else None)
+    if default in names:
+        return default
+    drawn = [c.name for c in configs if not montage.is_volumetric(c.features)]
+    return (drawn or names or [None])[0]
 
 
 def _folder_of(configs: list[ConfigSummary]) -> Path | None:

@@ -79,7 +79,8 @@ class MedMNIST(Builder):
         labels = ClassLabel(names=self.facts["labels"])
         s = self.size
         if self.facts["volumetric"]:
-            return Features({"volume": Array3D((s, s, s), "uint8"), "label": labels, "preview": Image()})
+            # label and preview first: the viewer shows columns in order, and draws only the preview
+            return Features({"label": labels, "preview": Image(), "volume": Array3D((s, s, s), "uint8")})
         if self.facts["task"] == "multi-label":
             return Features({"image": Image(), "labels": List(labels)})
         return Features({"image": Image(), "label": labels})

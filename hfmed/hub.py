@@ -400,6 +400,8 @@ def _check_viewer(folder: Path, card, matched: dict, declared: dict, report: Rep
             files = entry.get("data_files")
             names[str(entry.get("config_name", "default"))] = [str(f["split"]) for f in _as_list(files) if isinstance(f, dict) and "split" in f] or ["train"]
     findings = viewer_rules.name_findings(names)
+    default = next((str(e.get("config_name")) for e in _as_list(card.data.get("configs")) if isinstance(e, dict) and e.get("default")), None)
+    findings += viewer_rules.opening_findings(default, {n: f for n, f in declared.items() if n in matched and f is not None})
     for name, splits in matched.items():
         if declared.get(name) is not None and all(files for files in splits.values()):
             findings += viewer_rules.check_config(folder, name, splits, declared[name], f"<org>/{folder.name}", row_group_limit())

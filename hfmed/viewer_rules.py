@@ -125,6 +125,21 @@ def feature_findings(config: str, features: Features) -> list[Finding]:
     return out
 
 
+def opening_findings(default: str | None, features_by_config: dict[str, Features]) -> list[Finding]:
+    """The config the viewer opens on: the card's default, else the first by name
+    (services/worker/src/worker/job_runners/dataset/config_names.py sorts the default first).
+    A visitor should meet pictures there, not a 3D volume shown as numbers."""
+    if not features_by_config:
+        return []
+    opening = default if default in features_by_config else sorted(features_by_config)[0]
+    features = features_by_config[opening]
+    if any(isinstance(f, ARRAY_FEATURES) for f in features.values()):
+        drawn = [c for c, f in features_by_config.items() if not any(isinstance(x, ARRAY_FEATURES) for x in f.values())]
+        hint = f"; mark a 2D config such as {drawn[0]!r} `default: true`" if drawn else ""
+        return [Finding("README.md", f"the viewer opens on {opening!r}, whose volumes it shows only as cut lists of numbers{hint}", False)]
+    return []
+
+
 # --- row groups --------------------------------------------------------------------------------
 
 

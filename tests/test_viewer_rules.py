@@ -117,6 +117,22 @@ def test_hfmed_3d_configs_put_what_a_person_looks_at_first(folder):
     assert viewer_rules.feature_findings("adrenalmnist3d", features) == []
 
 
+def test_opening_on_a_3d_config_is_a_warning_that_names_a_2d_one(folder):
+    card = folder / "README.md"
+    text = card.read_text(encoding="utf-8").replace("  default: true\n", "")
+    text = text.replace("    path: adrenalmnist3d/test-*.parquet\n", "    path: adrenalmnist3d/test-*.parquet\n  default: true\n")
+    card.write_text(text, encoding="utf-8")
+    report = hub.check(folder, stream=False)
+    assert report.problems == []
+    assert lines(report.warnings, "README.md:") == [
+        "README.md: the viewer opens on 'adrenalmnist3d', whose volumes it shows only as cut lists of numbers; mark a 2D config such as 'breastmnist' `default: true`"
+    ]
+
+
+def test_hfmed_builds_open_on_a_2d_config(folder):
+    assert not lines(hub.check(folder, stream=False).warnings, "README.md:")
+
+
 # --- the first page and /rows ------------------------------------------------------------------
 
 

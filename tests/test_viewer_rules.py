@@ -211,6 +211,20 @@ def test_row_groups_over_what_datasets_writes_are_a_warning(folder):
     assert lines(report.warnings, "uncompressed") == [f"{ADRENAL_TRAIN}: row group 0 holds 109 MB uncompressed, over the 100 MB datasets writes at most (config.MAX_ROW_GROUP_SIZE); every streaming reader holds a whole row group"]
 
 
+def test_an_unreadable_shard_is_reported_once_and_check_does_not_crash(folder):
+    (folder / ADRENAL_TRAIN).write_bytes(b"PAR1 not really")
+    found = hub.check(folder, stream=False).problems
+    assert [p.split(":")[0] for p in found] == [str(ADRENAL_TRAIN), "README.md"], found  # the file, then its missing rows
+    assert "not a readable Parquet file" in found[0]
+
+
+def test_shards_that_disagree_with_the_card_are_left_to_the_schema_check(folder):
+    table = pq.read_table(folder / ADRENAL_TRAIN)
+    pq.write_table(table.drop_columns(["preview"]), folder / ADRENAL_TRAIN)
+    found = hub.check(folder, stream=False).problems
+    assert found and all("preview" in p for p in found), found
+
+
 # --- the command line --------------------------------------------------------------------------
 
 

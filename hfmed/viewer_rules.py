@@ -204,8 +204,23 @@ def _image_size(data: bytes) -> tuple[int, int]:
         raise UnreadableImage(str(e)) from None
 
 
+def _bytes_as_text(value):
+    """orjson_default (libs/libcommon/src/libcommon/utils.py): bytes go out as base64 text."""
+    if isinstance(value, bytes):
+        import base64
+
+        return base64.b64encode(value).decode()
+    return str(value)
+
+
 def _dumps(value) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_bytes_as_text).encode()
+
+
+def _image_cell(cell, url: str) -> dict:
+    """An image cell as the viewer sends it: the URL of its asset and its size (ImageSource)."""
+    w, h = _image_size(cell["bytes"]) if cell and cell.get("bytes") else (0, 0)
+    return {"src": url, "height": h, "width": w}
 
 
 def _cut_size(serialized: bytes) -> int:
@@ -217,11 +232,14 @@ def _cut_size(serialized: bytes) -> int:
 def cell_sizes(name: str, feature, column: pa.Array, asset_url: str) -> tuple[list[int], list[int]]:
     """JSON bytes of each cell as the viewer sends it, and once cut (equal where it is never cut)."""
     if isinstance(feature, Image):
-        sizes = []
-        for i, cell in enumerate(column.to_pylist()):
-            w, h = _image_size(cell["bytes"]) if cell and cell.get("bytes") else (0, 0)
-            sizes.append(len(_dumps({"src": asset_url.format(row=i, column=quote(name)), "height": h, "width": w})))
+        sizes = [len(_dumps(_image_cell(cell, asset_url.format(row=i, column=quote(name))))) for i, cell in enumerate(column.to_pylist())]
         return sizes, sizes
+    if isinstance(feature, (List, LargeList)) and isinstance(feature.feature, Image):
+        # each image an asset named image-<hash of its place>.jpg (append_hash_suffix in viewer_utils/features.py);
+        # nested media are not kept whole: the cell can be cut like any other
+        url = asset_url.replace("image.jpg", "image-0000000.jpg")
+        serialized = [_dumps([_image_cell(c, url.format(row=i, column=quote(name))) for c in cells or []]) for i, cells in enumerate(column.to_pylist())]
+        return [len(x) for x in serialized], [len(x) if len(x) <= FIRST_ROWS_MIN_CELL_BYTES else _cut_size(x) for x in serialized]
     if isinstance(feature, MEDIA_FEATURES):
         sizes = [len(_dumps({"src": asset_url.format(row=i, column=quote(name)), "type": "media"})) for i in range(len(column))]
         return sizes, sizes

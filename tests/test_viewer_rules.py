@@ -161,6 +161,19 @@ def test_the_first_page_matches_the_viewers_arithmetic(folder):
     assert page.page_bytes > 100 * row_item
 
 
+def test_a_list_of_images_is_sent_as_asset_urls_and_can_be_cut():
+    """Nested images become asset URLs like top-level ones, but only top-level media are kept whole."""
+    from datasets import List
+
+    features = Features({"slices": List(Image())})
+    png_bytes = encode_batch(Features({"image": Image()}), {"image": np.zeros((4, 8, 8), np.uint8)}).column("image").to_pylist()
+    table = pa.table({"slices": [png_bytes] * 30}, schema=features.arrow_schema)
+    sizes, cut = viewer_rules.cell_sizes("slices", features["slices"], table.column("slices").combine_chunks(), "https://a/{row}/{column}/image.jpg")
+    element = '{"src":"https://a/0/slices/image-0000000.jpg","height":8,"width":8}'
+    assert sizes[0] == len("[]") + 4 * len(element) + len(",,,")
+    assert cut[0] < sizes[0] and cut[0] > viewer_rules.FIRST_ROWS_MIN_CELL_BYTES  # a JSON string of its first 100 bytes, quotes escaped
+
+
 def test_a_first_page_over_what_a_worker_stores_is_an_error(folder, monkeypatch):
     monkeypatch.setattr(viewer_rules, "WORKER_CONTENT_MAX_BYTES", 150_000)
     found = hub.check(folder, stream=False).problems

@@ -7,6 +7,7 @@ differs from its source ends with exit code 1; ``--debug`` shows the traceback i
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -137,8 +138,24 @@ def _warning_line(message, category, filename, lineno, file=None, line=None):
     print(f"hfmed: warning: {message}", file=sys.stderr)
 
 
+class _LogLine(logging.Handler):
+    """The library logs (logging); the command line prints its warnings as one line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"hfmed: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+
+
+def _print_library_logs(debug: bool) -> None:
+    for name in ("hfmed", "loading_scripts"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _LogLine) for h in logger.handlers):
+            logger.addHandler(_LogLine())
+        logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    _print_library_logs(args.debug)
     if not args.debug:
         warnings.showwarning = _warning_line
     try:

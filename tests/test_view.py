@@ -67,7 +67,7 @@ def decode_image(cell: dict) -> np.ndarray:
 def test_configs_are_the_cards_in_its_order_with_the_default(server):
     status, body = get_json(server, "/api/configs")
     assert status == 200
-    assert [(c["name"], c["default"]) for c in body["configs"]] == [("adrenalmnist3d", True), ("breastmnist", False)]
+    assert [(c["name"], c["default"]) for c in body["configs"]] == [("adrenalmnist3d", False), ("breastmnist", True)]
     assert body["configs"][1]["splits"] == ["train", "validation", "test"]
     assert body["configs"][1]["rows"] == {"train": 546, "validation": 78, "test": 156}
 
@@ -115,7 +115,7 @@ def test_3d_rows_carry_the_preview_and_the_volume_comes_whole_on_request(server,
     arrays = np.load(real_adrenalmnist3d)
     status, info = get_json(server, "/api/config?config=adrenalmnist3d")
     assert [(c["name"], c["kind"], c["shape"]) for c in info["columns"]] == [
-        ("volume", "array3d", [28, 28, 28]), ("label", "class_label", []), ("preview", "image", [])]
+        ("label", "class_label", []), ("preview", "image", []), ("volume", "array3d", [28, 28, 28])]
     status, page = get_json(server, "/api/rows?config=adrenalmnist3d&split=validation&offset=90")
     assert [r["row_idx"] for r in page["rows"]] == list(range(90, 98))
     row = page["rows"][3]
@@ -207,8 +207,8 @@ def test_a_folder_without_a_card_shows_a_config_per_folder_of_shards(copy_of_bui
     with view.start(copy_of_build).start_background() as v:
         assert [c["name"] for c in get_json(v, "/api/configs")[1]["configs"]] == ["adrenalmnist3d", "breastmnist"]
         info = get_json(v, "/api/config?config=adrenalmnist3d")[1]
-        assert [(c["name"], c["kind"]) for c in info["columns"]] == [("volume", "array3d"), ("label", "class_label"), ("preview", "image")]
-        assert info["columns"][1]["names"] == ["normal", "hyperplasia"] and info["card"] == ""
+        assert [(c["name"], c["kind"]) for c in info["columns"]] == [("label", "class_label"), ("preview", "image"), ("volume", "array3d")]
+        assert info["columns"][0]["names"] == ["normal", "hyperplasia"] and info["card"] == ""
         assert [s["name"] for s in info["splits"]] == ["train", "validation", "test"]
 
 

@@ -114,10 +114,12 @@ def test_losses_are_transformers_image_classification_losses(arch):
     torch.testing.assert_close(out.loss, F.cross_entropy(out.logits, labels))
 
 
+@pytest.mark.parametrize("mode", ["dense", "planes"])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_acs_applies_each_third_of_the_kernels_in_its_own_plane(stride):
+def test_acs_applies_each_third_of_the_kernels_in_its_own_plane(stride, mode):
     torch.manual_seed(0)
     conv = ACSConv3d(2, 7, 3, stride)
+    conv.mode = mode
     assert conv.split == (3, 2, 2)
     x = torch.randn(1, 2, 9, 10, 11)
     out = conv(x)
@@ -127,6 +129,9 @@ def test_acs_applies_each_third_of_the_kernels_in_its_own_plane(stride):
     full[3:5, :, :, 1, :] = conv.weight[3:5]  # coronal: the D-W plane
     full[5:7, :, :, :, 1] = conv.weight[5:7]  # sagittal: the D-H plane
     torch.testing.assert_close(out, F.conv3d(x, full, stride=stride, padding=1), rtol=1e-5, atol=1e-5)
+    # And the gradient reaches the 2D kernel in both modes.
+    out.square().sum().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
 
 
 def test_resnet2_5d_sees_the_slices_medmnist_v2_keeps():

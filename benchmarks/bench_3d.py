@@ -9,9 +9,11 @@ runs one untimed step first (allocations, oneDNN/cuDNN kernel choice), then time
 ``--min_seconds`` have passed (at least ``--min_steps``); the device is synchronised at both ends.
 The model is in training mode (batch norm statistics updated), fp32 unless ``--bf16``.
 
-CPU (the default; large models at 64^3 take minutes per step on two cores)::
+CPU (the default; large models at 64^3 take minutes per step on two cores). On a CPU shared with
+other jobs, ``--threads 1``: OpenMP threads that wait for a busy core slowed a small model 30-100x
+here (load 12 on 2 cores), where one thread per process degrades gracefully::
 
-    python benchmarks/bench_3d.py --json /tmp/bench_3d_cpu.json
+    python benchmarks/bench_3d.py --threads 1 --json /tmp/bench_3d_cpu.json
 
 GPU, from the prepared device script::
 
@@ -140,11 +142,14 @@ def main(argv=None) -> None:
     p.add_argument("--acs_modes", nargs="+", default=["auto"], choices=["auto", "dense", "planes"],
                    help="ACS as one k^3 convolution (dense), three flat ones (planes), or the per-device default (auto)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (on a GPU)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--json", type=Path, help="write the machine and every row here")
     args = p.parse_args(argv)
     if not args.data.is_file():
         raise SystemExit(f"{args.data}: no such file; pass --data with the path of adrenalmnist3d.npz")
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     machine = {
         "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor() or platform.machine(),
         "torch": torch.__version__,

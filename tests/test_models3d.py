@@ -12,6 +12,16 @@ from hfmed.errors import UserError
 from hfmed.models3d.layers import ACSConv3d, BasicBlock, BottleneckBlock
 
 FAMILIES = list(models3d.FAMILIES)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread here: on a CPU busy with other jobs, OpenMP threads waiting for each other
+    made these small models 30-100x slower; one thread keeps the file at seconds."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 LABELS = ["normal", "hyperplasia", "other"]
 
 
@@ -148,7 +158,7 @@ def test_resnet2_5d_sees_the_slices_medmnist_v2_keeps():
             assert changed == (k % 8 == 0), k
 
 
-def test_a_short_trainer_fit_lowers_the_loss(tmp_path):
+def test_a_short_trainer_fit_lowers_the_loss_and_checkpoints(tmp_path):
     # Two classes told apart by brightness; a few steps of Adam must fit them.
     g = torch.Generator().manual_seed(0)
     labels = torch.tensor([0, 1] * 4)
@@ -157,10 +167,14 @@ def test_a_short_trainer_fit_lowers_the_loss(tmp_path):
     model = small_model("acs", labels=["dark", "bright"])
     args = TrainingArguments(
         output_dir=str(tmp_path), per_device_train_batch_size=8, max_steps=12, learning_rate=3e-3,
-        logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, seed=0, disable_tqdm=True,
+        logging_steps=1, save_strategy="steps", save_steps=12, report_to="none", use_cpu=True, seed=0, disable_tqdm=True,
     )
     trainer = Trainer(model=model, args=args, train_dataset=rows)
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 12
     assert sum(losses[-3:]) / 3 < 0.5 * sum(losses[:3]) / 3
+    # The Trainer's checkpoint is an ordinary model folder for the Auto classes.
+    reloaded = AutoModelForImageClassification.from_pretrained(tmp_path / "checkpoint-12").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(pixel_values=volumes).logits, trainer.model.eval()(pixel_values=volumes).logits, rtol=0, atol=0)

@@ -90,7 +90,7 @@ def run(args) -> list[dict]:
         pool = max(args.batch * 4, 16)
         volumes, labels = real_volumes(args.data, pool, side)
         for arch, acs_mode in variants(args.archs, args.acs_modes):
-            ACSConv3d.mode = None if acs_mode == "auto" else acs_mode
+            ACSConv3d.mode = acs_mode or "planes"
             label = arch if acs_mode is None else f"{arch} ({acs_mode})"
             for size in args.sizes:
                 config = models3d.scratch_config(arch, size, image_size=side, channels=1, label_names=["normal", "hyperplasia"], problem_type="single_label_classification")
@@ -139,8 +139,8 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=4, help="volumes per step (the published protocol uses 32)")
     p.add_argument("--min_seconds", type=float, default=5.0, help="time each configuration at least this long")
     p.add_argument("--min_steps", type=int, default=2)
-    p.add_argument("--acs_modes", nargs="+", default=["auto"], choices=["auto", "dense", "planes"],
-                   help="ACS as one k^3 convolution (dense), three flat ones (planes), or the per-device default (auto)")
+    p.add_argument("--acs_modes", nargs="+", default=["planes"], choices=["dense", "planes"],
+                   help="ACS as three flat convolutions (planes, the default) and/or one k^3 convolution (dense)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (on a GPU)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--json", type=Path, help="write the machine and every row here")

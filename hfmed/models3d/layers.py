@@ -45,12 +45,11 @@ class ACSConv3d(nn.Module):
             bound = 1 / (self.in_channels * self.kernel_size**2) ** 0.5
             nn.init.uniform_(self.bias, -bound, bound)
 
-    #: How the three planes are computed: "dense" (one k^3 convolution whose kernel holds each 2D
-    #: kernel in its plane and zeros elsewhere) or "planes" (three flat convolutions, a third of
-    #: the multiply-adds). Both give the same output; on a CPU, oneDNN's k^3 convolution ran 2x
-    #: faster than the three flat ones (BENCHMARKS.md), so None means "dense" on a CPU and
-    #: "planes" elsewhere (unmeasured there: benchmarks/bench_3d.py --acs_mode compares them).
-    mode: str | None = None
+    #: How the three planes are computed: "planes" (three flat convolutions, as the paper defines
+    #: it, a third of the multiply-adds of a k^3 convolution) or "dense" (one k^3 convolution whose
+    #: kernel holds each 2D kernel in its plane and zeros elsewhere). Same output; "planes" is the
+    #: default, "dense" is kept for devices where flat kernels are slow (``bench_3d.py --acs_modes``).
+    mode: str = "planes"
 
     def planes_kernel(self) -> torch.Tensor:
         """The (out, in, k, k, k) kernel equivalent to the three flat ones."""
@@ -68,8 +67,7 @@ class ACSConv3d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernel_size == 1:  # a 1x1 kernel is the same in every plane: one call
             return F.conv3d(x, self.weight.unsqueeze(2), self.bias, self.stride)
-        mode = self.mode or ("dense" if x.device.type == "cpu" else "planes")
-        if mode == "dense":
+        if self.mode == "dense":
             return F.conv3d(x, self.planes_kernel(), self.bias, self.stride, self.padding)
         p = self.padding
         groups = torch.split(self.weight, self.split, dim=0)

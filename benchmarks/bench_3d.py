@@ -76,7 +76,7 @@ def measure(model, volumes, labels, batch: int, device, bf16: bool, min_seconds:
         steps += 1
     sync(device)
     elapsed = time.perf_counter() - start
-    return {"steps": steps, "seconds": round(elapsed, 3), "volumes_per_second": round(steps * batch / elapsed, 3), "last_loss": float(last)}
+    return {"steps": steps, "seconds": round(elapsed, 3), "volumes_per_second": float(f"{steps * batch / elapsed:.4g}"), "last_loss": float(last)}
 
 
 def run(args) -> list[dict]:
@@ -124,7 +124,7 @@ def markdown(results: list[dict]) -> str:
         cells = []
         for s in sides:
             v, ref = rate.get((*key, s)), rate.get(("resnet3d", key[1], s))
-            cells += [f"{v:.2f}" if v is not None else "-", f"{v / ref:.2f}" if v and ref else "-"]
+            cells += [f"{v:.3g}" if v is not None else "-", f"{v / ref:.2f}" if v and ref else "-"]
         lines.append(f"| {key[0]} | {key[1]} | {r['params_m']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -178,3 +178,26 @@ def test_a_short_trainer_fit_lowers_the_loss_and_checkpoints(tmp_path):
     reloaded = AutoModelForImageClassification.from_pretrained(tmp_path / "checkpoint-12").eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(pixel_values=volumes).logits, trainer.model.eval()(pixel_values=volumes).logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_fresh_weights_are_he_initialised_and_batch_norm_is_identity(arch):
+    config = models3d.scratch_config(arch, "base", image_size=28, channels=1, label_names=LABELS, problem_type="single_label_classification")
+    torch.manual_seed(0)
+    model = AutoModelForImageClassification.from_config(config)
+    stage3 = model.resnet.stages[2][1].layer[0][0]  # a 256 -> 256 3x3 kernel
+    fan_out = stage3.weight.shape[0] * stage3.weight[0, 0].numel()
+    assert stage3.weight.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.05)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    assert norms and all(
+        torch.all(m.weight == 1) and torch.all(m.bias == 0) and torch.all(m.running_mean == 0) and torch.all(m.running_var == 1)
+        for m in norms
+    )
+
+
+def test_the_published_protocol_drops_the_rate_at_epochs_50_and_75():
+    from hfmed.models3d.protocol import PUBLISHED_3D
+
+    assert PUBLISHED_3D.milestone_epochs() == (50, 75)
+    assert (PUBLISHED_3D.optimizer, PUBLISHED_3D.learning_rate, PUBLISHED_3D.per_device_train_batch_size) == ("Adam", 1e-3, 32)
+    assert PUBLISHED_3D.default_arch in models3d.FAMILIES and PUBLISHED_3D.default_arch_size in models3d.ARCH_SIZES

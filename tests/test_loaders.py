@@ -338,6 +338,7 @@ def test_batches_kept_by_the_consumer_stay_intact(build, monkeypatch, recycled):
 
 
 def test_batch_memory_is_reused_only_when_nothing_refers_to_it(monkeypatch):
+    """An area goes back to the pool when its last tensor, view or numpy array is gone, never before."""
     from hfmed.loaders import dataset
 
     monkeypatch.setattr(dataset, "HUGE_PAGE_MIN_BYTES", 0)
@@ -349,11 +350,18 @@ def test_batch_memory_is_reused_only_when_nothing_refers_to_it(monkeypatch):
     del a
     c = memory((2, 8), torch.float32)  # a's area, free again, for a smaller batch
     assert c.data_ptr() == pointer and c.shape == (2, 8)
+    c.fill_(7)
+    b.fill_(9)
     view, array = c[1], b.numpy()
     del c, b
-    d, e = memory((4, 8), torch.float32), memory((4, 8), torch.float32)  # a view or a numpy array holds its area
-    assert {d.data_ptr(), e.data_ptr()}.isdisjoint({pointer, array.ctypes.data})
+    fresh = [memory((4, 8), torch.float32) for _ in range(3)]  # a view or a numpy array holds its area
+    for t in fresh:
+        t.fill_(-1)
+    assert {t.data_ptr() for t in fresh}.isdisjoint({pointer, array.ctypes.data})
+    assert bool((view == 7).all()) and bool((array == 9).all())  # what the caller holds is intact
     assert len(memory.areas) == 2  # kept: at most `keep`; the others were fresh and go with their tensors
+    del view
+    assert memory((4, 8), torch.float32).data_ptr() == pointer  # the last holder let go
 
 
 def test_single_examples_for_a_dataloader_of_ones_own(build):

@@ -15,6 +15,7 @@ import mmap
 import os
 import sys
 import threading
+import weakref
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -432,38 +433,49 @@ def _private_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
 
 
 class BatchMemory:
-    """Memory for the batches one iteration hands out, reused once the consumer has let go of it.
+    """Memory for the batches one iteration hands out, refilled once nothing refers to it any more.
 
     Even on huge pages, fresh memory is zeroed by the kernel before it is written: at 224 px that
     is about 40% of converting a batch to float. A training loop drops each batch after its step,
-    so the memory of a batch two or three steps old is usually free again. A tensor made by
-    ``torch.frombuffer`` keeps its buffer object alive, so a kept area that nothing but this pool
-    refers to (its reference count says so) belongs to no live tensor, view or numpy array and is
-    handed out again; otherwise a fresh area is used. At most ``keep`` areas are kept, and they go
-    when the iteration ends.
+    so the memory of a batch two or three steps old is usually free again. Each hand-out goes
+    through its own ``memoryview`` of a kept area: ``torch.frombuffer`` holds that view for as long
+    as the tensor's storage lives (every view, slice and numpy array of the tensor shares that
+    storage), and a ``weakref.finalize`` on it puts the area back on the free list when the storage
+    is gone. That is an explicit release, tied to the object's lifetime rather than to a reference
+    count's value; until it comes, a fresh area is used. At most ``keep`` areas are kept.
     """
 
     def __init__(self, keep: int):
         self.keep = keep
         self.areas: list[mmap.mmap] = []
-        self.lock = threading.Lock()
+        self.free: list[int] = []  # indices into ``areas`` that no live tensor uses
+        # Reentrant: a finalizer can run inside the locked section of the same thread (a cyclic
+        # garbage collection triggered by an allocation there).
+        self.lock = threading.RLock()
 
-    def _unused(self, i: int) -> bool:
-        return sys.getrefcount(self.areas[i]) == 2  # the list's reference and the argument's
+    def _release(self, i: int) -> None:
+        with self.lock:
+            self.free.append(i)
+
+    def _hand_out(self, i: int, dtype: torch.dtype, count: int, shape: tuple[int, ...]) -> torch.Tensor:
+        view = memoryview(self.areas[i])
+        weakref.finalize(view, self._release, i)
+        return torch.frombuffer(view, dtype=dtype, count=count).view(shape)
 
     def __call__(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         count = math.prod(shape)
         nbytes = count * torch.empty((), dtype=dtype).element_size()
         if nbytes < HUGE_PAGE_MIN_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
             return torch.empty(shape, dtype=dtype)
-        with self.lock:  # the tensor exists (and holds its area) before another thread looks
-            for i in range(len(self.areas)):
-                if len(self.areas[i]) >= nbytes and self._unused(i):
-                    return torch.frombuffer(self.areas[i], dtype=dtype, count=count).view(shape)
-            area = _huge_area(nbytes)
+        with self.lock:
+            i = next((i for i in self.free if len(self.areas[i]) >= nbytes), None)
+            if i is not None:
+                self.free.remove(i)
+                return self._hand_out(i, dtype, count, shape)
             if len(self.areas) < self.keep:
-                self.areas.append(area)
-            return torch.frombuffer(area, dtype=dtype, count=count).view(shape)
+                self.areas.append(_huge_area(nbytes))
+                return self._hand_out(len(self.areas) - 1, dtype, count, shape)
+        return torch.frombuffer(_huge_area(nbytes), dtype=dtype, count=count).view(shape)
 
 
 class _Scratch(threading.local):

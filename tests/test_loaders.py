@@ -498,6 +498,55 @@ def test_damaged_shards_are_named(build, tmp_path):
         loaders.dataloader(copy, "breastmnist", progress=False)
 
 
+def _damage_image(shard: Path, row: int, keep: int) -> None:
+    """Rewrite ``shard`` (row groups of 10, as built) with the PNG of ``row`` cut to ``keep`` bytes."""
+    import pyarrow as pa
+
+    table = pq.read_table(shard)
+    images = table.column("image").to_pylist()
+    images[row]["bytes"] = images[row]["bytes"][:keep]
+    i = table.schema.get_field_index("image")
+    pq.write_table(table.set_column(i, table.schema.field(i), pa.array(images, type=table.schema.field(i).type)), shard, row_group_size=10)
+
+
+@pytest.mark.parametrize("workers, streaming", [(0, True), (2, True), (0, False)])
+def test_a_damaged_image_is_named_by_file_row_group_and_row(build, tmp_path, workers, streaming):
+    out, _ = build
+    copy = tmp_path / "medmnist"
+    shutil.copytree(out / "pneumoniamnist", copy / "pneumoniamnist")
+    shard = copy / "pneumoniamnist" / "train-00001-of-00003.parquet"
+    _damage_image(shard, 13, keep=300)  # a PNG that ends early ("image file is truncated")
+    loader = loaders.dataloader(copy, "pneumoniamnist", batch_size=BATCH, num_workers=workers, progress=False) if streaming else None
+    with pytest.raises(UserError) as e:  # with streaming=False, while decoding into the pixel cache
+        for _ in loader or loaders.dataloader(copy, "pneumoniamnist", streaming=False, cache_dir=tmp_path / "cache", progress=False):
+            pass
+    message = str(e.value)
+    assert message.startswith(f"{shard}, row group 1, row 13: the image cannot be decoded (") and "\n" not in message, message
+    assert "hfmed build --overwrite" in message
+    assert not list((tmp_path / "cache").rglob("pixels.u8"))  # no half-written cache left to read
+
+
+@pytest.mark.parametrize("damage", ["removed", "truncated"])
+def test_a_shard_removed_or_truncated_mid_epoch_is_named_through_workers(build, tmp_path, damage):
+    out, _ = build
+    copy = tmp_path / "medmnist"
+    shutil.copytree(out / "pneumoniamnist", copy / "pneumoniamnist")
+    loader = loaders.dataloader(copy, "pneumoniamnist", batch_size=BATCH, num_workers=2, persistent_workers=True, dtype=torch.uint8, progress=False)
+    assert sum(len(b["labels"]) for b in loader) == ROWS["train"]  # the first epoch, intact
+    shard = copy / "pneumoniamnist" / "train-00001-of-00003.parquet"
+    if damage == "removed":
+        shard.unlink()
+    else:
+        data = shard.read_bytes()
+        shard.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError) as e:
+        for _ in loader:
+            pass
+    message = str(e.value)
+    assert message.startswith(f"{shard}, row group ") and "\n" not in message, message
+    assert ("the file is gone" if damage == "removed" else "cannot be read (") in message
+
+
 # --- shutting down -------------------------------------------------------------------------------
 
 

@@ -38,7 +38,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader
 
-from hfmed.loaders.dataset import SLOT_KEY, BatchMemory, SlotPool, StreamingImageDataset
+from hfmed.errors import UserError
+from hfmed.loaders.dataset import ERROR_KEY, SLOT_KEY, BatchMemory, SlotPool, StreamingImageDataset
 from hfmed.loaders.sources import TaskInfo, config_files, describe, split_source
 from hfmed.loaders.transforms import BatchTransform
 
@@ -82,6 +83,9 @@ class Loader(DataLoader):
             # Every batch is copied into float memory here, so its uint8 memory can be refilled by its
             # worker: queued (prefetch_factor), the one being finished, and some slack.
             dataset.recycle_slots = self.prefetch_factor + 3
+        # A worker's UserError (a shard removed or damaged mid-epoch) arrives as a batch and is raised
+        # here as its one line, not wrapped in the worker's traceback.
+        dataset.report_errors = self.num_workers > 0
         self._next_epoch = 0
 
     @property
@@ -102,7 +106,7 @@ class Loader(DataLoader):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         self.dataset.set_epoch(self._next_epoch)
         self._next_epoch += 1
-        batches = super().__iter__()
+        batches = _raising(super().__iter__())
         if self.device is None:
             if self.finish is None:
                 yield from batches
@@ -123,6 +127,13 @@ class Loader(DataLoader):
             pixels = batch["pixel_values"].to(self.device, non_blocking=True)
             labels = batch["labels"].to(self.device, non_blocking=True)
             yield {"pixel_values": self.transform(pixels), "labels": labels}
+
+
+def _raising(batches: Iterator[dict]) -> Iterator[dict]:
+    for batch in batches:
+        if ERROR_KEY in batch:
+            raise UserError(batch[ERROR_KEY])
+        yield batch
 
 
 def dataloader(

@@ -23,6 +23,7 @@ from typing import Any
 from collections.abc import Callable, Iterator
 
 import numpy as np
+import pyarrow as pa
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -58,6 +59,8 @@ class _Block:
 
     payload: Any  # list of PNG views | (n, D, H, W) volumes | split row ids for the pixel cache
     labels: np.ndarray
+    units: np.ndarray | None = None  # per row: its unit (row group) and row within it, for messages
+    unit_rows: np.ndarray | None = None
 
 
 class _Reader:
@@ -72,11 +75,10 @@ class _Reader:
         if index in self.recent:
             return self.recent[index]
         u = self.source.units[index]
-        pf = self.files.get(u.file) or self.files.setdefault(u.file, self.source.open(u.file))
         info = self.info
         columns = [info.image_column, info.label_column] if images else [info.label_column]
-        where = f"{self.source.files[u.file]} row group {u.group}"
         try:
+            pf = self.files.get(u.file) or self.files.setdefault(u.file, self.source.open(u.file))
             table = pf.read_row_group(u.group, columns=columns)
             labels = decode.label_array(table.column(info.label_column), info.num_labels, info.multi_label)
             pixels: Any = None
@@ -84,12 +86,28 @@ class _Reader:
                 pixels = decode.volume_array(table.column(info.image_column), info.image_shape)
             elif images:
                 pixels = decode.blob_views(decode.binary_column(table.column(info.image_column)))
-        except ValueError as e:
-            raise UserError(f"{where}: {e}; rebuild this config with `hfmed build --overwrite`") from None
+        except FileNotFoundError:
+            raise UserError(
+                f"{self.source.where(index)}: the file is gone (removed after the loader listed the split); "
+                "rebuild this config with `hfmed build --overwrite` and start again"
+            ) from None
+        except (OSError, ValueError, pa.ArrowException) as e:  # truncated, rewritten or damaged since listed
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise UserError(f"{self.source.where(index)}: cannot be read ({reason}); rebuild this config with `hfmed build --overwrite`") from None
         if len(self.recent) >= self.keep:
             self.recent.pop(next(iter(self.recent)))
         self.recent[index] = (pixels, labels)
         return pixels, labels
+
+    def close(self) -> None:
+        """Close the Parquet files this pass opened (their descriptors, or Hub connections)."""
+        for pf in self.files.values():
+            try:
+                pf.close()
+            except Exception:  # noqa: BLE001 - closing is best effort; the data was read already
+                pass
+        self.files.clear()
+        self.recent.clear()
 
 
 class StreamingImageDataset(IterableDataset):
@@ -178,6 +196,7 @@ class StreamingImageDataset(IterableDataset):
         self._cache_labels: np.ndarray | None = None
         self._scratch = _Scratch()
         self.recycle_slots = 0  # batches in flight per worker, set by a Loader that releases them; see SlotPool
+        self.report_errors = False  # set by a Loader: a worker hands a UserError over as a batch (ERROR_KEY)
 
     # --- what it is -------------------------------------------------------------------------
     @property
@@ -273,7 +292,9 @@ class StreamingImageDataset(IterableDataset):
         views: list = []
         for (pix, _), p in parts:
             views.extend(pix[p.start : p.stop])
-        return _Block(views, labels)
+        units = np.concatenate([np.full(p.num_rows, p.unit, dtype=np.int64) for _, p in parts])
+        rows = np.concatenate([np.arange(p.start, p.stop, dtype=np.int64) for _, p in parts])
+        return _Block(views, labels, units, rows)
 
     def _pixels(self, block: _Block, idx: np.ndarray, out: np.ndarray) -> None:
         if self.pixel_cache is not None:
@@ -282,7 +303,12 @@ class StreamingImageDataset(IterableDataset):
             np.take(block.payload, idx, axis=0, out=out)
         else:
             payload = block.payload
-            decode.decode_images([payload[i] for i in idx.tolist()], out, where=self.source.describe())
+            try:
+                decode.decode_images([payload[i] for i in idx.tolist()], out)
+            except decode.BadImage as e:
+                row = int(idx[e.index])
+                where = self.source.where(int(block.units[row]), int(block.unit_rows[row]))
+                raise UserError(f"{where}: the image cannot be decoded ({e.reason}); rebuild this config with `hfmed build --overwrite`") from None
 
     def _make_batch(self, block: _Block, idx: np.ndarray, shared: bool, pool: "SlotPool | None" = None, memory: "BatchMemory | None" = None) -> dict[str, Any]:
         info, n = self.info, len(idx)
@@ -308,6 +334,17 @@ class StreamingImageDataset(IterableDataset):
         return batch
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        if get_worker_info() is None or not self.report_errors:
+            yield from self._batches()
+            return
+        try:
+            yield from self._batches()
+        except UserError as e:
+            # Raised here, the DataLoader would re-raise it in the consumer wrapped in a worker
+            # traceback; as a batch, ``Loader`` raises it there as the one line it is.
+            yield {ERROR_KEY: str(e)}
+
+    def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
         worker = get_worker_info()
         k, workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
         epoch = self.epoch
@@ -338,6 +375,7 @@ class StreamingImageDataset(IterableDataset):
                 for f in pending:
                     f.cancel()
                 pool.shutdown(wait=False, cancel_futures=True)
+                reader.close()
 
     def _emit(self, batch: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
         if self.batch_size is not None:
@@ -359,6 +397,7 @@ class StreamingImageDataset(IterableDataset):
 
 
 SLOT_KEY = "_hfmed_slot"  # in a worker's batch: True when its pixels live in a SlotPool slot
+ERROR_KEY = "_hfmed_error"  # a worker's last "batch" when it met a UserError: the message
 
 
 class SlotPool:

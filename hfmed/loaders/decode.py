@@ -79,21 +79,34 @@ def _restore(data) -> bytes | object:
     return _zlib.compress(raw, 0)
 
 
-def _slow(blob, mode: str, width: int, height: int, where: str) -> np.ndarray:
+class BadImage(ValueError):
+    """Image ``index`` of a batch cannot be decoded; the caller knows which file and row that is."""
+
+    def __init__(self, index: int, reason: str):
+        super().__init__(f"image {index} of the batch cannot be decoded ({reason})")
+        self.index, self.reason = index, reason
+
+
+def _slow(blob, mode: str, width: int, height: int) -> np.ndarray:
+    """Pillow's general path. Raises BadImage's reason as ValueError: any failure of a stored
+    image (truncated, not an image, a decompression bomb) is a damaged build, not a bug here."""
     try:
         with PILImage.open(io.BytesIO(bytes(blob))) as im:
             im = im.convert(mode) if im.mode != mode else im
             if im.size != (width, height):
                 im = im.resize((width, height), PILImage.Resampling.BILINEAR)
             return np.asarray(im)
-    except (OSError, ValueError, SyntaxError) as e:
-        raise ValueError(f"{where}: cannot decode an image ({e})") from None
+    except PILImage.UnidentifiedImageError:
+        raise ValueError("not an image Pillow can identify; truncated or overwritten") from None
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError...
+        raise ValueError(str(e).split("\n")[0][:200] or type(e).__name__) from None
 
 
-def decode_images(blobs: Sequence, out: np.ndarray, *, where: str = "") -> np.ndarray:
+def decode_images(blobs: Sequence, out: np.ndarray) -> np.ndarray:
     """Decode ``blobs`` into ``out``: (n, H, W) uint8 for mode L, (n, H, W, 3) for RGB.
 
     ``out`` must be C-contiguous; for grayscale it is the canvas itself (no copy at all).
+    Raises ``BadImage`` (with the blob's index) for an image that cannot be decoded.
     """
     n, height, width = out.shape[:3]
     mode = "RGB" if out.ndim == 4 else "L"
@@ -121,7 +134,10 @@ def decode_images(blobs: Sequence, out: np.ndarray, *, where: str = "") -> np.nd
     if mode == "RGB":
         out[...] = np.frombuffer(canvas.tobytes(), dtype=np.uint8).reshape(out.shape)
     for i, blob in foreign:
-        out[i] = _slow(blob, mode, width, height, where)
+        try:
+            out[i] = _slow(blob, mode, width, height)
+        except ValueError as e:
+            raise BadImage(i, str(e)) from None
     return out
 
 

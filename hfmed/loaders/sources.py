@@ -234,6 +234,16 @@ class SplitSource:
     def describe(self) -> str:
         return f"{self.location.name} {self.config}/{self.split}"
 
+    def where(self, unit: int, row: int | None = None) -> str:
+        """``<file>, row group G[, row R]`` for messages; ``row`` counts within the unit (row group)
+        and is reported as the row of the file, which is what a Parquet reader shows."""
+        u = self.units[unit]
+        text = f"{self.files[u.file]}, row group {u.group}"
+        if row is None:
+            return text
+        before = sum(v.num_rows for v in self.units if v.file == u.file and v.group < u.group)
+        return f"{text}, row {before + row}"
+
 
 def split_source(cf: ConfigFiles, split: str) -> SplitSource:
     patterns = cf.patterns.get(split)

@@ -417,6 +417,31 @@ def test_hub_repositories_are_read_through_the_hub_filesystem(build, hub):
     assert sorted(_rows(loader, src["train_images"], src["train_labels"])) == list(range(ROWS["train"]))
 
 
+def test_hub_shards_are_closed_once_read(build, hub, monkeypatch):
+    """Every shard the loader opens on the Hub is closed by the loader itself (not left to garbage
+    collection, or to interpreter exit), after listing the split and after each pass, finished or not."""
+    fs = sources.hub_filesystem(None)
+    opened, closed = [], set()
+    real_open = fs.open
+
+    def tracked_open(path, *args, **kwargs):
+        f = real_open(path, *args, **kwargs)
+        if str(path).endswith(".parquet"):
+            real_close = f.close  # the memory filesystem's close keeps the data; record the call
+            f.close = lambda: (closed.add(id(f)), real_close())[1]
+            opened.append(f)
+        return f
+
+    monkeypatch.setattr(fs, "open", tracked_open)
+    loader = loaders.dataloader(hub, "pneumoniamnist", batch_size=BATCH, dtype=torch.uint8, progress=False)
+    assert opened and {id(f) for f in opened} <= closed  # the metadata of every shard, one image
+    assert sum(len(b["labels"]) for b in loader) == ROWS["train"]
+    it = iter(loader)
+    next(it)
+    it.close()  # an epoch left early (a break, an exception)
+    assert len(opened) >= 3 + 1 + 3 + 1 and {id(f) for f in opened} <= closed  # listing, first image, epoch, early exit
+
+
 def test_hub_repositories_download_the_split_when_not_streaming(build, hub, tmp_path, monkeypatch):
     import huggingface_hub
 
@@ -567,6 +592,34 @@ def test_interpreter_exits_cleanly_with_an_iteration_in_flight(build, workers):
     assert done.returncode == 0, done.stderr
     assert "left mid-epoch" in done.stdout
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+
+
+def _open_parquet_files() -> list[str]:
+    fds = Path("/proc/self/fd")
+    targets = []
+    for fd in fds.iterdir():
+        try:
+            targets.append(str(fd.readlink()))
+        except OSError:  # closed while listing
+            pass
+    return [t for t in targets if t.endswith(".parquet")]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc")
+def test_no_parquet_file_is_left_open(build):
+    """Files are closed when the loader has read what it needed, and when an epoch is left early:
+    nothing of the loader is left for interpreter exit to tear down."""
+    out, _ = build
+    assert not _open_parquet_files()
+    loader = loaders.dataloader(out, "pneumoniamnist", batch_size=BATCH, shuffle=True, progress=False)
+    assert not _open_parquet_files()  # listing the split and reading its first image
+    assert sum(len(b["labels"]) for b in loader) == ROWS["train"]
+    assert not _open_parquet_files()
+    it = iter(loader)
+    next(it)
+    assert _open_parquet_files()  # this test can see an open shard
+    it.close()  # what happens to an epoch left early (a break, an exception)
+    assert not _open_parquet_files()
 
 
 def test_worker_batch_memory_is_refilled_only_after_the_consumer_copied_it(build, monkeypatch):

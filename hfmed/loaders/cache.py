@@ -146,11 +146,8 @@ def _unit_table(source: SplitSource, index: int, column: str):
     """One column of one row group, the file closed after; a file that is gone or damaged is named."""
     unit = source.units[index]
     try:
-        pf = source.open(unit.file)
-        try:
+        with source.location.opened(source.files[unit.file]) as pf:
             return pf.read_row_group(unit.group, columns=[column]).column(column)
-        finally:
-            pf.close()
     except (OSError, ValueError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise UserError(f"{source.where(index)}: cannot be read ({reason}); rebuild this config with `hfmed build --overwrite`") from None

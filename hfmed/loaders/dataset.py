@@ -103,7 +103,7 @@ class _Reader:
         """Close the Parquet files this pass opened (their descriptors, or Hub connections)."""
         for pf in self.files.values():
             try:
-                pf.close()
+                pf.close(force=True)  # a Hub file object too (see sources.Location.opened)
             except Exception:  # noqa: BLE001 - closing is best effort; the data was read already
                 pass
         self.files.clear()

@@ -315,13 +315,22 @@ class StreamingImageDataset(IterableDataset):
         row = cache.row_shape(info)
         direct = self.defer_transform or (self.stage.identity and info.channels == 1)
         alloc = pool.take if pool is not None else _shared_empty if shared else memory or _private_empty
+        # RGB PNGs decode fastest into RGBX (see decode.decode_images); the stage below copies
+        # the batch out of the scratch buffer anyway, so it reads the three channels from there.
+        rgbx = info.channels == 3 and not direct and self.pixel_cache is None and not info.volumetric
         if direct:  # decode straight into the memory handed over (shared with the main process)
             pixels = alloc((n, *row), torch.uint8)
             out = pixels.numpy()
         else:
-            out = self._scratch.get((n, *row))
+            out = self._scratch.get((n, *row[:-1], 4) if rgbx else (n, *row))
             pixels = torch.from_numpy(out)
         self._pixels(block, idx, out)
+        if rgbx:
+            pixels = pixels[..., :3]
+            if self.stage.size is not None or self.stage.augment is not None:
+                # packed channels-last, as before: the uint8 resize kernel wants it, and an augment
+                # callable receives the same layout whichever way the batch was decoded
+                pixels = pixels.contiguous()
         x = pixels.permute(0, 3, 1, 2) if info.channels == 3 else pixels.unsqueeze(1)
         if not direct:
             x = self.stage(x, alloc, keep_input=True)  # `out` is reused

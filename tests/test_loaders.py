@@ -329,8 +329,9 @@ def test_batches_kept_by_the_consumer_stay_intact(build, monkeypatch, recycled):
         kept = list(_uint8(build, "pneumoniamnist", shuffle=True, **kw))
         assert sorted(_rows(kept, src["train_images"], src["train_labels"])) == list(range(ROWS["train"]))
     expected = torch.from_numpy(src["train_images"]).float().div(255).sub(0.5).div(0.25)
-    for workers in (0, 2):  # float batches: converted in the process that yields them
-        kept = list(loaders.dataloader(build[0], "pneumoniamnist", batch_size=BATCH, mean=(0.5,), std=(0.25,), num_workers=workers, progress=False))
+    for workers, device in ((0, None), (2, None), (0, "cpu"), (2, "cpu")):  # float batches: converted in the process that yields them
+        kw = dict(batch_size=BATCH, mean=(0.5,), std=(0.25,), num_workers=workers, device=device, progress=False)
+        kept = list(loaders.dataloader(build[0], "pneumoniamnist", **kw))
         got = torch.cat([b["pixel_values"][:, 0] for b in kept])
         as_uint8 = [{"pixel_values": (got * 0.25 + 0.5).mul(255).round().to(torch.uint8).unsqueeze(1), "labels": torch.cat([b["labels"] for b in kept])}]
         rows = _rows(as_uint8, src["train_images"], src["train_labels"])  # workers interleave their batches

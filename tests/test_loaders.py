@@ -365,6 +365,39 @@ def test_batch_memory_is_reused_only_when_nothing_refers_to_it(monkeypatch):
     assert memory((4, 8), torch.float32).data_ptr() == pointer  # the last holder let go
 
 
+def test_batch_memory_replaces_a_short_batch_area_rather_than_allocating_afresh(monkeypatch):
+    from hfmed.loaders import dataset
+
+    monkeypatch.setattr(dataset, "HUGE_PAGE_MIN_BYTES", 0)
+    memory = dataset.BatchMemory(keep=1)
+    short = memory((2, 8), torch.float32)  # an epoch's last, short batch took the only area
+    del short
+    full = memory((4, 8), torch.float32)
+    assert len(memory.areas) == 1 and full.data_ptr() == torch.frombuffer(memoryview(memory.areas[0]), dtype=torch.uint8).data_ptr()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batches_kept_across_epochs_stay_intact(build, workers):
+    """Batch memory outlives a pass (workers' slots, the consumer's areas): batches of earlier
+    epochs that the caller still holds are never written into."""
+    from hfmed.loaders import dataset
+
+    _, npz = build
+    src = npz["pneumoniamnist"]
+    expected = torch.from_numpy(src["train_images"]).float().div(255).sub(0.5).div(0.25)
+    table = _index(src["train_images"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dataset, "HUGE_PAGE_MIN_BYTES", 0)
+        kw = dict(batch_size=BATCH, mean=(0.5,), std=(0.25,), num_workers=workers, shuffle=True, progress=False)
+        loader = loaders.dataloader(build[0], "pneumoniamnist", persistent_workers=workers > 0, **kw)
+        kept = [(b["pixel_values"], b["pixel_values"].clone()) for _ in range(3) for b in loader]
+    assert len(kept) == 3 * len(loader)
+    for held, copy in kept:
+        assert torch.equal(held, copy)
+        rows = [table[(x[0] * 0.25 + 0.5).mul(255).round().to(torch.uint8).numpy().tobytes()] for x in copy]
+        assert torch.allclose(copy, expected[rows].unsqueeze(1), atol=1e-6)
+
+
 def test_single_examples_for_a_dataloader_of_ones_own(build):
     out, npz = build
     src = npz["pneumoniamnist"]

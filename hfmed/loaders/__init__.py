@@ -93,6 +93,10 @@ class Loader(DataLoader):
         # here as its one line, not wrapped in the worker's traceback.
         dataset.report_errors = self.num_workers > 0
         self._next_epoch = 0
+        # Slots stay mapped here while their workers may refill them: torch then finds each one
+        # in its cache of shared storages instead of mapping it again (a page fault per 4 KiB).
+        self._mapped: deque[torch.Tensor] = deque(maxlen=self.num_workers * dataset.recycle_slots)
+        self._memory = BatchMemory(keep=3)  # the batch in use, the one before, one spare
 
     @property
     def info(self) -> TaskInfo:
@@ -117,10 +121,8 @@ class Loader(DataLoader):
             yield from batches
             return
         if self.finish is not None:
-            # Slots stay mapped here while their workers may refill them: torch then finds each one
-            # in its cache of shared storages instead of mapping it again (a page fault per 4 KiB).
-            mapped: deque[torch.Tensor] = deque(maxlen=self.num_workers * self.dataset.recycle_slots)
-            memory = BatchMemory(keep=3)  # the batch in use, the one before, one spare
+            # Kept from epoch to epoch, like the workers' slots (see StreamingImageDataset._slot_pool).
+            mapped, memory = self._mapped, self._memory
             for batch in batches:
                 pixels = batch["pixel_values"]
                 finished = self.finish(pixels, memory)

@@ -196,6 +196,8 @@ class StreamingImageDataset(IterableDataset):
         self._cache_labels: np.ndarray | None = None
         self._scratch = _Scratch()
         self.recycle_slots = 0  # batches in flight per worker, set by a Loader that releases them; see SlotPool
+        self._slots: tuple[int, SlotPool] | None = None  # (pid, pool): see _slot_pool
+        self._memory: tuple[int, BatchMemory] | None = None
         self.report_errors = False  # set by a Loader: a worker hands a UserError over as a batch (ERROR_KEY)
 
     # --- what it is -------------------------------------------------------------------------
@@ -362,11 +364,9 @@ class StreamingImageDataset(IterableDataset):
         threads = self.decode_threads or max(1, available_cpus() // workers)
         batch = self.batch_size or EXAMPLE_CHUNK
         reader = _Reader(self.source, self.info)
-        # A new pool per pass: a worker restarted for the next epoch never writes into memory that
-        # a batch of the previous pass, still in the DataLoader's queue, points to.
-        slots = SlotPool(threads + self.recycle_slots) if self.recycle_slots and worker is not None and self.batch_size is not None else None
+        slots = self._slot_pool(threads) if self.recycle_slots and worker is not None and self.batch_size is not None else None
         # In the consuming process itself, batches go straight to the caller: recycle their memory.
-        memory = BatchMemory(threads + 3) if worker is None and self.batch_size is not None else None
+        memory = self._batch_memory(threads) if worker is None and self.batch_size is not None else None
         pool = ThreadPoolExecutor(threads, thread_name_prefix="hfmed-decode")
         pending: deque[Future] = deque()
         try:
@@ -386,6 +386,22 @@ class StreamingImageDataset(IterableDataset):
                 pool.shutdown(wait=False, cancel_futures=True)
                 reader.close()
 
+    def _slot_pool(self, threads: int) -> "SlotPool":
+        """This worker's pool, kept from pass to pass (persistent workers): a pool made per pass
+        would allocate fresh shared memory every epoch, and on a split of a few thousand rows
+        that is every batch. Reuse across passes is safe because a slot is refilled only once the
+        consumer has released it; the batch of a slot that the DataLoader discards when a pass is
+        left early is never released, so that slot simply stays out of use."""
+        if self._slots is None or self._slots[0] != os.getpid():
+            self._slots = (os.getpid(), SlotPool(threads + self.recycle_slots))
+        return self._slots[1]
+
+    def _batch_memory(self, threads: int) -> "BatchMemory":
+        """The consuming process's batch memory, kept from pass to pass for the same reason."""
+        if self._memory is None or self._memory[0] != os.getpid():
+            self._memory = (os.getpid(), BatchMemory(threads + 3))
+        return self._memory[1]
+
     def _emit(self, batch: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
         if self.batch_size is not None:
             yield batch
@@ -397,6 +413,7 @@ class StreamingImageDataset(IterableDataset):
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_cache_labels"] = None
+        state["_slots"] = state["_memory"] = None
         state["_scratch"] = None
         return state
 
@@ -517,6 +534,9 @@ class BatchMemory:
             return torch.empty(shape, dtype=dtype)
         with self.lock:
             i = next((i for i in self.free if len(self.areas[i]) >= nbytes), None)
+            if i is None and self.free:  # only smaller free areas (a short last batch's): replace one
+                i = self.free[0]
+                self.areas[i] = _huge_area(nbytes)
             if i is not None:
                 self.free.remove(i)
                 return self._hand_out(i, dtype, count, shape)

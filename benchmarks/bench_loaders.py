@@ -418,7 +418,7 @@ def main_gpu(args) -> None:
     work = args.work.resolve()
     d = make_data(work, (224,))["rgb", 224]
     config = ViTConfig() if not args.tiny else ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
-    config.num_labels = 2
+    config.num_labels = 5  # the RGB content's labels: RetinaMNIST's five grades
     model = ViTForImageClassification(config).to(device).train()
     optim = torch.optim.AdamW(model.parameters(), lr=1e-4)
     if device.type == "cuda":
@@ -427,7 +427,7 @@ def main_gpu(args) -> None:
 
     b = args.batch_size
     pixels = torch.randn(b, 3, 224, 224, device=device)
-    labels = torch.randint(0, 2, (b,), device=device)
+    labels = torch.randint(0, config.num_labels, (b,), device=device)
     synthetic = args.steps * b / seconds_on_one_batch(step, pixels, labels, device, args.warmup, args.steps)
 
     loader = loaders.dataloader(work / "medmnist", d["config"], batch_size=b, shuffle=True, drop_last=True, num_workers=args.workers[-1],

@@ -329,8 +329,9 @@ def test_batches_kept_by_the_consumer_stay_intact(build, monkeypatch, recycled):
         kept = list(_uint8(build, "pneumoniamnist", shuffle=True, **kw))
         assert sorted(_rows(kept, src["train_images"], src["train_labels"])) == list(range(ROWS["train"]))
     expected = torch.from_numpy(src["train_images"]).float().div(255).sub(0.5).div(0.25)
-    for workers in (0, 2):  # float batches: converted in the process that yields them
-        kept = list(loaders.dataloader(build[0], "pneumoniamnist", batch_size=BATCH, mean=(0.5,), std=(0.25,), num_workers=workers, progress=False))
+    for workers, device in ((0, None), (2, None), (0, "cpu"), (2, "cpu")):  # float batches: converted in the process that yields them
+        kw = dict(batch_size=BATCH, mean=(0.5,), std=(0.25,), num_workers=workers, device=device, progress=False)
+        kept = list(loaders.dataloader(build[0], "pneumoniamnist", **kw))
         got = torch.cat([b["pixel_values"][:, 0] for b in kept])
         as_uint8 = [{"pixel_values": (got * 0.25 + 0.5).mul(255).round().to(torch.uint8).unsqueeze(1), "labels": torch.cat([b["labels"] for b in kept])}]
         rows = _rows(as_uint8, src["train_images"], src["train_labels"])  # workers interleave their batches
@@ -338,6 +339,7 @@ def test_batches_kept_by_the_consumer_stay_intact(build, monkeypatch, recycled):
 
 
 def test_batch_memory_is_reused_only_when_nothing_refers_to_it(monkeypatch):
+    """An area goes back to the pool when its last tensor, view or numpy array is gone, never before."""
     from hfmed.loaders import dataset
 
     monkeypatch.setattr(dataset, "HUGE_PAGE_MIN_BYTES", 0)
@@ -349,11 +351,51 @@ def test_batch_memory_is_reused_only_when_nothing_refers_to_it(monkeypatch):
     del a
     c = memory((2, 8), torch.float32)  # a's area, free again, for a smaller batch
     assert c.data_ptr() == pointer and c.shape == (2, 8)
+    c.fill_(7)
+    b.fill_(9)
     view, array = c[1], b.numpy()
     del c, b
-    d, e = memory((4, 8), torch.float32), memory((4, 8), torch.float32)  # a view or a numpy array holds its area
-    assert {d.data_ptr(), e.data_ptr()}.isdisjoint({pointer, array.ctypes.data})
+    fresh = [memory((4, 8), torch.float32) for _ in range(3)]  # a view or a numpy array holds its area
+    for t in fresh:
+        t.fill_(-1)
+    assert {t.data_ptr() for t in fresh}.isdisjoint({pointer, array.ctypes.data})
+    assert bool((view == 7).all()) and bool((array == 9).all())  # what the caller holds is intact
     assert len(memory.areas) == 2  # kept: at most `keep`; the others were fresh and go with their tensors
+    del view
+    assert memory((4, 8), torch.float32).data_ptr() == pointer  # the last holder let go
+
+
+def test_batch_memory_replaces_a_short_batch_area_rather_than_allocating_afresh(monkeypatch):
+    from hfmed.loaders import dataset
+
+    monkeypatch.setattr(dataset, "HUGE_PAGE_MIN_BYTES", 0)
+    memory = dataset.BatchMemory(keep=1)
+    short = memory((2, 8), torch.float32)  # an epoch's last, short batch took the only area
+    del short
+    full = memory((4, 8), torch.float32)
+    assert len(memory.areas) == 1 and full.data_ptr() == torch.frombuffer(memoryview(memory.areas[0]), dtype=torch.uint8).data_ptr()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batches_kept_across_epochs_stay_intact(build, workers):
+    """Batch memory outlives a pass (workers' slots, the consumer's areas): batches of earlier
+    epochs that the caller still holds are never written into."""
+    from hfmed.loaders import dataset
+
+    _, npz = build
+    src = npz["pneumoniamnist"]
+    expected = torch.from_numpy(src["train_images"]).float().div(255).sub(0.5).div(0.25)
+    table = _index(src["train_images"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dataset, "HUGE_PAGE_MIN_BYTES", 0)
+        kw = dict(batch_size=BATCH, mean=(0.5,), std=(0.25,), num_workers=workers, shuffle=True, progress=False)
+        loader = loaders.dataloader(build[0], "pneumoniamnist", persistent_workers=workers > 0, **kw)
+        kept = [(b["pixel_values"], b["pixel_values"].clone()) for _ in range(3) for b in loader]
+    assert len(kept) == 3 * len(loader)
+    for held, copy in kept:
+        assert torch.equal(held, copy)
+        rows = [table[(x[0] * 0.25 + 0.5).mul(255).round().to(torch.uint8).numpy().tobytes()] for x in copy]
+        assert torch.allclose(copy, expected[rows].unsqueeze(1), atol=1e-6)
 
 
 def test_single_examples_for_a_dataloader_of_ones_own(build):
@@ -407,6 +449,31 @@ def test_hub_repositories_are_read_through_the_hub_filesystem(build, hub):
     loader = loaders.dataloader(hub, "pneumoniamnist", batch_size=BATCH, dtype=torch.uint8, num_workers=2, shuffle=True, progress=False)
     assert loader.dataset.source.location.remote
     assert sorted(_rows(loader, src["train_images"], src["train_labels"])) == list(range(ROWS["train"]))
+
+
+def test_hub_shards_are_closed_once_read(build, hub, monkeypatch):
+    """Every shard the loader opens on the Hub is closed by the loader itself (not left to garbage
+    collection, or to interpreter exit), after listing the split and after each pass, finished or not."""
+    fs = sources.hub_filesystem(None)
+    opened, closed = [], set()
+    real_open = fs.open
+
+    def tracked_open(path, *args, **kwargs):
+        f = real_open(path, *args, **kwargs)
+        if str(path).endswith(".parquet"):
+            real_close = f.close  # the memory filesystem's close keeps the data; record the call
+            f.close = lambda: (closed.add(id(f)), real_close())[1]
+            opened.append(f)
+        return f
+
+    monkeypatch.setattr(fs, "open", tracked_open)
+    loader = loaders.dataloader(hub, "pneumoniamnist", batch_size=BATCH, dtype=torch.uint8, progress=False)
+    assert opened and {id(f) for f in opened} <= closed  # the metadata of every shard, one image
+    assert sum(len(b["labels"]) for b in loader) == ROWS["train"]
+    it = iter(loader)
+    next(it)
+    it.close()  # an epoch left early (a break, an exception)
+    assert len(opened) >= 3 + 1 + 3 + 1 and {id(f) for f in opened} <= closed  # listing, first image, epoch, early exit
 
 
 def test_hub_repositories_download_the_split_when_not_streaming(build, hub, tmp_path, monkeypatch):
@@ -490,6 +557,55 @@ def test_damaged_shards_are_named(build, tmp_path):
         loaders.dataloader(copy, "breastmnist", progress=False)
 
 
+def _damage_image(shard: Path, row: int, keep: int) -> None:
+    """Rewrite ``shard`` (row groups of 10, as built) with the PNG of ``row`` cut to ``keep`` bytes."""
+    import pyarrow as pa
+
+    table = pq.read_table(shard)
+    images = table.column("image").to_pylist()
+    images[row]["bytes"] = images[row]["bytes"][:keep]
+    i = table.schema.get_field_index("image")
+    pq.write_table(table.set_column(i, table.schema.field(i), pa.array(images, type=table.schema.field(i).type)), shard, row_group_size=10)
+
+
+@pytest.mark.parametrize("workers, streaming", [(0, True), (2, True), (0, False)])
+def test_a_damaged_image_is_named_by_file_row_group_and_row(build, tmp_path, workers, streaming):
+    out, _ = build
+    copy = tmp_path / "medmnist"
+    shutil.copytree(out / "pneumoniamnist", copy / "pneumoniamnist")
+    shard = copy / "pneumoniamnist" / "train-00001-of-00003.parquet"
+    _damage_image(shard, 13, keep=300)  # a PNG that ends early ("image file is truncated")
+    loader = loaders.dataloader(copy, "pneumoniamnist", batch_size=BATCH, num_workers=workers, progress=False) if streaming else None
+    with pytest.raises(UserError) as e:  # with streaming=False, while decoding into the pixel cache
+        for _ in loader or loaders.dataloader(copy, "pneumoniamnist", streaming=False, cache_dir=tmp_path / "cache", progress=False):
+            pass
+    message = str(e.value)
+    assert message.startswith(f"{shard}, row group 1, row 13: the image cannot be decoded (") and "\n" not in message, message
+    assert "hfmed build --overwrite" in message
+    assert not list((tmp_path / "cache").rglob("pixels.u8"))  # no half-written cache left to read
+
+
+@pytest.mark.parametrize("damage", ["removed", "truncated"])
+def test_a_shard_removed_or_truncated_mid_epoch_is_named_through_workers(build, tmp_path, damage):
+    out, _ = build
+    copy = tmp_path / "medmnist"
+    shutil.copytree(out / "pneumoniamnist", copy / "pneumoniamnist")
+    loader = loaders.dataloader(copy, "pneumoniamnist", batch_size=BATCH, num_workers=2, persistent_workers=True, dtype=torch.uint8, progress=False)
+    assert sum(len(b["labels"]) for b in loader) == ROWS["train"]  # the first epoch, intact
+    shard = copy / "pneumoniamnist" / "train-00001-of-00003.parquet"
+    if damage == "removed":
+        shard.unlink()
+    else:
+        data = shard.read_bytes()
+        shard.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError) as e:
+        for _ in loader:
+            pass
+    message = str(e.value)
+    assert message.startswith(f"{shard}, row group ") and "\n" not in message, message
+    assert ("the file is gone" if damage == "removed" else "cannot be read (") in message
+
+
 # --- shutting down -------------------------------------------------------------------------------
 
 
@@ -510,6 +626,34 @@ def test_interpreter_exits_cleanly_with_an_iteration_in_flight(build, workers):
     assert done.returncode == 0, done.stderr
     assert "left mid-epoch" in done.stdout
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+
+
+def _open_parquet_files() -> list[str]:
+    fds = Path("/proc/self/fd")
+    targets = []
+    for fd in fds.iterdir():
+        try:
+            targets.append(str(fd.readlink()))
+        except OSError:  # closed while listing
+            pass
+    return [t for t in targets if t.endswith(".parquet")]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc")
+def test_no_parquet_file_is_left_open(build):
+    """Files are closed when the loader has read what it needed, and when an epoch is left early:
+    nothing of the loader is left for interpreter exit to tear down."""
+    out, _ = build
+    assert not _open_parquet_files()
+    loader = loaders.dataloader(out, "pneumoniamnist", batch_size=BATCH, shuffle=True, progress=False)
+    assert not _open_parquet_files()  # listing the split and reading its first image
+    assert sum(len(b["labels"]) for b in loader) == ROWS["train"]
+    assert not _open_parquet_files()
+    it = iter(loader)
+    next(it)
+    assert _open_parquet_files()  # this test can see an open shard
+    it.close()  # what happens to an epoch left early (a break, an exception)
+    assert not _open_parquet_files()
 
 
 def test_worker_batch_memory_is_refilled_only_after_the_consumer_copied_it(build, monkeypatch):

@@ -38,7 +38,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader
 
-from hfmed.loaders.dataset import SLOT_KEY, BatchMemory, SlotPool, StreamingImageDataset
+from hfmed.errors import UserError
+from hfmed.loaders.dataset import ERROR_KEY, SLOT_KEY, BatchMemory, SlotPool, StreamingImageDataset
 from hfmed.loaders.sources import TaskInfo, config_files, describe, split_source
 from hfmed.loaders.transforms import BatchTransform
 
@@ -76,13 +77,26 @@ class Loader(DataLoader):
         super().__init__(dataset, batch_size=None, **kwargs)
         self.device = device
         self.transform = dataset.transform
-        # With workers and no device, batches cross processes as uint8 and are finished here.
-        self.finish = dataset.finish_elsewhere() if device is None and self.num_workers > 0 and not self.pin_memory else None
-        if self.finish is not None:
+        self.finish: BatchTransform | None = None
+        if device is None and self.num_workers > 0 and not self.pin_memory:
+            # With workers and no device, batches cross processes as uint8 and are finished here.
+            self.finish = dataset.finish_elsewhere()
+        elif device is not None and device.type == "cpu" and self.transform.dtype.is_floating_point:
+            # The device path on the CPU: the whole transform runs here, into recycled memory as
+            # above (fresh memory for every float batch cost a fifth of the throughput at 224 px).
+            self.finish = self.transform
+        if self.finish is not None and self.num_workers > 0:
             # Every batch is copied into float memory here, so its uint8 memory can be refilled by its
             # worker: queued (prefetch_factor), the one being finished, and some slack.
             dataset.recycle_slots = self.prefetch_factor + 3
+        # A worker's UserError (a shard removed or damaged mid-epoch) arrives as a batch and is raised
+        # here as its one line, not wrapped in the worker's traceback.
+        dataset.report_errors = self.num_workers > 0
         self._next_epoch = 0
+        # Slots stay mapped here while their workers may refill them: torch then finds each one
+        # in its cache of shared storages instead of mapping it again (a page fault per 4 KiB).
+        self._mapped: deque[torch.Tensor] = deque(maxlen=self.num_workers * dataset.recycle_slots)
+        self._memory = BatchMemory(keep=3)  # the batch in use, the one before, one spare
 
     @property
     def info(self) -> TaskInfo:
@@ -102,15 +116,13 @@ class Loader(DataLoader):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         self.dataset.set_epoch(self._next_epoch)
         self._next_epoch += 1
-        batches = super().__iter__()
-        if self.device is None:
-            if self.finish is None:
-                yield from batches
-                return
-            # Slots stay mapped here while their workers may refill them: torch then finds each one
-            # in its cache of shared storages instead of mapping it again (a page fault per 4 KiB).
-            mapped: deque[torch.Tensor] = deque(maxlen=self.num_workers * self.dataset.recycle_slots)
-            memory = BatchMemory(keep=3)  # the batch in use, the one before, one spare
+        batches = _raising(super().__iter__())
+        if self.finish is None and self.device is None:
+            yield from batches
+            return
+        if self.finish is not None:
+            # Kept from epoch to epoch, like the workers' slots (see StreamingImageDataset._slot_pool).
+            mapped, memory = self._mapped, self._memory
             for batch in batches:
                 pixels = batch["pixel_values"]
                 finished = self.finish(pixels, memory)
@@ -123,6 +135,13 @@ class Loader(DataLoader):
             pixels = batch["pixel_values"].to(self.device, non_blocking=True)
             labels = batch["labels"].to(self.device, non_blocking=True)
             yield {"pixel_values": self.transform(pixels), "labels": labels}
+
+
+def _raising(batches: Iterator[dict]) -> Iterator[dict]:
+    for batch in batches:
+        if ERROR_KEY in batch:
+            raise UserError(batch[ERROR_KEY])
+        yield batch
 
 
 def dataloader(

@@ -142,28 +142,40 @@ def _complete(folder: Path, rows: int, shape: tuple[int, ...]) -> bool:
     return meta.get("num_rows") == rows and tuple(meta.get("shape", ())) == shape and (folder / PIXELS).is_file()
 
 
-def _unit_images(source: SplitSource, info: TaskInfo, index: int) -> list[memoryview]:
+def _unit_table(source: SplitSource, index: int, column: str):
+    """One column of one row group, the file closed after; a file that is gone or damaged is named."""
     unit = source.units[index]
-    table = source.open(unit.file).read_row_group(unit.group, columns=[info.image_column])
-    return decode.blob_views(decode.binary_column(table.column(info.image_column)))
+    try:
+        with source.location.opened(source.files[unit.file]) as pf:
+            return pf.read_row_group(unit.group, columns=[column]).column(column)
+    except (OSError, ValueError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(f"{source.where(index)}: cannot be read ({reason}); rebuild this config with `hfmed build --overwrite`") from None
+
+
+def _unit_images(source: SplitSource, index: int, info: TaskInfo) -> list[memoryview]:
+    return decode.blob_views(decode.binary_column(_unit_table(source, index, info.image_column)))
 
 
 def _write_pixels(source: SplitSource, info: TaskInfo, folder: Path, threads: int, progress: bool) -> None:
     shape = row_shape(info)
     tmp = folder / f".{PIXELS}.{os.getpid()}.tmp"
-    where = source.describe()
 
-    def job(blobs):
-        return decode.decode_images(blobs, np.empty((len(blobs), *shape), dtype=np.uint8), where=where)
+    def job(index: int, start: int, blobs: list) -> np.ndarray:
+        try:
+            return decode.decode_images(blobs, np.empty((len(blobs), *shape), dtype=np.uint8))
+        except decode.BadImage as e:
+            where = source.where(index, start + e.index)
+            raise UserError(f"{where}: the image cannot be decoded ({e.reason}); rebuild this config with `hfmed build --overwrite`") from None
 
     try:
         with open(tmp, "wb") as f, ThreadPoolExecutor(threads) as pool, tqdm(
             total=source.num_rows, desc=f"decoding {source.config}/{source.split}", unit="img", disable=not progress
         ) as bar:
             for index in range(len(source.units)):
-                blobs = _unit_images(source, info, index)
-                chunks = [blobs[i : i + DECODE_ROWS] for i in range(0, len(blobs), DECODE_ROWS)]
-                for pixels in pool.map(job, chunks):
+                blobs = _unit_images(source, index, info)
+                starts = range(0, len(blobs), DECODE_ROWS)
+                for pixels in pool.map(job, [index] * len(starts), starts, [blobs[i : i + DECODE_ROWS] for i in starts]):
                     f.write(memoryview(pixels).cast("B"))
                     bar.update(len(pixels))
         os.replace(tmp, folder / PIXELS)
@@ -174,9 +186,12 @@ def _write_pixels(source: SplitSource, info: TaskInfo, folder: Path, threads: in
 
 def _write_labels(source: SplitSource, info: TaskInfo, folder: Path) -> None:
     parts = []
-    for unit in source.units:
-        table = source.open(unit.file).read_row_group(unit.group, columns=[info.label_column])
-        parts.append(decode.label_array(table.column(info.label_column), info.num_labels, info.multi_label))
+    for index in range(len(source.units)):
+        column = _unit_table(source, index, info.label_column)
+        try:
+            parts.append(decode.label_array(column, info.num_labels, info.multi_label))
+        except ValueError as e:
+            raise UserError(f"{source.where(index)}: {e}; rebuild this config with `hfmed build --overwrite`") from None
     tmp = folder / f".labels.{os.getpid()}.tmp.npy"
     np.save(tmp, np.concatenate(parts))
     os.replace(tmp, folder / _labels_name(info.label_column))

@@ -15,6 +15,7 @@ import mmap
 import os
 import sys
 import threading
+import weakref
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 from collections.abc import Callable, Iterator
 
 import numpy as np
+import pyarrow as pa
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -57,6 +59,8 @@ class _Block:
 
     payload: Any  # list of PNG views | (n, D, H, W) volumes | split row ids for the pixel cache
     labels: np.ndarray
+    units: np.ndarray | None = None  # per row: its unit (row group) and row within it, for messages
+    unit_rows: np.ndarray | None = None
 
 
 class _Reader:
@@ -71,11 +75,10 @@ class _Reader:
         if index in self.recent:
             return self.recent[index]
         u = self.source.units[index]
-        pf = self.files.get(u.file) or self.files.setdefault(u.file, self.source.open(u.file))
         info = self.info
         columns = [info.image_column, info.label_column] if images else [info.label_column]
-        where = f"{self.source.files[u.file]} row group {u.group}"
         try:
+            pf = self.files.get(u.file) or self.files.setdefault(u.file, self.source.open(u.file))
             table = pf.read_row_group(u.group, columns=columns)
             labels = decode.label_array(table.column(info.label_column), info.num_labels, info.multi_label)
             pixels: Any = None
@@ -83,12 +86,28 @@ class _Reader:
                 pixels = decode.volume_array(table.column(info.image_column), info.image_shape)
             elif images:
                 pixels = decode.blob_views(decode.binary_column(table.column(info.image_column)))
-        except ValueError as e:
-            raise UserError(f"{where}: {e}; rebuild this config with `hfmed build --overwrite`") from None
+        except FileNotFoundError:
+            raise UserError(
+                f"{self.source.where(index)}: the file is gone (removed after the loader listed the split); "
+                "rebuild this config with `hfmed build --overwrite` and start again"
+            ) from None
+        except (OSError, ValueError, pa.ArrowException) as e:  # truncated, rewritten or damaged since listed
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise UserError(f"{self.source.where(index)}: cannot be read ({reason}); rebuild this config with `hfmed build --overwrite`") from None
         if len(self.recent) >= self.keep:
             self.recent.pop(next(iter(self.recent)))
         self.recent[index] = (pixels, labels)
         return pixels, labels
+
+    def close(self) -> None:
+        """Close the Parquet files this pass opened (their descriptors, or Hub connections)."""
+        for pf in self.files.values():
+            try:
+                pf.close(force=True)  # a Hub file object too (see sources.Location.opened)
+            except Exception:  # noqa: BLE001 - closing is best effort; the data was read already
+                pass
+        self.files.clear()
+        self.recent.clear()
 
 
 class StreamingImageDataset(IterableDataset):
@@ -177,6 +196,9 @@ class StreamingImageDataset(IterableDataset):
         self._cache_labels: np.ndarray | None = None
         self._scratch = _Scratch()
         self.recycle_slots = 0  # batches in flight per worker, set by a Loader that releases them; see SlotPool
+        self._slots: tuple[int, SlotPool] | None = None  # (pid, pool): see _slot_pool
+        self._memory: tuple[int, BatchMemory] | None = None
+        self.report_errors = False  # set by a Loader: a worker hands a UserError over as a batch (ERROR_KEY)
 
     # --- what it is -------------------------------------------------------------------------
     @property
@@ -272,7 +294,9 @@ class StreamingImageDataset(IterableDataset):
         views: list = []
         for (pix, _), p in parts:
             views.extend(pix[p.start : p.stop])
-        return _Block(views, labels)
+        units = np.concatenate([np.full(p.num_rows, p.unit, dtype=np.int64) for _, p in parts])
+        rows = np.concatenate([np.arange(p.start, p.stop, dtype=np.int64) for _, p in parts])
+        return _Block(views, labels, units, rows)
 
     def _pixels(self, block: _Block, idx: np.ndarray, out: np.ndarray) -> None:
         if self.pixel_cache is not None:
@@ -281,20 +305,34 @@ class StreamingImageDataset(IterableDataset):
             np.take(block.payload, idx, axis=0, out=out)
         else:
             payload = block.payload
-            decode.decode_images([payload[i] for i in idx.tolist()], out, where=self.source.describe())
+            try:
+                decode.decode_images([payload[i] for i in idx.tolist()], out)
+            except decode.BadImage as e:
+                row = int(idx[e.index])
+                where = self.source.where(int(block.units[row]), int(block.unit_rows[row]))
+                raise UserError(f"{where}: the image cannot be decoded ({e.reason}); rebuild this config with `hfmed build --overwrite`") from None
 
     def _make_batch(self, block: _Block, idx: np.ndarray, shared: bool, pool: "SlotPool | None" = None, memory: "BatchMemory | None" = None) -> dict[str, Any]:
         info, n = self.info, len(idx)
         row = cache.row_shape(info)
         direct = self.defer_transform or (self.stage.identity and info.channels == 1)
         alloc = pool.take if pool is not None else _shared_empty if shared else memory or _private_empty
+        # RGB PNGs decode fastest into RGBX (see decode.decode_images); the stage below copies
+        # the batch out of the scratch buffer anyway, so it reads the three channels from there.
+        rgbx = info.channels == 3 and not direct and self.pixel_cache is None and not info.volumetric
         if direct:  # decode straight into the memory handed over (shared with the main process)
             pixels = alloc((n, *row), torch.uint8)
             out = pixels.numpy()
         else:
-            out = self._scratch.get((n, *row))
+            out = self._scratch.get((n, *row[:-1], 4) if rgbx else (n, *row))
             pixels = torch.from_numpy(out)
         self._pixels(block, idx, out)
+        if rgbx:
+            pixels = pixels[..., :3]
+            if self.stage.size is not None or self.stage.augment is not None:
+                # packed channels-last, as before: the uint8 resize kernel wants it, and an augment
+                # callable receives the same layout whichever way the batch was decoded
+                pixels = pixels.contiguous()
         x = pixels.permute(0, 3, 1, 2) if info.channels == 3 else pixels.unsqueeze(1)
         if not direct:
             x = self.stage(x, alloc, keep_input=True)  # `out` is reused
@@ -307,6 +345,17 @@ class StreamingImageDataset(IterableDataset):
         return batch
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        if get_worker_info() is None or not self.report_errors:
+            yield from self._batches()
+            return
+        try:
+            yield from self._batches()
+        except UserError as e:
+            # Raised here, the DataLoader would re-raise it in the consumer wrapped in a worker
+            # traceback; as a batch, ``Loader`` raises it there as the one line it is.
+            yield {ERROR_KEY: str(e)}
+
+    def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
         worker = get_worker_info()
         k, workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
         epoch = self.epoch
@@ -315,11 +364,9 @@ class StreamingImageDataset(IterableDataset):
         threads = self.decode_threads or max(1, available_cpus() // workers)
         batch = self.batch_size or EXAMPLE_CHUNK
         reader = _Reader(self.source, self.info)
-        # A new pool per pass: a worker restarted for the next epoch never writes into memory that
-        # a batch of the previous pass, still in the DataLoader's queue, points to.
-        slots = SlotPool(threads + self.recycle_slots) if self.recycle_slots and worker is not None and self.batch_size is not None else None
+        slots = self._slot_pool(threads) if self.recycle_slots and worker is not None and self.batch_size is not None else None
         # In the consuming process itself, batches go straight to the caller: recycle their memory.
-        memory = BatchMemory(threads + 3) if worker is None and self.batch_size is not None else None
+        memory = self._batch_memory(threads) if worker is None and self.batch_size is not None else None
         pool = ThreadPoolExecutor(threads, thread_name_prefix="hfmed-decode")
         pending: deque[Future] = deque()
         try:
@@ -337,6 +384,23 @@ class StreamingImageDataset(IterableDataset):
                 for f in pending:
                     f.cancel()
                 pool.shutdown(wait=False, cancel_futures=True)
+                reader.close()
+
+    def _slot_pool(self, threads: int) -> "SlotPool":
+        """This worker's pool, kept from pass to pass (persistent workers): a pool made per pass
+        would allocate fresh shared memory every epoch, and on a split of a few thousand rows
+        that is every batch. Reuse across passes is safe because a slot is refilled only once the
+        consumer has released it; the batch of a slot that the DataLoader discards when a pass is
+        left early is never released, so that slot simply stays out of use."""
+        if self._slots is None or self._slots[0] != os.getpid():
+            self._slots = (os.getpid(), SlotPool(threads + self.recycle_slots))
+        return self._slots[1]
+
+    def _batch_memory(self, threads: int) -> "BatchMemory":
+        """The consuming process's batch memory, kept from pass to pass for the same reason."""
+        if self._memory is None or self._memory[0] != os.getpid():
+            self._memory = (os.getpid(), BatchMemory(threads + 3))
+        return self._memory[1]
 
     def _emit(self, batch: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
         if self.batch_size is not None:
@@ -349,6 +413,7 @@ class StreamingImageDataset(IterableDataset):
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_cache_labels"] = None
+        state["_slots"] = state["_memory"] = None
         state["_scratch"] = None
         return state
 
@@ -358,6 +423,7 @@ class StreamingImageDataset(IterableDataset):
 
 
 SLOT_KEY = "_hfmed_slot"  # in a worker's batch: True when its pixels live in a SlotPool slot
+ERROR_KEY = "_hfmed_error"  # a worker's last "batch" when it met a UserError: the message
 
 
 class SlotPool:
@@ -432,38 +498,52 @@ def _private_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
 
 
 class BatchMemory:
-    """Memory for the batches one iteration hands out, reused once the consumer has let go of it.
+    """Memory for the batches one iteration hands out, refilled once nothing refers to it any more.
 
     Even on huge pages, fresh memory is zeroed by the kernel before it is written: at 224 px that
     is about 40% of converting a batch to float. A training loop drops each batch after its step,
-    so the memory of a batch two or three steps old is usually free again. A tensor made by
-    ``torch.frombuffer`` keeps its buffer object alive, so a kept area that nothing but this pool
-    refers to (its reference count says so) belongs to no live tensor, view or numpy array and is
-    handed out again; otherwise a fresh area is used. At most ``keep`` areas are kept, and they go
-    when the iteration ends.
+    so the memory of a batch two or three steps old is usually free again. Each hand-out goes
+    through its own ``memoryview`` of a kept area: ``torch.frombuffer`` holds that view for as long
+    as the tensor's storage lives (every view, slice and numpy array of the tensor shares that
+    storage), and a ``weakref.finalize`` on it puts the area back on the free list when the storage
+    is gone. That is an explicit release, tied to the object's lifetime rather than to a reference
+    count's value; until it comes, a fresh area is used. At most ``keep`` areas are kept.
     """
 
     def __init__(self, keep: int):
         self.keep = keep
         self.areas: list[mmap.mmap] = []
-        self.lock = threading.Lock()
+        self.free: list[int] = []  # indices into ``areas`` that no live tensor uses
+        # Reentrant: a finalizer can run inside the locked section of the same thread (a cyclic
+        # garbage collection triggered by an allocation there).
+        self.lock = threading.RLock()
 
-    def _unused(self, i: int) -> bool:
-        return sys.getrefcount(self.areas[i]) == 2  # the list's reference and the argument's
+    def _release(self, i: int) -> None:
+        with self.lock:
+            self.free.append(i)
+
+    def _hand_out(self, i: int, dtype: torch.dtype, count: int, shape: tuple[int, ...]) -> torch.Tensor:
+        view = memoryview(self.areas[i])
+        weakref.finalize(view, self._release, i)
+        return torch.frombuffer(view, dtype=dtype, count=count).view(shape)
 
     def __call__(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         count = math.prod(shape)
         nbytes = count * torch.empty((), dtype=dtype).element_size()
         if nbytes < HUGE_PAGE_MIN_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
             return torch.empty(shape, dtype=dtype)
-        with self.lock:  # the tensor exists (and holds its area) before another thread looks
-            for i in range(len(self.areas)):
-                if len(self.areas[i]) >= nbytes and self._unused(i):
-                    return torch.frombuffer(self.areas[i], dtype=dtype, count=count).view(shape)
-            area = _huge_area(nbytes)
+        with self.lock:
+            i = next((i for i in self.free if len(self.areas[i]) >= nbytes), None)
+            if i is None and self.free:  # only smaller free areas (a short last batch's): replace one
+                i = self.free[0]
+                self.areas[i] = _huge_area(nbytes)
+            if i is not None:
+                self.free.remove(i)
+                return self._hand_out(i, dtype, count, shape)
             if len(self.areas) < self.keep:
-                self.areas.append(area)
-            return torch.frombuffer(area, dtype=dtype, count=count).view(shape)
+                self.areas.append(_huge_area(nbytes))
+                return self._hand_out(len(self.areas) - 1, dtype, count, shape)
+        return torch.frombuffer(_huge_area(nbytes), dtype=dtype, count=count).view(shape)
 
 
 class _Scratch(threading.local):

@@ -17,6 +17,8 @@ from __future__ import annotations
 import glob
 import io
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,9 +66,20 @@ class Location:
             return None
 
     def open(self, path: str) -> pq.ParquetFile:
+        """A Parquet file to read; the caller closes it with ``close(force=True)`` (``opened``)."""
         if self.remote:
             return pq.ParquetFile(hub_filesystem(self.token).open(path, "rb"))
         return pq.ParquetFile(path)
+
+    @contextmanager
+    def opened(self, path: str) -> Iterator[pq.ParquetFile]:
+        """``open``, closed after, Hub connection included (pyarrow leaves a file object it was
+        given open unless forced): nothing of it is left for interpreter exit to tear down."""
+        pf = self.open(path)
+        try:
+            yield pf
+        finally:
+            pf.close(force=True)
 
 
 def _hub_failure(repo: str, e: Exception) -> UserError:
@@ -234,6 +247,16 @@ class SplitSource:
     def describe(self) -> str:
         return f"{self.location.name} {self.config}/{self.split}"
 
+    def where(self, unit: int, row: int | None = None) -> str:
+        """``<file>, row group G[, row R]`` for messages; ``row`` counts within the unit (row group)
+        and is reported as the row of the file, which is what a Parquet reader shows."""
+        u = self.units[unit]
+        text = f"{self.files[u.file]}, row group {u.group}"
+        if row is None:
+            return text
+        before = sum(v.num_rows for v in self.units if v.file == u.file and v.group < u.group)
+        return f"{text}, row {before + row}"
+
 
 def split_source(cf: ConfigFiles, split: str) -> SplitSource:
     patterns = cf.patterns.get(split)
@@ -252,7 +275,8 @@ def split_source(cf: ConfigFiles, split: str) -> SplitSource:
     nbytes = 0
     for i, path in enumerate(files):
         try:
-            meta = cf.location.open(path).metadata
+            with cf.location.opened(path) as pf:
+                meta = pf.metadata
         except Exception as e:  # pyarrow raises several types for damaged files; the Hub its own
             if cf.location.remote:
                 raise _hub_failure(cf.location.name, e) from None
@@ -337,8 +361,8 @@ def _first_image(source: SplitSource, column: str) -> tuple[int, tuple[int, int]
     """Channels and (H, W) of the first stored image: the shape every batch is decoded to."""
     from PIL import Image as PILImage
 
-    pf = source.open(source.units[0].file)
-    cell = pf.read_row_group(source.units[0].group, columns=[column]).column(column)[0].as_py()
+    with source.location.opened(source.files[source.units[0].file]) as pf:
+        cell = pf.read_row_group(source.units[0].group, columns=[column]).column(column)[0].as_py()
     if cell is None or not cell.get("bytes"):
         raise UserError(f"{source.files[0]}: the first {column!r} is empty; rebuild this config with `hfmed build --overwrite`")
     with PILImage.open(io.BytesIO(cell["bytes"])) as im:

@@ -383,12 +383,43 @@ def test_a_medimeta_task_is_chosen_by_name_with_its_declared_type(tmp_path):
         (["--subset", "breastmnist", "--cv_folds", "1", "--cv_fold", "0"], "at least 2"),
         (["--subset", "breastmnist", "--cv_folds", "5"], "0 to 4"),
         (["--subset", "breastmnist", "--cv_folds", "5", "--cv_fold", "5"], "0 to 4"),
+        (["--subset", "breastmnist", "--accelerator_config", '{"dispatch_batches": true}'], "dispatch_batches=true would hand out"),
+        (["--subset", "breastmnist", "--accelerator_config", '{"split_batches": true}'], "split_batches=true would"),
+        (["--subset", "breastmnist", "--cv_folds", "5", "--cv_fold", "0", "--streaming", "true"], "drop --streaming"),
+        (["--subset", "breastmnist", "--cv_folds", "5", "--cv_fold", "0", "--dataset", "my-org/medmnist"], "needs a local build"),
+        (["--subset", "adrenalmnist3d", "--arch", "vit"], "--arch vit is a 2D architecture"),
+        (["--subset", "adrenalmnist3d", "--model", "some-org/some-vit"], "--model takes 2D"),
+        (["--subset", "breastmnist", "--ema_decay", "1.5"], "--ema_decay must be between 0 and 1"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
+def test_bad_input_is_one_line_and_exit_2_before_any_model_is_built(capsys, monkeypatch, tmp_path, argv, message):
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built for a command that cannot work")
+
+    monkeypatch.setattr(training.models, "build_model", no_model)
     assert train_hf.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_a_3d_build_with_a_2d_architecture_is_refused_before_any_model_is_built(built_medmnist, capsys):
+    assert train_hf.main(["--dataset", str(built_medmnist), "--subset", "adrenalmnist3d", "--arch", "resnet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "adrenalmnist3d is a 3D subset" in err and len(err.splitlines()) == 1
+
+
+def test_the_accelerator_never_dispatches_or_splits_batches():
+    _, _, _, args = training.parse_args(["--subset", "breastmnist"])
+    assert args.accelerator_config.dispatch_batches is False and args.accelerator_config.split_batches is False
+
+
+def test_ensemble_and_the_report_import_neither_torch_nor_transformers():
+    code = ("import sys; import hfmed.cli, hfmed.ensemble, hfmed.training.report, hfmed.training.plots, hfmed.metrics; "
+            "print(sorted(m for m in ('torch', 'transformers', 'evaluate') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 def test_missing_config_in_a_build_names_the_build_command(small_npz, tmp_path, capsys):

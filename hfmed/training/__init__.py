@@ -43,6 +43,8 @@ def __getattr__(name: str) -> Any:
         from hfmed.loaders import TaskInfo
 
         return TaskInfo
+    if name in _EXPORTS:
+        return importlib.import_module(f"hfmed.training.{name}")
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'hfmed.training' has no attribute {name!r}")

@@ -137,6 +137,9 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "greater_is_better": True,
     "remove_unused_columns": False,  # batches come from hfmed's loaders, never from a datasets.Dataset
     "report_to": "none",
+    # Every rank's loader reads its own share (hfmed.loaders.plan): accelerate must neither send
+    # batches from rank 0 nor cut them (the Trainer's loaders are never passed to it anyway).
+    "accelerator_config": '{"dispatch_batches": false, "split_batches": false}',
     "per_device_eval_batch_size": 256,
     "do_train": True,
     "do_eval": True,

@@ -642,3 +642,17 @@ def test_too_few_rows_for_the_folds_is_refused_before_training(small_npz, tmp_pa
     loaded = training.open_data(training.DataArguments(dataset=str(data), subset="breastmnist", cv_folds=5, cv_fold=0), training.parse_args([])[3])
     with pytest.raises(UserError, match="has 7 train and validation rows, too few for --cv_folds 5; use fewer folds"):
         loaded.fold()
+
+
+def test_a_run_leaves_no_worker_process_or_decoding_thread_behind(small_npz, tmp_path):
+    """Stopped mid-epoch (--max_steps) with persistent workers: nothing of the loaders outlives the run."""
+    import multiprocessing
+    import threading
+
+    data = build_small(small_npz, tmp_path, "pneumoniamnist")
+    train(["--dataset", str(data), "--subset", "pneumoniamnist", "--output_dir", str(tmp_path / "run"), *QUICK, "--max_steps", "1",
+           "--dataloader_num_workers", "1", "--dataloader_persistent_workers", "true", "--streaming", "true"])
+    assert multiprocessing.active_children() == []
+    for thread in [t for t in threading.enumerate() if t.name.startswith("hfmed-decode")]:
+        thread.join(timeout=10)  # told to stop; an idle pool thread exits at its next wake-up
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("hfmed-decode") and t.is_alive()]

@@ -78,7 +78,9 @@ class Data:
             return self.fold().loader(split, batch_size=batch, transform=self.transform(feed, augment), shuffle=train,
                                       seed=args.seed, drop_last=drop_last, device=device)
         workers = args.dataloader_num_workers
-        extra = {"prefetch_factor": args.dataloader_prefetch_factor or 2, "persistent_workers": args.dataloader_persistent_workers} if workers else {}
+        # Persistent workers for training only: evaluation loaders are idle most of a run, and
+        # every rank would keep a set of workers per split.
+        extra = {"prefetch_factor": args.dataloader_prefetch_factor or 2, "persistent_workers": args.dataloader_persistent_workers and train} if workers else {}
         return loaders.dataloader(
             self.location, self.config, split=split, batch_size=batch, image_size=feed.image_size, num_workers=workers,
             shuffle=train, streaming=self.streaming, task=self.info.label_column, seed=args.seed, rgb=self._rgb(feed),

@@ -513,6 +513,9 @@ def test_an_ensemble_averages_the_probabilities_of_its_runs(small_npz, tmp_path,
 
     ens = tmp_path / "ens"
     results = json.loads((ens / "results.json").read_text())
+    member = json.loads((runs[0] / "results.json").read_text())
+    assert list(results) == list(member) == list(training.SCHEMA)  # one schema for runs and ensembles
+    assert results["members"] and member["members"] is None and member["train_batches_per_rank"] == [6] and results["train_batches_per_rank"] is None
     with np.load(ens / "predictions.npz") as saved, np.load(runs[0] / "predictions.npz") as a, np.load(runs[1] / "predictions.npz") as b:
         for split in ("validation", "test"):
             assert not np.array_equal(a[f"{split}_scores"], b[f"{split}_scores"])  # two different models

@@ -390,6 +390,7 @@ def test_a_medimeta_task_is_chosen_by_name_with_its_declared_type(tmp_path):
         (["--subset", "adrenalmnist3d", "--arch", "vit"], "--arch vit is a 2D architecture"),
         (["--subset", "adrenalmnist3d", "--model", "some-org/some-vit"], "--model takes 2D"),
         (["--subset", "breastmnist", "--ema_decay", "1.5"], "--ema_decay must be between 0 and 1"),
+        (["--subset", "breastmnist", "--fsdp", "full_shard"], "train with plain DDP"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_before_any_model_is_built(capsys, monkeypatch, tmp_path, argv, message):

@@ -244,6 +244,11 @@ def refuse_impossible(data_args: DataArguments, model_args: ModelArguments, reci
                 f"accelerator_config {name}=true would hand out or cut batches that every rank already reads for itself "
                 "(hfmed's loaders give each rank its own share of the rows); leave it unset"
             )
+    if args.fsdp or args.deepspeed:
+        raise UserError(
+            "--fsdp and --deepspeed shard the model, and train_hf.py evaluates each rank's share of the rows on a whole copy of it; "
+            "train with plain DDP (torchrun without those flags)"
+        )
     if data_args.cv_folds is not None and data_args.streaming:
         raise UserError("--streaming with --cv_folds: a fold reads the pooled train and validation rows once, into memory; drop --streaming")
     if data_args.cv_folds is not None and data_args.dataset and not Path(data_args.dataset).expanduser().is_dir() and not data_args.source:

@@ -9,12 +9,13 @@
 Every TrainingArguments flag works; ``--preset medmnist`` (the default) is the published MedMNIST
 v2 protocol, ``--preset finetune`` fine-tunes a pretrained checkpoint. The model is chosen on
 validation AUC, evaluated once on test, and the output folder gets results.json, results.md (this
-run beside the published figures), roc_curve.png, confusion_matrix.png and the model card.
+run beside the published figures), roc_curve.png, confusion_matrix.png and the model card. The
+batches come from ``hfmed.loaders``, each rank reading its own share of the rows (see
+``hfmed.training`` for the parts).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import shlex
 import sys
 import time
@@ -25,6 +26,7 @@ from transformers import set_seed
 
 from hfmed import metrics, training
 from hfmed.errors import UserError
+from hfmed.loaders import augment
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -32,64 +34,65 @@ def run(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     set_seed(training_args.seed)
 
-    data = training.open_data(data_args, training_args)
+    # The data: a config of a build (checked before any model is made), one batch loader per split.
+    data = training.open_data(data_args, training_args, model_args)
     info = data.info
     if model_args.ordinal_loss != "cross_entropy" and info.task != "ordinal":
         raise UserError(f"--ordinal_loss {model_args.ordinal_loss} is for ordinal tasks; {data.config} {info.label_column} is {info.task}")
     bundle = training.build_model(model_args, recipe_args, info, data_args)
     channels_last = training.wants_channels_last(model_args, bundle.model)
-    splits = data.splits()
     if channels_last:
         bundle.model = bundle.model.to(memory_format=torch.channels_last)
+    feed = training.Feed(bundle.image_size, bundle.channels, bundle.mean, bundle.std, augment.by_name(recipe_args.augment, len(info.image_shape)))
+    splits = {split: data.loader(split, feed, training_args) for split in data.splits}
 
-    collator = training.Collator(
-        image_size=bundle.image_size,
-        channels=bundle.channels,
-        mean=bundle.mean,
-        std=bundle.std,
-        multi_label=info.task == "multi-label",
-        channels_last=channels_last,
-    )
-    train_collator = dataclasses.replace(collator, augment=training.make_augment(recipe_args.augment))
-    per_epoch = training.steps_per_epoch(data.sizes["train"], training_args)
     trainer = training.MedTrainer(
         model=bundle.model,
         args=training_args,
         train_dataset=splits["train"],
         eval_dataset=splits["validation"],
-        data_collator=collator,
-        train_collator=train_collator,
         compute_metrics=metrics.compute_metrics_for_trainer(info.task),
         compute_loss_func=training.ordinal_emd_loss if model_args.ordinal_loss == "emd" else None,
-        lr_decay_steps=[round(epoch * per_epoch) for epoch in recipe_args.lr_decay_epochs],
+        lr_decay_epochs=recipe_args.lr_decay_epochs,
         lr_decay_gamma=recipe_args.lr_decay_gamma,
         ema_decay=recipe_args.ema_decay,
         tta=recipe_args.tta,
+        channels_last=channels_last,
     )
+    try:
+        train_seconds = None
+        if training_args.do_train:
+            train_started = time.perf_counter()
+            train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+            train_seconds = time.perf_counter() - train_started - trainer.side_seconds
+            trainer.save_model()
+            trainer.log_metrics("train", train_result.metrics)
+            trainer.save_state()
+        # predict, not evaluate: the scores are kept (predictions.npz) for `hfmed ensemble`. Under
+        # cross-validation the test split is never read.
+        outputs = {split: trainer.predict(splits[split], metric_key_prefix=split) for split in data.splits if split != "train"}
+        for split, output in outputs.items():
+            trainer.log_metrics(split, output.metrics)
+        batches = trainer.batches_per_rank()
+    finally:
+        training.close_loaders(splits.values())
 
-    train_seconds = None
-    if training_args.do_train:
-        train_started = time.perf_counter()
-        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        train_seconds = time.perf_counter() - train_started - trainer.side_seconds
-        trainer.save_model()
-        trainer.log_metrics("train", train_result.metrics)
-        trainer.save_state()
+    results = _results(argv, data, data_args, model_args, recipe_args, training_args, bundle, trainer, outputs, channels_last)
+    results.update(wall_time_seconds=time.perf_counter() - started, train_seconds=train_seconds, train_batches_per_rank=batches,
+                   train_images_per_second=(trainer.images_seen * training_args.world_size / train_seconds) if train_seconds else None)
+    out = Path(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        scores = {split: training.scored(info.task, o.label_ids, o.predictions) for split, o in outputs.items()}
+        training.write_report(out, results, scores)
+    _write_card(trainer, data, data_args, model_args, results, out)
+    return results
 
-    # predict, not evaluate: the validation scores are kept (predictions.npz) for `hfmed ensemble`.
-    validation_out = trainer.predict(splits["validation"], metric_key_prefix="validation")
-    validation = validation_out.metrics
-    trainer.log_metrics("validation", validation)
-    outputs = {"validation": validation_out}
-    cv = data.cv_folds is not None
-    test = None  # cross-validation chooses a recipe: the test split stays unread
-    if not cv:
-        test = outputs["test"] = trainer.predict(splits["test"], metric_key_prefix="test")
-        trainer.log_metrics("test", test.metrics)
-    last = "test" if test is not None else "validation"
 
-    world = max(1, training_args.world_size)
-    results = {
+def _results(argv, data, data_args, model_args, recipe_args, training_args, bundle, trainer, outputs, channels_last) -> dict:
+    """The run's results.json (schema: ``hfmed.training.report.SCHEMA``), timings aside."""
+    info, cv = data.info, data.cv_folds is not None
+    last = "test" if "test" in outputs else "validation"
+    return {
         "collection": data_args.collection,
         "dataset": data.location,
         "config": data.config,
@@ -104,26 +107,23 @@ def run(argv: list[str] | None = None) -> dict:
         "selection_metric": training_args.metric_for_best_model,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "best_validation_auc": trainer.state.best_metric,
-        "validation": _strip(validation, "validation"),
-        "test": _strip(test.metrics, "test") if test is not None else None,
+        **{split: _strip(output.metrics, split) for split, output in outputs.items()},
         "cross_validation": {"folds": data.cv_folds, "fold": data.cv_fold, "seed": training.CV_SEED, "pooled": ["train", "validation"]} if cv else None,
-        "num_samples": {"train": data.sizes["train"], "validation": data.sizes["validation"], "test": int(len(test.label_ids)) if test is not None else None},
-        "wall_time_seconds": time.perf_counter() - started,
-        "train_seconds": train_seconds,
-        "train_images_per_second": (trainer.images_seen * world / train_seconds) if train_seconds else None,
+        "num_samples": {"train": data.sizes["train"], "validation": data.sizes["validation"],
+                        "test": int(len(outputs["test"].label_ids)) if "test" in outputs else None},
         "eval_images_per_second": outputs[last].metrics.get(f"{last}_samples_per_second"),
         "device": training.device_description(),
-        "num_processes": world,
+        "num_processes": max(1, training_args.world_size),
         "precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32",
         "channels_last": channels_last,
         "torch_compile": training_args.torch_compile,
-        "versions": _versions(),
+        "versions": training.versions(),
         "command": shlex.join(["python", "train_hf.py", *training.redacted_command(sys.argv[1:] if argv is None else argv)]),
         "arguments": training.arguments_record(data_args, model_args, recipe_args, training_args),
     }
-    out = Path(training_args.output_dir)
-    if trainer.is_world_process_zero():
-        training.write_report(out, results, info, {split: (o.label_ids, o.predictions) for split, o in outputs.items()})
+
+
+def _write_card(trainer, data, data_args, model_args, results: dict, out: Path) -> None:
     if not model_args.model:
         # The card says "fine-tuned from <name_or_path>" unless that is a folder; a model built
         # from a config has an empty one, so name this run's own folder: "trained from scratch".
@@ -135,10 +135,10 @@ def run(argv: list[str] | None = None) -> dict:
         "tags": ["medical-imaging", data_args.collection, data.config],
     }
     trainer.create_model_card(**card)  # rank 0 only, inside
-    if training_args.push_to_hub:
-        figure = f"test AUC {_fmt(results['test'].get('auc'))}" if not cv else f"fold {data.cv_fold} of {data.cv_folds}: validation AUC {_fmt(results['validation'].get('auc'))}"
+    if trainer.args.push_to_hub:
+        cv = results["cross_validation"]
+        figure = f"fold {cv['fold']} of {cv['folds']}: validation AUC {_fmt(results['validation'].get('auc'))}" if cv else f"test AUC {_fmt(results['test'].get('auc'))}"
         trainer.push_to_hub(commit_message=f"{data.config}: {figure}", **card)
-    return results
 
 
 def _fmt(value) -> str:
@@ -147,13 +147,6 @@ def _fmt(value) -> str:
 
 def _strip(metrics_: dict, prefix: str) -> dict:
     return {k[len(prefix) + 1:]: v for k, v in metrics_.items() if k.startswith(prefix + "_")}
-
-
-def _versions() -> dict:
-    import datasets
-    import transformers
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "datasets": datasets.__version__}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,9 +5,10 @@ run in its own process (so no memory, threads or CUDA state carry over from one 
 
 - real: ``train_hf.run(argv)``, the whole pipeline a user gets, on the generated 224 px
   pneumoniamnist build of ``bench_loaders.make_data`` (20,000 training images): ``--preset
-  finetune`` (AdamW, warmup + cosine, affine augmentation in the collator, i.e. in the dataloader
-  workers), ``--dataloader_num_workers``, the default pixel cache (each split decoded once, before
-  training starts), channels-last for ConvNeXt (train_hf's default for convolutional models).
+  finetune`` (AdamW, warmup + cosine, affine augmentation), ``--dataloader_num_workers``, the
+  default pixel cache (each split decoded once, before training starts), channels-last for ConvNeXt
+  (train_hf's default for convolutional models). The batches come from ``hfmed.loaders`` with
+  ``device=`` the GPU: uint8 crosses the bus, and resizing, augmentation and normalisation run there.
   Evaluation and checkpoints inside training are off (``--eval_strategy no --save_strategy no
   --load_best_model_at_end false``); the validation and test passes that train_hf always runs come
   after ``trainer.train()``, outside every figure here. Two rates: the steady one, images over

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from hfmed.errors import UserError
+from hfmed.training import report
 
 #: results.json fields that must agree between members: they are the same task on the same data.
 SAME = ("collection", "config", "task", "task_type", "label_names")
@@ -26,9 +27,7 @@ SPLITS = ("validation", "test")
 
 
 def _member(folder: Path) -> dict[str, Any]:
-    from hfmed.training import PREDICTIONS_FILE
-
-    results_file, predictions_file = folder / "results.json", folder / PREDICTIONS_FILE
+    results_file, predictions_file = folder / "results.json", folder / report.PREDICTIONS_FILE
     if not results_file.is_file():
         raise UserError(f"{results_file} not found; give the output folders of finished train_hf.py runs")
     if not predictions_file.is_file():
@@ -92,10 +91,45 @@ def _row(results: dict[str, Any], split: str, metric: str):
 
 def run(folders: list[Path], out: Path, overwrite: bool = False) -> dict[str, Any]:
     """Score the ensemble of ``folders`` and write its report into ``out``; returns results.json."""
-    from hfmed import metrics, training
+    from hfmed import metrics
 
     started = time.perf_counter()
     members, combined = combine(folders)
+    _check_out(out, members, overwrite)
+    first = members[0]["results"]
+    task = first["task_type"]
+    scores = {split: metrics.compute(task, y_true, y_score) for split, (y_true, y_score) in combined.items()}
+    names = [str(m["folder"]) for m in members]
+    results = {
+        **{key: first.get(key) for key in ("collection", "dataset", "config", "subset", "task", "task_column_chosen", "task_type", "num_labels", "label_names", "image_size")},
+        "model": f"ensemble of {len(members)} runs",
+        "selection_metric": first.get("selection_metric", "auc"),
+        "members": [_member_summary(name, m["results"]) for name, m in zip(names, members)],
+        "combination": "mean of the members' probabilities",
+        "validation": scores["validation"],
+        "test": scores["test"],
+        "num_samples": {split: int(len(combined[split][0])) for split in SPLITS},
+        "wall_time_seconds": sum(float(m["results"].get("wall_time_seconds") or 0) for m in members),
+        "device": first.get("device"),
+        "num_processes": first.get("num_processes", 1),
+        "command": "hfmed ensemble " + " ".join(names) + f" --out {out}",
+        "ensemble_seconds": time.perf_counter() - started,
+    }
+    # Everything goes to a sibling temporary folder first: a failure leaves no half-written report.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        report.write_report(staging, results, combined)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.replace(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return report.results_record(results)
+
+
+def _check_out(out: Path, members: list[dict[str, Any]], overwrite: bool) -> None:
     out_resolved = out.resolve()
     for m in members:
         if m["folder"].resolve() == out_resolved or m["folder"].resolve() in out_resolved.parents:
@@ -105,75 +139,16 @@ def run(folders: list[Path], out: Path, overwrite: bool = False) -> dict[str, An
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"{out} already exists and is not empty; choose a new folder or pass --overwrite")
 
-    first = members[0]["results"]
-    task = first["task_type"]
-    scores = {split: metrics.compute(task, y_true, y_score) for split, (y_true, y_score) in combined.items()}
-    names = [str(m["folder"]) for m in members]
-    results = {
-        **{key: first.get(key) for key in ("collection", "dataset", "config", "subset", "task", "task_column_chosen", "task_type", "num_labels", "label_names", "image_size")},
-        "model": f"ensemble of {len(members)} runs",
-        "selection_metric": first.get("selection_metric", "auc"),
-        "members": [
-            {
-                "folder": name,
-                "model": m["results"].get("model"),
-                "command": m["results"].get("command"),
-                "best_validation_auc": m["results"].get("best_validation_auc"),
-                "validation": {k: _row(m["results"], "validation", k) for k in ("auc", "acc")},
-                "test": {k: _row(m["results"], "test", k) for k in ("auc", "acc")},
-            }
-            for name, m in zip(names, members)
-        ],
-        "combination": "mean of the members' probabilities",
-        "validation": scores["validation"],
-        "test": scores["test"],
-        "num_samples": {split: int(len(combined[split][0])) for split in SPLITS},
-        "wall_time_seconds": sum(float(m["results"].get("wall_time_seconds") or 0) for m in members),
-        "train_images_per_second": None,
-        "eval_images_per_second": None,
-        "device": first.get("device"),
-        "num_processes": first.get("num_processes", 1),
-        "command": "hfmed ensemble " + " ".join(names) + f" --out {out}",
-        "ensemble_seconds": time.perf_counter() - started,
+
+def _member_summary(folder: str, results: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "folder": folder,
+        "model": results.get("model"),
+        "command": results.get("command"),
+        "best_validation_auc": results.get("best_validation_auc"),
+        "validation": {k: _row(results, "validation", k) for k in ("auc", "acc")},
+        "test": {k: _row(results, "test", k) for k in ("auc", "acc")},
     }
-    results["published"] = training.published_for(results)
-
-    # Everything goes to a sibling temporary folder first: a failure leaves no half-written report.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        label_names = tuple(results["label_names"])
-        title = f"{results['config']} {results['task']} (test, ensemble of {len(members)})"
-        y_true, y_score = combined["test"]
-        training.plot_roc(staging / "roc_curve.png", task, label_names, y_true, y_score, title)
-        training.plot_confusion(staging / "confusion_matrix.png", task, label_names, y_true, y_score, title)
-        training.write_predictions(staging, combined)
-        training.write_json(staging / "results.json", results)
-        (staging / "results.md").write_text(markdown(results), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.replace(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return results
-
-
-def markdown(results: dict[str, Any]) -> str:
-    """The ensemble, each member and the published rows, side by side."""
-    from hfmed.training import _fmt, results_markdown
-
-    text = results_markdown(results, results["published"]).replace(
-        "model selected on validation", "each member's checkpoint selected on validation", 1
-    )
-    head, sep, rest = text.partition("| **this run**")
-    first_row, newline, tail = rest.partition("\n")
-    members = [
-        f"| member {i + 1}: {m['folder']} | {_fmt(m['test']['auc'])} | {_fmt(m['test']['acc'])} "
-        f"| {_fmt(m['validation']['auc'])} | {_fmt(m['validation']['acc'])} |"
-        for i, m in enumerate(results["members"])
-    ]
-    return head + sep + first_row + newline + "\n".join(members) + "\n" + tail
 
 
 def add_command(sub) -> None:

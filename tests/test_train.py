@@ -113,10 +113,30 @@ def test_each_task_type_trains_evaluates_and_writes_every_output(small_npz, tmp_
 def test_multi_label_targets_are_float_multi_hot_rows(small_npz, tmp_path):
     data = build_small(small_npz, tmp_path, "chestmnist")
     loaded = training.open_data(training.DataArguments(dataset=str(data), subset="chestmnist"), training.parse_args([])[3])
-    first = next(iter(loaded.splits()["train"]))
+    feed = training.Feed(image_size=28, channels=1, mean=(0.5,), std=(0.5,))
+    first = next(iter(loaded.loader("train", feed, training.parse_args(["--per_device_train_batch_size", "8"])[3])))
     assert loaded.info.num_labels == 14 and loaded.info.label_names[0] == "atelectasis"
-    assert first["labels"].dtype == torch.float32 and first["labels"].shape == (14,) and set(first["labels"].tolist()) <= {0.0, 1.0}
-    assert first["pixel_values"].dtype == torch.uint8 and first["pixel_values"].shape == (1, 28, 28)
+    assert first["labels"].dtype == torch.float32 and first["labels"].shape == (8, 14) and set(first["labels"].flatten().tolist()) <= {0.0, 1.0}
+    assert first["pixel_values"].dtype == torch.float32 and first["pixel_values"].shape == (8, 1, 28, 28)
+
+
+def test_the_trainer_receives_whole_batches_resized_repeated_to_rgb_and_normalised(small_npz, tmp_path):
+    """The loaders give the model its input directly: 28 px grayscale fed to a 56 px RGB model."""
+    data = build_small(small_npz, tmp_path, "pneumoniamnist")
+    loaded = training.open_data(training.DataArguments(dataset=str(data), subset="pneumoniamnist"), training.parse_args([])[3])
+    args = training.parse_args(["--per_device_eval_batch_size", "5"])[3]
+    feed = training.Feed(image_size=56, channels=3, mean=(0.5,) * 3, std=(0.5,) * 3)
+    batches = list(loaded.loader("test", feed, args))
+    assert [len(b["labels"]) for b in batches] == [5, 5, 3]  # 13 test rows: every row once, no padding
+    pixels = torch.cat([b["pixel_values"] for b in batches])
+    assert pixels.shape == (13, 3, 56, 56) and pixels.dtype == torch.float32
+    assert pixels.min() >= -1.0 and pixels.max() <= 1.0
+    assert torch.equal(pixels[:, 0], pixels[:, 1]) and torch.equal(pixels[:, 1], pixels[:, 2])  # grayscale repeated
+    with np.load(small_npz("pneumoniamnist", n=SIZES)) as npz:
+        first = torch.from_numpy(npz["test_images"][:1]).unsqueeze(1).float()
+    expected = F.interpolate(first, size=(56, 56), mode="bilinear", align_corners=False).round() / 255 * 2 - 1
+    assert torch.allclose(pixels[:1, :1], expected, atol=1 / 127.5 + 1e-6)  # bilinear on uint8, rounded once
+    assert batches[0]["labels"].dtype == torch.int64
 
 
 def test_results_md_sets_the_run_beside_the_published_rows():
@@ -291,30 +311,36 @@ def test_a_token_on_the_command_line_never_reaches_the_report():
     assert training.redacted_command(argv) == ["--subset", "breastmnist", "--hub_token", "<HUB_TOKEN>", "--push_to_hub", "--hub-token=<HUB_TOKEN>"]
 
 
-def test_collator_repeats_grayscale_resizes_and_normalises():
-    collate = training.Collator(image_size=56, channels=3, mean=(0.5,) * 3, std=(0.5,) * 3)
-    gray = torch.full((1, 28, 28), 255, dtype=torch.uint8)
-    batch = collate([{"pixel_values": gray, "labels": 1}, {"pixel_values": torch.zeros(1, 28, 28, dtype=torch.uint8), "labels": 0}])
-    assert batch["pixel_values"].shape == (2, 3, 56, 56)
-    assert torch.allclose(batch["pixel_values"][0], torch.ones(3, 56, 56)) and torch.allclose(batch["pixel_values"][1], -torch.ones(3, 56, 56))
-    assert batch["labels"].dtype == torch.long and batch["labels"].tolist() == [1, 0]
+def test_augmentations_are_uint8_batch_transforms_and_the_identity_at_zero_strength():
+    from hfmed.loaders.augment import Affine, FlipCrop, by_name
 
-    multi = training.Collator(28, 1, (0.5,), (0.5,), multi_label=True, channels_last=True)
-    batch = multi([{"pixel_values": gray, "labels": torch.tensor([1.0, 0.0, 1.0])}])
-    assert batch["labels"].dtype == torch.float32 and batch["labels"].tolist() == [[1.0, 0.0, 1.0]]
+    x = torch.randint(1, 256, (4, 3, 28, 28), dtype=torch.uint8)
+    still = Affine(degrees=0, translate=0, scale=(1.0, 1.0), flip=False)
+    assert torch.equal(still(x), x)
+    moved = Affine()(x, torch.Generator().manual_seed(0))
+    assert moved.dtype == torch.uint8 and moved.shape == x.shape and not torch.equal(moved, x)
+    assert torch.equal(FlipCrop(pad=0, flip_axes=())(x), x)
+
+    shifted = FlipCrop()(x, torch.Generator().manual_seed(0))
+    assert shifted.dtype == torch.uint8 and shifted.shape == x.shape and not torch.equal(shifted, x)
+    # Whole-pixel shifts and flips only: every value of a shifted image is an original pixel or the zero fill.
+    assert set(shifted[0].unique().tolist()) <= set(x[0].unique().tolist()) | {0}
 
 
-def test_augmentations_keep_shape_and_are_the_identity_at_zero_strength():
-    x = torch.rand(4, 3, 28, 28)
-    still = training.Affine(degrees=0, translate=0, scale=(1.0, 1.0), flip=False)
-    assert torch.allclose(still(x), x, atol=1e-5)
-    moved = training.Affine()(x, torch.Generator().manual_seed(0))
-    assert moved.shape == x.shape and not torch.allclose(moved, x)
+def test_flip_crop_shifts_and_flips_volumes_along_the_axes_asked_for():
+    from hfmed.loaders.augment import FlipCrop, by_name
 
-    shifted = training.FlipCrop()(x, torch.Generator().manual_seed(0))
-    assert shifted.shape == x.shape and not torch.equal(shifted, x)
-    # Whole-pixel shifts and flips only: every value of a shifted image is an original pixel or padding.
-    assert set(shifted[0].unique().tolist()) <= set(x[0].unique().tolist()) | {0.0}
+    volume = torch.arange(4 * 4 * 4, dtype=torch.uint8).view(1, 1, 4, 4, 4).repeat(64, 1, 1, 1, 1)
+    flipped = FlipCrop(pad=0, flip_axes=(-3,))(volume, torch.Generator().manual_seed(0))
+    mirrored = [torch.equal(v, volume[0].flip(-3)) for v in flipped]
+    assert all(m or torch.equal(v, volume[0]) for m, v in zip(mirrored, flipped)) and 10 < sum(mirrored) < 54
+    shifted = FlipCrop(pad=0.25, flip_axes=())(volume, torch.Generator().manual_seed(1))
+    v, s = volume[0, 0].long(), shifted[:, 0].long()
+    # One image shifted by (dz, dy, dx) holds the original's values at the shifted places, zeros elsewhere.
+    assert any(torch.equal(s[i, 1:, :, :], v[:-1, :, :]) or torch.equal(s[i, :, 1:, :], v[:, :-1, :]) for i in range(64))
+    assert by_name("flip_crop", spatial_dims=3).flip_axes == (-1, -2, -3) and by_name("none") is None
+    with pytest.raises(UserError, match="volumes take flip_crop"):
+        by_name("affine", spatial_dims=3)
 
 
 def test_ordinal_emd_loss_charges_distant_grades_more():
@@ -357,12 +383,44 @@ def test_a_medimeta_task_is_chosen_by_name_with_its_declared_type(tmp_path):
         (["--subset", "breastmnist", "--cv_folds", "1", "--cv_fold", "0"], "at least 2"),
         (["--subset", "breastmnist", "--cv_folds", "5"], "0 to 4"),
         (["--subset", "breastmnist", "--cv_folds", "5", "--cv_fold", "5"], "0 to 4"),
+        (["--subset", "breastmnist", "--accelerator_config", '{"dispatch_batches": true}'], "dispatch_batches=true would hand out"),
+        (["--subset", "breastmnist", "--accelerator_config", '{"split_batches": true}'], "split_batches=true would"),
+        (["--subset", "breastmnist", "--cv_folds", "5", "--cv_fold", "0", "--streaming", "true"], "drop --streaming"),
+        (["--subset", "breastmnist", "--cv_folds", "5", "--cv_fold", "0", "--dataset", "my-org/medmnist"], "needs a local build"),
+        (["--subset", "adrenalmnist3d", "--arch", "vit"], "--arch vit is a 2D architecture"),
+        (["--subset", "adrenalmnist3d", "--model", "some-org/some-vit"], "--model takes 2D"),
+        (["--subset", "breastmnist", "--ema_decay", "1.5"], "--ema_decay must be between 0 and 1"),
+        (["--subset", "breastmnist", "--fsdp", "full_shard"], "train with plain DDP"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
+def test_bad_input_is_one_line_and_exit_2_before_any_model_is_built(capsys, monkeypatch, tmp_path, argv, message):
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built for a command that cannot work")
+
+    monkeypatch.setattr(training.models, "build_model", no_model)
     assert train_hf.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_a_3d_build_with_a_2d_architecture_is_refused_before_any_model_is_built(built_medmnist, capsys):
+    assert train_hf.main(["--dataset", str(built_medmnist), "--subset", "adrenalmnist3d", "--arch", "resnet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "adrenalmnist3d is a 3D subset" in err and len(err.splitlines()) == 1
+
+
+def test_the_accelerator_never_dispatches_or_splits_batches():
+    _, _, _, args = training.parse_args(["--subset", "breastmnist"])
+    assert args.accelerator_config.dispatch_batches is False and args.accelerator_config.split_batches is False
+
+
+def test_ensemble_and_the_report_import_neither_torch_nor_transformers():
+    code = ("import sys; import hfmed.cli, hfmed.ensemble, hfmed.training.report, hfmed.training.plots, hfmed.metrics; "
+            "print(sorted(m for m in ('torch', 'transformers', 'evaluate') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 def test_missing_config_in_a_build_names_the_build_command(small_npz, tmp_path, capsys):
@@ -407,26 +465,37 @@ def _torchrun(args: list[str], env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
 
 
-def test_two_gloo_processes_train_and_score_every_row_once(small_npz, tmp_path):
-    """torchrun with two CPU processes: the reported metrics equal one process on the same model."""
+@pytest.mark.parametrize("arch, schedule", [
+    ("vit", []),  # evaluated every epoch, best checkpoint reloaded
+    # BatchNorm: each rank updates its own running statistics; with no evaluation inside training
+    # and no checkpoint reloaded, only their synchronisation makes the saved model the one scored.
+    ("resnet", ["--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false"]),
+])
+def test_two_gloo_processes_train_their_own_shares_and_report_the_saved_model(small_npz, tmp_path, arch, schedule):
+    """torchrun with two CPU processes: equal steps, every row scored once, the saved model's metrics."""
     data = build_small(small_npz, tmp_path, "dermamnist")
     env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets-cache"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(ROOT)}
     ddp = tmp_path / "ddp"
     common = ["--dataset", str(data), "--subset", "dermamnist", "--use_cpu", "true", "--disable_tqdm", "true", "--per_device_eval_batch_size", "4"]
-    done = _torchrun([*common, "--ddp_backend", "gloo", "--arch", "vit", "--arch_size", "nano", "--num_train_epochs", "2", "--per_device_train_batch_size", "4",
-                      "--output_dir", str(ddp)], env)
+    done = _torchrun([*common, "--ddp_backend", "gloo", "--arch", arch, "--arch_size", "nano", "--num_train_epochs", "2",
+                      "--per_device_train_batch_size", "4", "--learning_rate", "0.01", *schedule, "--output_dir", str(ddp)], env)
     assert done.returncode == 0, done.stderr[-3000:]
     distributed = json.loads((ddp / "results.json").read_text())
     assert distributed["num_processes"] == 2
-    assert distributed["num_samples"]["test"] == 13  # 13 rows over 2 processes x batch 4: padding must not be scored
+    assert distributed["train_batches_per_rank"] == [6, 6]  # 24 rows: 12 per rank, 3 batches of 4, 2 epochs
+    assert distributed["num_samples"] == {"train": 24, "validation": 11, "test": 13}  # odd sizes: nothing padded in
 
     single = train([*common, "--model", str(ddp), "--do_train", "false", "--output_dir", str(tmp_path / "single")])
     assert single["num_processes"] == 1
+    with np.load(ddp / "predictions.npz") as a, np.load(tmp_path / "single" / "predictions.npz") as b:
+        for split in ("validation", "test"):
+            assert np.array_equal(a[f"{split}_labels"], b[f"{split}_labels"])  # the same rows, once each, in the same order
+            assert np.allclose(a[f"{split}_scores"], b[f"{split}_scores"], atol=1e-6)
     for split in ("validation", "test"):
         for metric in ("auc", "acc"):
-            a, b = distributed[split][metric], single[split][metric]
-            assert (a is None and b is None) or math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6), (split, metric, a, b)
+            x, y = distributed[split][metric], single[split][metric]
+            assert (x is None and y is None) or abs(x - y) <= 1e-6, (split, metric, x, y)
 
 
 def test_an_ensemble_averages_the_probabilities_of_its_runs(small_npz, tmp_path, capsys):
@@ -445,6 +514,9 @@ def test_an_ensemble_averages_the_probabilities_of_its_runs(small_npz, tmp_path,
 
     ens = tmp_path / "ens"
     results = json.loads((ens / "results.json").read_text())
+    member = json.loads((runs[0] / "results.json").read_text())
+    assert list(results) == list(member) == list(training.SCHEMA)  # one schema for runs and ensembles
+    assert results["members"] and member["members"] is None and member["train_batches_per_rank"] == [6] and results["train_batches_per_rank"] is None
     with np.load(ens / "predictions.npz") as saved, np.load(runs[0] / "predictions.npz") as a, np.load(runs[1] / "predictions.npz") as b:
         for split in ("validation", "test"):
             assert not np.array_equal(a[f"{split}_scores"], b[f"{split}_scores"])  # two different models
@@ -520,20 +592,20 @@ def test_cv_folds_partition_the_rows_and_spread_each_class_evenly():
 
 def test_cross_validation_holds_out_each_train_or_validation_row_once_and_never_reads_test(small_npz, tmp_path):
     data = build_small(small_npz, tmp_path, "breastmnist")
-    args = training.parse_args([])[3]
+    args = training.parse_args(["--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4"])[3]
+    raw = training.Feed(image_size=28, channels=1, mean=(0.0,), std=(1 / 255,))  # x * 255: the stored bytes back
 
-    def rows(examples) -> list[bytes]:
-        return [e["pixel_values"].numpy().tobytes() + e["labels"].numpy().tobytes() for e in examples]
+    def rows(loader) -> list[bytes]:
+        return [p.round().to(torch.uint8).numpy().tobytes() + bytes([int(l)]) for b in loader for p, l in zip(b["pixel_values"], b["labels"])]
 
-    plain = training.open_data(training.DataArguments(dataset=str(data), subset="breastmnist"), args).splits()
-    pooled = sorted(rows(plain["train"]) + rows(plain["validation"]))
-    test = set(rows(plain["test"]))
+    plain = training.open_data(training.DataArguments(dataset=str(data), subset="breastmnist"), args)
+    pooled = sorted(rows(plain.loader("train", raw, args)) + rows(plain.loader("validation", raw, args)))
+    test = set(rows(plain.loader("test", raw, args)))
     held_out = []
     for fold in range(5):
         loaded = training.open_data(training.DataArguments(dataset=str(data), subset="breastmnist", cv_folds=5, cv_fold=fold), args)
-        splits = loaded.splits()
-        assert set(splits) == {"train", "validation"}
-        train_rows, validation_rows = rows(splits["train"]), rows(splits["validation"])
+        assert loaded.splits == ("train", "validation")
+        train_rows, validation_rows = rows(loaded.loader("train", raw, args)), rows(loaded.loader("validation", raw, args))
         assert sorted(train_rows + validation_rows) == pooled and not set(train_rows) & set(validation_rows)
         assert loaded.sizes == {"train": len(train_rows), "validation": len(validation_rows)}
         assert not test & set(train_rows + validation_rows)
@@ -573,4 +645,18 @@ def test_too_few_rows_for_the_folds_is_refused_before_training(small_npz, tmp_pa
     data = build_small(small_npz, tmp_path, "breastmnist", n={"train": 4, "val": 3, "test": 2})
     loaded = training.open_data(training.DataArguments(dataset=str(data), subset="breastmnist", cv_folds=5, cv_fold=0), training.parse_args([])[3])
     with pytest.raises(UserError, match="has 7 train and validation rows, too few for --cv_folds 5; use fewer folds"):
-        loaded.splits()
+        loaded.fold()
+
+
+def test_a_run_leaves_no_worker_process_or_decoding_thread_behind(small_npz, tmp_path):
+    """Stopped mid-epoch (--max_steps) with persistent workers: nothing of the loaders outlives the run."""
+    import multiprocessing
+    import threading
+
+    data = build_small(small_npz, tmp_path, "pneumoniamnist")
+    train(["--dataset", str(data), "--subset", "pneumoniamnist", "--output_dir", str(tmp_path / "run"), *QUICK, "--max_steps", "1",
+           "--dataloader_num_workers", "1", "--dataloader_persistent_workers", "true", "--streaming", "true"])
+    assert multiprocessing.active_children() == []
+    for thread in [t for t in threading.enumerate() if t.name.startswith("hfmed-decode")]:
+        thread.join(timeout=10)  # told to stop; an idle pool thread exits at its next wake-up
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("hfmed-decode") and t.is_alive()]

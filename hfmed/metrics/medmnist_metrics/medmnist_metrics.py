@@ -16,10 +16,16 @@ from __future__ import annotations
 
 import warnings
 
-import datasets
-import evaluate
 import numpy as np
 from sklearn.metrics import accuracy_score, roc_auc_score
+
+# ``hfmed.metrics`` loads this file for the definitions alone; only ``evaluate.load`` needs the
+# wrapper at the end, and importing evaluate imports torch and transformers, which a command
+# that only scores saved probabilities (``hfmed ensemble``) should not pay for.
+DEFINITIONS_ONLY = __name__ == "hfmed.metrics._medmnist_metrics"
+if not DEFINITIONS_ONLY:
+    import datasets
+    import evaluate
 
 TASKS = ("binary", "multi-class", "ordinal", "multi-label")
 THRESHOLD = 0.5
@@ -197,39 +203,41 @@ def medmnist_scores(task: str, y_true, y_score) -> dict[str, float]:
     return {"auc": medmnist_auc(task, y_true, y_score), "acc": medmnist_acc(task, y_true, y_score)}
 
 
-def _features(task: str) -> datasets.Features | list[datasets.Features]:
-    """Input schema per task; float64 so that numbers match an in-memory computation exactly."""
-    probabilities = datasets.List(datasets.Value("float64"))
-    class_index = datasets.Value("int64")
-    if task == "multi-label":
-        return datasets.Features(predictions=probabilities, references=datasets.List(datasets.Value("int64")))
-    if task == "binary":
-        # A one-logit (sigmoid) model gives one number per sample; evaluate tries these in order.
-        return [
-            datasets.Features(predictions=datasets.Value("float64"), references=class_index),
-            datasets.Features(predictions=probabilities, references=class_index),
-        ]
-    return datasets.Features(predictions=probabilities, references=class_index)
+if not DEFINITIONS_ONLY:
+
+    def _features(task: str) -> datasets.Features | list[datasets.Features]:
+        """Input schema per task; float64 so that numbers match an in-memory computation exactly."""
+        probabilities = datasets.List(datasets.Value("float64"))
+        class_index = datasets.Value("int64")
+        if task == "multi-label":
+            return datasets.Features(predictions=probabilities, references=datasets.List(datasets.Value("int64")))
+        if task == "binary":
+            # A one-logit (sigmoid) model gives one number per sample; evaluate tries these in order.
+            return [
+                datasets.Features(predictions=datasets.Value("float64"), references=class_index),
+                datasets.Features(predictions=probabilities, references=class_index),
+            ]
+        return datasets.Features(predictions=probabilities, references=class_index)
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class MedMNISTMetrics(evaluate.Metric):
-    def _info(self) -> evaluate.MetricInfo:
-        # Each task has its own input shape and definition, so there is no sensible default.
-        if self.config_name not in TASKS:
-            raise ValueError(
-                f"medmnist_metrics needs the task as config_name, one of {', '.join(TASKS)}; "
-                f"got {self.config_name!r}"
+    @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+    class MedMNISTMetrics(evaluate.Metric):
+        def _info(self) -> evaluate.MetricInfo:
+            # Each task has its own input shape and definition, so there is no sensible default.
+            if self.config_name not in TASKS:
+                raise ValueError(
+                    f"medmnist_metrics needs the task as config_name, one of {', '.join(TASKS)}; "
+                    f"got {self.config_name!r}"
+                )
+            return evaluate.MetricInfo(
+                description=_DESCRIPTION,
+                citation=_CITATION,
+                inputs_description=_KWARGS_DESCRIPTION,
+                features=_features(self.config_name),
+                homepage="https://medmnist.com/",
+                codebase_urls=["https://github.com/MedMNIST/MedMNIST/blob/main/medmnist/evaluator.py"],
+                reference_urls=["https://doi.org/10.1038/s41597-022-01721-8"],
             )
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=_features(self.config_name),
-            homepage="https://medmnist.com/",
-            codebase_urls=["https://github.com/MedMNIST/MedMNIST/blob/main/medmnist/evaluator.py"],
-            reference_urls=["https://doi.org/10.1038/s41597-022-01721-8"],
-        )
 
-    def _compute(self, predictions, references) -> dict[str, float]:
-        return medmnist_scores(self.config_name, references, predictions)
+        def _compute(self, predictions, references) -> dict[str, float]:
+            return medmnist_scores(self.config_name, references, predictions)

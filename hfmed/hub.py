@@ -80,6 +80,18 @@ def _is_hidden(rel: Path) -> bool:
     return any(part.startswith(".") for part in rel.parts)
 
 
+def _links(folder: Path) -> list[Path]:
+    """Symbolic links in the folder, relative: push would upload whatever they point to."""
+    out = []
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            rel = (Path(root) / name).relative_to(folder)
+            if (Path(root) / name).is_symlink() and not _is_hidden(rel):
+                out.append(rel)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    return sorted(out)
+
+
 def _visible_files(folder: Path) -> list[Path]:
     """Files a Hub repository made from this folder would hold, relative; hidden ones are ours or git's."""
     out = []
@@ -185,7 +197,13 @@ def _resolve(folder: Path, pattern: str) -> list[Path]:
         found = resolve_pattern(pattern, str(folder))
     except FileNotFoundError:
         return []
-    return sorted(Path(p).resolve().relative_to(folder.resolve()) for p in found)
+    root = Path(os.path.abspath(folder))  # links are not followed: a linked shard is reported, not resolved away
+    out = []
+    for p in found:
+        rel = Path(os.path.relpath(os.path.abspath(p), root))
+        if not rel.parts or rel.parts[0] != "..":
+            out.append(rel)
+    return sorted(out)
 
 
 def _check_data_files(folder: Path, configs: dict, report: Report) -> dict[str, dict[str, list[Path]]]:
@@ -367,6 +385,9 @@ def check(folder: str | Path, *, stream: bool = True) -> Report:
         raise UserError(f"{folder}: no such folder; pass the folder `hfmed build` wrote (e.g. medmnist)")
     report = Report(folder)
     present = _visible_files(folder)
+    links = _links(folder)
+    for rel in links:
+        report.add(rel, f"is a symbolic link to {os.path.realpath(folder / rel)}; a dataset holds the files themselves (push would upload what the link points to), replace it with the file")
     for rel in present:
         if rel.suffix == ".py":
             report.add(rel, "a Python file in a dataset repository makes the Hub look for a loading script, which datasets no longer runs; remove it")
@@ -390,7 +411,7 @@ def check(folder: str | Path, *, stream: bool = True) -> Report:
     for rel in present:
         if rel not in keep and rel.suffix != ".py":
             report.add(rel, "belongs to no config and is not linked from the card; remove it (push leaves it out)")
-    report.files = sorted(keep)
+    report.files = sorted(f for f in keep if not any(f == link or link in f.parents for link in links))
     report.configs = list(matched)
     if stream and not any(rel.suffix == ".py" for rel in present):  # datasets refuses every config then
         for name, splits in matched.items():
@@ -446,6 +467,9 @@ def _token(explicit: str | None) -> str:
     token = explicit or get_token()
     if not token:
         raise UserError("no Hugging Face token: pass --token, set HF_TOKEN, or log in with `hf auth login`")
+    if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
+        # said before any HTTP library chokes on it, and without showing the token
+        raise UserError("the Hugging Face token holds characters no token has (non-ASCII, spaces or control characters); copy it again from https://huggingface.co/settings/tokens")
     return token
 
 

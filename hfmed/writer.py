@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import queue
+import re
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from hfmed import cards, outdir
+from hfmed import cards, montage, outdir
 from hfmed.builder import Builder, SplitGenerator
 from hfmed.errors import UserError
 from hfmed.features import encode_batch, schema_with_metadata
@@ -218,6 +219,19 @@ def _check_collection(out_dir: Path, collection: str) -> None:
         raise UserError(f"{out_dir} holds a {others[0]} build; build {collection} into its own folder (--out)")
 
 
+def _check_card_files(out_dir: Path, config: str) -> None:
+    """The card and this config's montage may be replaced only if hfmed wrote them."""
+    card = out_dir / outdir.CARD
+    if (card.exists() or card.is_symlink()) and not outdir.is_our_card(card):
+        outdir.refuse_foreign(card, "a README.md")
+    folder = out_dir / montage.MONTAGE_DIR
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        outdir.refuse_foreign(folder, "an images file")
+    picture = out_dir / montage.relative_path(config)
+    if (picture.exists() or picture.is_symlink()) and not outdir.is_our_png(picture):
+        outdir.refuse_foreign(picture, "an images/ file")
+
+
 def _prepare(builder: Builder, out_dir: Path, overwrite: bool) -> bool:
     """Checks before the source is read; True when the config is already complete and its card current."""
     final = out_dir / builder.config_name
@@ -229,6 +243,7 @@ def _prepare(builder: Builder, out_dir: Path, overwrite: bool) -> bool:
     if not out_dir.is_dir():
         return False
     _check_collection(out_dir, builder.collection)
+    _check_card_files(out_dir, builder.config_name)
     if not (final.exists() or final.is_symlink()):
         return False
     if outdir.config_collection(final) is None:
@@ -300,4 +315,6 @@ def build_config(builder: Builder, out_dir: str | Path, *, overwrite: bool = Fal
 
 
 def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    code = re.search(r"\[errno (\d+)\]", text)  # pyarrow's OSErrors carry the errno in their text only
+    return os.strerror(int(code.group(1))) if code else text

@@ -309,7 +309,7 @@ def build_config(builder: Builder, out_dir: str | Path, *, overwrite: bool = Fal
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()  # the folder as it was: absent
         if isinstance(e, OSError):  # reading errors are UserErrors already; this is the output
-            raise UserError(f"cannot write into {out_dir} ({e.strerror or _first_line(e)}); free some space, or choose a writable --out, and rerun") from None
+            raise UserError(f"cannot write into {out_dir} ({os.strerror(e.errno) if e.errno else _first_line(e)}); free some space, or choose a writable --out, and rerun") from None
         raise
     return out_dir / builder.config_name
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -89,33 +90,19 @@ def test_a_build_killed_at_any_point_is_completed_by_rerunning_it(sources, tmp_p
         verify(out, flag, sources[flag])
 
 
-# Runs one check to load every module it needs (Arrow re-creates its thread pools in a forked
-# child), then forks one child per run: each child runs `hfmed check` and ends through the
-# interpreter's normal exit, where an Arrow thread still reading would abort it (exit 134). A
-# fresh interpreter per run would spend most of the test importing the same modules 50 times.
-FORKER = """
-import os, sys
-from hfmed.cli import main
-runs, folder = int(sys.argv[1]), sys.argv[2]
-sys.stdout = open(os.devnull, "w")
-assert main(["check", folder]) == 0
-sys.stdout = sys.__stdout__
-codes = []
-for _ in range(runs):
-    pid = os.fork()
-    if pid == 0:
-        sys.stdout = open(os.devnull, "w")
-        sys.exit(main(["check", folder]))
-    codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
-print(" ".join(map(str, codes)))
-"""
-
-
 def test_check_never_crashes_after_answering(sources, tmp_path):
-    """50 runs of `hfmed check` on a clean build, each its own process: every one exits 0."""
+    """50 runs of `hfmed check` on a clean build, each a fresh process as a user runs it: all exit 0.
+
+    Before the fix about 1 run in 15 aborted at exit (134) after printing its verdict.
+    """
     out = tmp_path / "medmnist"
     assert main(build_args(sources, out, "breastmnist")) == 0
-    done = subprocess.run([sys.executable, "-c", FORKER, "50", str(out)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    codes = [int(c) for c in done.stdout.split()]
-    assert len(codes) == 50 and codes == [0] * 50, (codes, done.stderr[-2000:])
+    hfmed = Path(sys.executable).parent / "hfmed"
+
+    def one(_):
+        done = subprocess.run([str(hfmed), "check", str(out)], capture_output=True, text=True, timeout=300)
+        return done.returncode, done.stderr[-300:]
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(one, range(50)))
+    assert [r for r in results if r[0] != 0] == []

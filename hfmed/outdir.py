@@ -21,7 +21,6 @@ import contextlib
 import fcntl
 import os
 import re
-import stat
 from pathlib import Path
 from typing import Iterator
 
@@ -203,10 +202,3 @@ def locked(out_dir: Path, name: str, *, wait: bool) -> Iterator[None]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         os.close(fd)
-
-
-def is_regular(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False

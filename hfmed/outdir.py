@@ -114,15 +114,29 @@ def card_configs(path: Path) -> set[str]:
 
 
 def is_our_png(path: Path) -> bool:
+    """A montage hfmed wrote: marked, or (before the mark existed) linked by an earlier hfmed card.
+
+    An unmarked montage counts only where the folder's card is a card of ours from before the
+    mark and links exactly this file, and the PNG carries no text chunk at all, as those did.
+    """
     from PIL import Image
 
     if path.is_symlink() or not path.is_file():
         return False
     try:
         with Image.open(path) as im:
-            return im.format == "PNG" and im.info.get(PNG_MARK[0]) == PNG_MARK[1]
+            if im.format != "PNG":
+                return False
+            if im.info.get(PNG_MARK[0]) == PNG_MARK[1]:
+                return True
+            unmarked = not any(isinstance(v, str) for v in im.info.values())
     except Exception:  # not an image at all
         return False
+    card = path.parent.parent / CARD
+    if not unmarked or not is_our_card(card):
+        return False
+    text = card.read_text(encoding="utf-8")
+    return card_header(text).get(CARD_MARK_KEY) is None and f"({path.parent.name}/{path.name})" in text
 
 
 def refuse_foreign(path: Path, what: str) -> None:

@@ -483,3 +483,24 @@ def test_a_non_ascii_token_is_one_line_and_never_printed(npz, tmp_path, capsys):
     rc, err = run(capsys, "push", out, "--repo", "me/medmnist", "--token", token)
     assert rc == 2 and err.count("\n") == 1 and "holds characters no token has" in err, err
     assert "sécret" not in err and "token\u200b" not in err
+
+
+def test_a_build_of_an_earlier_version_is_rebuilt_in_place(npz, tmp_path, capsys):
+    """A card and montage written before the ownership marks still count as hfmed's own."""
+    import re
+
+    from PIL import Image
+
+    out = tmp_path / "out"
+    assert build_npz(capsys, npz, out)[0] == 0
+    card = out / "README.md"
+    card.write_text(re.sub(r"hfmed:\n  collection: medmnist\n", "", card.read_text()))  # as the earlier version wrote it
+    picture = out / "images" / "breastmnist.png"
+    with Image.open(picture) as im:
+        im.load()
+        im.save(picture, format="PNG")  # no text chunk, as the earlier version wrote it
+    rc, err = build_npz(capsys, npz, out, "--overwrite")
+    assert rc == 0, err
+    assert "hfmed:\n  collection: medmnist" in card.read_text()
+    with Image.open(picture) as im:
+        assert im.info.get("Software") == "hfmed"

@@ -60,6 +60,10 @@ class Builder:
         """Facts stored in every shard's schema (collection, config, what the source was)."""
         return {"collection": self.collection, "config": self.config_name, "options": self.options}
 
+    def source_paths(self) -> list[Path]:
+        """What the build reads from, so that an output folder never overlaps it."""
+        return [self.source] if self.source is not None else []
+
     # Collection-level facts for the CLI -----------------------------------------------------
     @classmethod
     def config_names(cls, names: list[str], *, all_configs: bool, size: int | None, source: Path | None) -> list[str]:

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from datasets import ClassLabel, Features, List
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from hfmed import __version__, montage
+from hfmed import __version__, montage, outdir
 from hfmed.builder import SPLITS
 from hfmed.errors import UserError
 from hfmed.features import read_metadata
@@ -72,12 +72,15 @@ def _split_of(path: Path) -> str:
 
 
 def scan(out_dir: str | Path) -> list[ConfigSummary]:
-    """Every complete config under ``out_dir``, in name order, read from the shards' footers."""
+    """Every complete config under ``out_dir``, in name order, read from the shards' footers.
+
+    Folders of the user's own (no shard written by hfmed in them) are not configs of the card.
+    """
     out_dir = Path(out_dir)
     found = []
-    for folder in sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for folder in sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")):
         shards = sorted(folder.glob("*.parquet"))
-        if not shards:
+        if not any(outdir.shard_collection(s) is not None for s in shards):
             continue
         features, meta = None, None
         splits: dict[str, SplitSummary] = {}
@@ -527,7 +530,8 @@ def render_card(
     """
     spec = _spec(collection)
     default = _default_of(configs, default)
-    data = card_data(configs, default, **hub_metadata(spec, configs))
+    # the mark by which a rebuild knows the card is its own to replace (no time, pid or path in it)
+    data = card_data(configs, default, **hub_metadata(spec, configs), **{outdir.CARD_MARK_KEY: {"collection": collection}})
     if montages is None:
         montages = existing_montages(collection, configs)
     ctx = CardContext(configs, default, repo_id or f"<org>/{collection}", montages)
@@ -546,7 +550,8 @@ def _render(out_dir: Path, configs: list[ConfigSummary], repo_id: str | None, mo
 
     collection = _collection_of(out_dir, configs)
     if collection is None:
-        return f"---\n{DatasetCardData().to_yaml()}\n---\n\n# Empty build\n\nNo config has been built into this folder yet.\n"
+        mark = DatasetCardData(**{outdir.CARD_MARK_KEY: {"collection": None}})
+        return f"---\n{mark.to_yaml()}\n---\n\n# Empty build\n\nNo config has been built into this folder yet.\n"
     return str(render_card(collection, configs, builder_class(collection).default_config, repo_id, montages))
 
 
@@ -563,8 +568,12 @@ def _write_if_changed(path: Path, data: bytes, touch: bool = False) -> None:
         return
     path.parent.mkdir(exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _current_montage(out_dir: Path, config: ConfigSummary) -> bytes | None:
@@ -576,7 +585,7 @@ def _current_montage(out_dir: Path, config: ConfigSummary) -> bytes | None:
     """
     path = out_dir / montage.relative_path(config.name)
     newest = max((f.stat().st_mtime_ns for s in config.splits for f in s.files), default=0)
-    if path.is_file() and path.stat().st_mtime_ns > newest:
+    if outdir.is_our_png(path) and path.stat().st_mtime_ns > newest:
         return path.read_bytes()
     return montage.montage(config)
 
@@ -585,10 +594,19 @@ def write_card(out_dir: str | Path, repo_id: str | None = None) -> Path:
     """Write the montages and ``README.md``, each atomically (a reader never sees half a file).
 
     The card is rendered before anything is written, so a card that cannot be rendered leaves
-    the folder as it was. ``repo_id`` goes into the card's loading examples; a plain build does
-    not know it and shows ``<org>/<collection>``, which ``hfmed push`` replaces.
+    the folder as it was; a README.md or montage that hfmed did not write is never replaced, and
+    only montages of its own are removed. ``repo_id`` goes into the card's loading examples; a
+    plain build does not know it and shows ``<org>/<collection>``, which ``hfmed push`` replaces.
     """
     out_dir = Path(out_dir)
+    path = out_dir / "README.md"
+    folder = out_dir / montage.MONTAGE_DIR
+    if (path.exists() or path.is_symlink()) and not outdir.is_our_card(path):
+        outdir.refuse_foreign(path, "a README.md")
+    if (folder.exists() or folder.is_symlink()) and (folder.is_symlink() or not folder.is_dir()):
+        outdir.refuse_foreign(folder, "an images file")
+    outdir.remove_dead_tmp_files(out_dir)
+    outdir.remove_dead_tmp_files(folder)
     configs = scan(out_dir)
     collection = _collection_of(out_dir, configs)
     pictures: dict[str, bytes] = {}
@@ -597,17 +615,18 @@ def write_card(out_dir: str | Path, repo_id: str | None = None) -> Path:
             data = _current_montage(out_dir, c)
             if data is not None:
                 pictures[montage.relative_path(c.name)] = data
+    for rel in pictures:
+        if (out_dir / rel).exists() and not outdir.is_our_png(out_dir / rel):
+            outdir.refuse_foreign(out_dir / rel, "an images/ file")
     links = {Path(rel).stem: rel for rel in pictures}
     text = _render(out_dir, configs, repo_id, links)
     for rel, data in pictures.items():
         _write_if_changed(out_dir / rel, data, touch=True)
-    folder = out_dir / montage.MONTAGE_DIR
     if folder.is_dir():
         for stale in folder.glob("*.png"):
-            if f"{montage.MONTAGE_DIR}/{stale.name}" not in pictures:
+            if f"{montage.MONTAGE_DIR}/{stale.name}" not in pictures and outdir.is_our_png(stale):
                 stale.unlink()
     _write_license(out_dir, license_text(collection, configs) if collection is not None else None)
-    path = out_dir / "README.md"
     _write_if_changed(path, text.encode("utf-8"))
     return path
 

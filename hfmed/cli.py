@@ -33,20 +33,20 @@ def cmd_list(args) -> int:
 
 
 def cmd_build(args) -> int:
+    from hfmed import outdir
     from hfmed.builder import builder_class
-    from hfmed.writer import build_config, clean_stale
-    from hfmed import cards
+    from hfmed.writer import build_config, write_card
 
     cls = builder_class(args.collection)
     source = Path(args.source).expanduser() if args.source else None
-    names = cls.config_names(args.names, all_configs=args.all, size=args.size, source=source)
     out = Path(args.out or args.collection)
+    outdir.check_apart(out, [source] if source is not None else [])
+    names = cls.config_names(args.names, all_configs=args.all, size=args.size, source=source)
     options = {"unofficial": True} if args.unofficial else {}
     built = skipped = 0
     for name in names:
-        if args.all and not args.overwrite and (out / name).is_dir():
-            clean_stale(out, name)
-            skipped += 1
+        if args.all and not args.overwrite and outdir.config_collection(out / name) == args.collection:
+            skipped += 1  # complete: configs are placed whole
             continue
         try:
             builder = cls(name, source, **options)
@@ -57,7 +57,7 @@ def cmd_build(args) -> int:
         built += 1
     if args.all:
         if out.is_dir():
-            cards.write_card(out)
+            write_card(out)
         print(f"{built} config(s) built, {skipped} already complete in {out}")
     return 0
 

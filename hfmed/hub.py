@@ -13,6 +13,7 @@ never our hidden working folders, and never prints or stores the token.
 from __future__ import annotations
 
 import contextlib
+import gc
 import glob
 import os
 import re
@@ -82,6 +83,18 @@ class Report:
 
 def _is_hidden(rel: Path) -> bool:
     return any(part.startswith(".") for part in rel.parts)
+
+
+def _links(folder: Path) -> list[Path]:
+    """Symbolic links in the folder, relative: push would upload whatever they point to."""
+    out = []
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            rel = (Path(root) / name).relative_to(folder)
+            if (Path(root) / name).is_symlink() and not _is_hidden(rel):
+                out.append(rel)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    return sorted(out)
 
 
 def _visible_files(folder: Path) -> list[Path]:
@@ -189,7 +202,13 @@ def _resolve(folder: Path, pattern: str) -> list[Path]:
         found = resolve_pattern(pattern, str(folder))
     except FileNotFoundError:
         return []
-    return sorted(Path(p).resolve().relative_to(folder.resolve()) for p in found)
+    root = Path(os.path.abspath(folder))  # links are not followed: a linked shard is reported, not resolved away
+    out = []
+    for p in found:
+        rel = Path(os.path.relpath(os.path.abspath(p), root))
+        if not rel.parts or rel.parts[0] != "..":
+            out.append(rel)
+    return sorted(out)
 
 
 def _check_data_files(folder: Path, configs: dict, report: Report) -> dict[str, dict[str, list[Path]]]:
@@ -340,13 +359,19 @@ def _decode(value: Any) -> None:
 
 def _check_streaming(folder: Path, config: str, splits: list[str], report: Report) -> None:
     """The first row of every split streams and decodes, exactly as a user's load_dataset call would."""
+    import pyarrow.dataset as pds
     from datasets import load_dataset
 
+    # An Arrow I/O task still reading through Python when the interpreter exits aborts the
+    # process after the verdict (exit 134, arrow#45214): no pre-buffering, and each reader is
+    # closed, and check() frees them all before it answers.
+    scan = pds.ParquetFragmentScanOptions(pre_buffer=False)
     try:
         with _quiet():
-            ds = load_dataset(str(folder), config, streaming=True)
+            ds = load_dataset(str(folder), config, streaming=True, fragment_scan_options=scan)
             for split in splits:
-                row = next(iter(ds[split]))
+                with contextlib.closing(iter(ds[split])) as rows:
+                    row = next(rows)
                 for value in row.values():
                     _decode(value)
     except Exception as e:
@@ -360,6 +385,9 @@ def check(folder: str | Path, *, stream: bool = True) -> Report:
         raise UserError(f"{folder}: no such folder; pass the folder `hfmed build` wrote (e.g. medmnist)")
     report = Report(folder)
     present = _visible_files(folder)
+    links = _links(folder)
+    for rel in links:
+        report.add(rel, f"is a symbolic link to {os.path.realpath(folder / rel)}; a dataset holds the files themselves (push would upload what the link points to), replace it with the file")
     for rel in present:
         if rel.suffix == ".py":
             report.add(rel, "a Python file in a dataset repository makes the Hub look for a loading script, which datasets no longer runs; remove it")
@@ -383,12 +411,13 @@ def check(folder: str | Path, *, stream: bool = True) -> Report:
     for rel in present:
         if rel not in keep and rel.suffix != ".py":
             report.add(rel, "belongs to no config and is not linked from the card; remove it (push leaves it out)")
-    report.files = sorted(keep)
+    report.files = sorted(f for f in keep if not any(f == link or link in f.parents for link in links))
     report.configs = list(matched)
     _check_viewer(folder, card, matched, declared, report)
     if stream and not any(rel.suffix == ".py" for rel in present):  # datasets refuses every config then
         for name, splits in matched.items():
             _check_streaming(folder, name, list(splits), report)
+        gc.collect()  # the closed readers go now, not while the interpreter is exiting
     return report
 
 
@@ -459,6 +488,9 @@ def _token(explicit: str | None) -> str:
     token = explicit or get_token()
     if not token:
         raise UserError("no Hugging Face token: pass --token, set HF_TOKEN, or log in with `hf auth login`")
+    if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
+        # said before any HTTP library chokes on it, and without showing the token
+        raise UserError("the Hugging Face token holds characters no token has (non-ASCII, spaces or control characters); copy it again from https://huggingface.co/settings/tokens")
     return token
 
 

@@ -135,9 +135,15 @@ def compose(rows: list[list[PILImage.Image | None]]) -> PILImage.Image:
 
 
 def png(image: PILImage.Image) -> bytes:
-    """PNG bytes with no optional chunks, so equal pixels give equal files."""
+    """PNG bytes whose only optional chunk is hfmed's mark, so equal pixels give equal files."""
+    from PIL.PngImagePlugin import PngInfo
+
+    from hfmed.outdir import PNG_MARK
+
+    mark = PngInfo()
+    mark.add_text(*PNG_MARK)  # how a rebuild knows the file is its own to replace
     buf = io.BytesIO()
-    image.save(buf, format="PNG", optimize=False)
+    image.save(buf, format="PNG", optimize=False, pnginfo=mark)
     return buf.getvalue()
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import queue
+import re
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from hfmed import cards, parquet_options
+from hfmed import cards, montage, outdir, parquet_options
 from hfmed.builder import Builder, SplitGenerator
 from hfmed.errors import UserError
 from hfmed.features import encode_batch, schema_with_metadata
@@ -36,6 +37,7 @@ ROW_GROUP_RAW_BYTES = 16 << 20  # far under the 300 MB the viewer reads at once 
 ROW_GROUP_MAX_ROWS = 2_000
 TMP_PREFIX = ".hfmed-tmp-"
 OLD_PREFIX = ".hfmed-old-"
+RESERVED_NAMES = {"readme.md", "images", ".gitattributes"}  # top-level names of the card and montages
 
 
 @dataclass(frozen=True)
@@ -173,38 +175,94 @@ def _write_split(builder: Builder, split: SplitGenerator, folder: Path, executor
         raise UserError(f"split {split.name} of {builder.config_name} has {written} rows, expected {split.num_rows}; the source is truncated")
 
 
+def _pid_of(path: Path) -> int | None:
+    tail = path.name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
 def clean_stale(out_dir: Path, config: str) -> None:
-    """Undo what an interrupted build of this config left behind (ours only, by prefix).
+    """Undo what an interrupted build of this config left behind: ours only (by prefix), and only
+    where the process that wrote it is gone, so a build running beside this one keeps its files.
 
     A build killed between moving the previous config aside and moving the new one in leaves
     the previous one under the ``old`` prefix: it is put back rather than lost.
     """
     final = out_dir / config
+
+    def dead(p: Path) -> bool:
+        pid = _pid_of(p)
+        return p.is_dir() and not p.is_symlink() and pid is not None and not outdir.pid_alive(pid)
+
     for p in sorted(out_dir.glob(f"{OLD_PREFIX}{config}-*")):
+        if not dead(p):
+            continue
         if not final.exists():
             p.rename(final)
         else:
             shutil.rmtree(p, ignore_errors=True)
     for p in out_dir.glob(f"{TMP_PREFIX}{config}-*"):
-        shutil.rmtree(p, ignore_errors=True)
+        if dead(p):
+            shutil.rmtree(p, ignore_errors=True)
 
 
-def build_config(builder: Builder, out_dir: str | Path, *, overwrite: bool = False, threads: int | None = None, progress: bool = True) -> Path:
-    """Write ``<out_dir>/<config>/`` and refresh ``<out_dir>/README.md``; returns the config folder."""
-    out_dir = Path(out_dir)
-    config = builder.config_name
-    final = out_dir / config
-    if out_dir.is_dir():
-        clean_stale(out_dir, config)
-    if final.exists() and not overwrite:
-        raise UserError(f"{final} already exists; pass --overwrite to rebuild it, or choose another --out")
+def _check_collection(out_dir: Path, collection: str) -> None:
+    """One collection per folder, checked before anything is written."""
+    found = {outdir.card_collection(out_dir / outdir.CARD)}
+    for folder in out_dir.iterdir():
+        if not folder.name.startswith("."):
+            found.add(outdir.config_collection(folder))
+    others = sorted(c for c in found - {None, collection})
+    if others:
+        raise UserError(f"{out_dir} holds a {others[0]} build; build {collection} into its own folder (--out)")
+
+
+def _check_card_files(out_dir: Path, config: str) -> None:
+    """The card and this config's montage may be replaced only if hfmed wrote them."""
+    card = out_dir / outdir.CARD
+    if (card.exists() or card.is_symlink()) and not outdir.is_our_card(card):
+        outdir.refuse_foreign(card, "a README.md")
+    folder = out_dir / montage.MONTAGE_DIR
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        outdir.refuse_foreign(folder, "an images file")
+    picture = out_dir / montage.relative_path(config)
+    if (picture.exists() or picture.is_symlink()) and not outdir.is_our_png(picture):
+        outdir.refuse_foreign(picture, "an images/ file")
+
+
+def _prepare(builder: Builder, out_dir: Path, overwrite: bool) -> bool:
+    """Checks before the source is read; True when the config is already complete and its card current."""
+    final = out_dir / builder.config_name
+    if builder.config_name.lower() in RESERVED_NAMES:
+        raise UserError(f"{builder.config_name!r} cannot be a config: {out_dir / builder.config_name} is where the card and its montages go; rename the dataset")
+    outdir.check_apart(out_dir, builder.source_paths())
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir} is a file, not a folder; choose another --out")
+    if not out_dir.is_dir():
+        return False
+    _check_collection(out_dir, builder.collection)
+    _check_card_files(out_dir, builder.config_name)
+    if not (final.exists() or final.is_symlink()):
+        return False
+    if outdir.config_collection(final) is None:
+        outdir.refuse_foreign(final, f"a folder named {builder.config_name} (holding files other than hfmed shards)")
+    card = out_dir / outdir.CARD
+    if overwrite:
+        return False
+    if builder.config_name in outdir.card_configs(card):
+        raise UserError(f"{final} already exists; pass --overwrite to rebuild it, or choose another --out")
+    return True  # placed by a build that stopped before its card: the card is completed below
+
+
+def _write_config(builder: Builder, out_dir: Path, overwrite: bool, threads: int, progress: bool) -> Path:
+    """Write the config into a hidden folder and move it into place (the config's lock is held)."""
+    config = builder.config_name
+    final = out_dir / config
+    clean_stale(out_dir, config)
+    if final.exists() and not overwrite:  # placed meanwhile by a build that finished before this one
+        raise UserError(f"{final} already exists; pass --overwrite to rebuild it, or choose another --out")
     splits = builder.splits()  # validates the whole source before anything is written
-    out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f"{TMP_PREFIX}{config}-{os.getpid()}"
     tmp.mkdir()
-    threads = threads or os.cpu_count() or 1
     total = sum(s.num_rows for s in splits)
     try:
         with ThreadPoolExecutor(threads) as executor, tqdm(total=total, desc=config, unit="img", disable=not progress) as bar:
@@ -220,5 +278,40 @@ def build_config(builder: Builder, out_dir: str | Path, *, overwrite: bool = Fal
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    cards.write_card(out_dir)
     return final
+
+
+def write_card(out_dir: Path) -> Path:
+    """The card, rewritten from disk while no other build of this folder writes it."""
+    with outdir.locked(out_dir, outdir.CARD, wait=True):
+        return cards.write_card(out_dir)
+
+
+def build_config(builder: Builder, out_dir: str | Path, *, overwrite: bool = False, threads: int | None = None, progress: bool = True) -> Path:
+    """Write ``<out_dir>/<config>/`` and refresh ``<out_dir>/README.md``; returns the config folder.
+
+    A config that a stopped build already placed gets its card completed instead of an error.
+    A folder that cannot be written (read-only, full) is one line, and what was begun is removed.
+    """
+    out_dir = Path(out_dir)
+    complete = _prepare(builder, out_dir, overwrite)
+    created = not out_dir.exists()
+    try:
+        if not complete:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            with outdir.locked(out_dir, builder.config_name, wait=False):
+                _write_config(builder, out_dir, overwrite, threads or os.cpu_count() or 1, progress)
+        write_card(out_dir)
+    except BaseException as e:
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # the folder as it was: absent
+        if isinstance(e, OSError):  # reading errors are UserErrors already; this is the output
+            raise UserError(f"cannot write into {out_dir} ({os.strerror(e.errno) if e.errno else _first_line(e)}); free some space, or choose a writable --out, and rerun") from None
+        raise
+    return out_dir / builder.config_name
+
+
+def _first_line(e: BaseException) -> str:
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    code = re.search(r"\[errno (\d+)\]", text)  # pyarrow's OSErrors carry the errno in their text only
+    return os.strerror(int(code.group(1))) if code else text

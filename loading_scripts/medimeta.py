@@ -83,6 +83,9 @@ class MedIMeta(Builder):
         self.kind = SPLIT_KIND[self.original]
         self._features: Features | None = None
 
+    def source_paths(self) -> list[Path]:
+        return [*super().source_paths(), self.folder.path]
+
     # --- features -------------------------------------------------------------------------
     def _info(self) -> Features:
         if self._features is None:

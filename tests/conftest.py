@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import zipfile
 from pathlib import Path
@@ -13,6 +14,21 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 REAL_MEDMNIST = SHARED / "data" / "medmnist"
 MEDIMETA_INFO = SHARED / "data" / "medimeta_info"
+
+
+def first_row(rows):
+    """The first row of a streamed split, its reader closed and freed at once.
+
+    A `datasets` streaming iterator left open keeps an Arrow reader whose I/O thread can abort
+    the interpreter at exit (exit 134, arrow#45214): a flaky CI, after every test has passed.
+    """
+    it = iter(rows)
+    try:
+        return next(it)
+    finally:
+        it.close()
+        del it
+        gc.collect()
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

@@ -252,9 +252,10 @@ def test_a_montage_png_decodes_and_carries_no_varying_chunks(built_medmnist):
     chunks, pos = [], 8
     while pos < len(data):
         length = int.from_bytes(data[pos : pos + 4], "big")
-        chunks.append(data[pos + 4 : pos + 8].decode("ascii"))
+        chunks.append((data[pos + 4 : pos + 8].decode("ascii"), data[pos + 8 : pos + 8 + length] if data[pos + 4 : pos + 8] == b"tEXt" else None))
         pos += 12 + length
-    assert set(chunks) <= {"IHDR", "IDAT", "IEND"}
+    assert {name for name, _ in chunks} <= {"IHDR", "IDAT", "IEND", "tEXt"}
+    assert [text for name, text in chunks if name == "tEXt"] == [b"Software\x00hfmed"]  # the ownership mark, constant
 
 
 # --- MedIMeta ----------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from hfmed.sources.medimeta import parse_info, read_runs, snake_case, summarize
 from hfmed.verify import verify
 from medimeta_fixtures import make_medimeta_folder, proportional
 
-from conftest import MEDIMETA_INFO
+from conftest import MEDIMETA_INFO, first_row
 
 INFO_FILES = sorted(MEDIMETA_INFO.glob("*.yaml"))
 IDS = [p.stem for p in INFO_FILES]
@@ -166,7 +166,7 @@ def test_each_dataset_loads_typed_in_split_order_and_verifies(built19, hf_cache,
                     assert want[column].int2str(row[column]) == " ".join(str(task["labels"][int(raw)]).split())
                     assert keys[row[column]] == int(raw)
     streamed = load_dataset(str(out), ds_id, streaming=True)
-    first = next(iter(streamed["train"]))
+    first = first_row(streamed["train"])
     assert streamed["train"].features == want
     assert first["image"].mode == mode
     assert [r.split for r in verify(out, ds_id, src)] == ["train", "validation", "test"]
@@ -224,7 +224,7 @@ def test_greyscale_stored_with_a_channel_axis_reads_as_mode_l(tmp_path, capsys):
     # the dataset folder itself is accepted as --source too
     rc, err = run_cli(capsys, "build", "medimeta", "bus", "--source", folder, "--out", tmp_path / "out", "--quiet")
     assert rc == 0, err
-    row = next(iter(load_dataset(str(tmp_path / "out"), "bus", streaming=True)["train"]))
+    row = first_row(load_dataset(str(tmp_path / "out"), "bus", streaming=True)["train"])
     assert row["image"].mode == "L"
     verify(tmp_path / "out", "bus", folder)
 

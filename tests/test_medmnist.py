@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import os
 import shutil
 import subprocess
 import sys
@@ -17,12 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import Array3D, ClassLabel, Image, List, load_dataset
 
-from conftest import REAL_MEDMNIST, SMALL, make_medmnist_npz, medmnist_arrays, write_npz
+from conftest import REAL_MEDMNIST, SMALL, first_row, make_medmnist_npz, medmnist_arrays, write_npz
 from hfmed import facts
 from hfmed.cli import main
 from hfmed.verify import VerifyFailed, verify
 from hfmed.writer import ROW_GROUP_RAW_BYTES, build_config, plan_shards
-from loading_scripts.medmnist import MedMNIST, config_name, sizes
+from loading_scripts.medmnist import MedMNIST, sizes
 
 SUBSETS = facts.load("medmnist")["subsets"]
 
@@ -84,7 +83,7 @@ def test_real_breastmnist_builds_loads_and_verifies(built_medmnist, real_breastm
     assert np.array_equal(np.asarray(ds["test"][5]["image"]), source["test_images"][5])
     assert ds["test"][5]["label"] == int(source["test_labels"][5, 0])
     streamed = load_dataset(str(built_medmnist), "breastmnist", streaming=True)
-    first = next(iter(streamed["train"]))
+    first = first_row(streamed["train"])
     assert np.array_equal(np.asarray(first["image"]), source["train_images"][0])
     assert [r.rows for r in verify(built_medmnist, "breastmnist", real_breastmnist)] == [546, 78, 156]
 
@@ -100,7 +99,7 @@ def test_real_adrenalmnist3d_has_volume_label_and_preview(built_medmnist, real_a
     v = source["val_images"][3]
     expected_preview = np.concatenate([v[14], v[:, 14, :], v[:, :, 14]], axis=1)
     assert np.array_equal(np.asarray(row["preview"]), expected_preview)
-    streamed = next(iter(load_dataset(str(built_medmnist), "adrenalmnist3d", streaming=True)["test"]))
+    streamed = first_row(load_dataset(str(built_medmnist), "adrenalmnist3d", streaming=True)["test"])
     assert np.array_equal(np.asarray(streamed["volume"], dtype=np.uint8), source["test_images"][0])
     assert sum(r.rows for r in verify(built_medmnist, "adrenalmnist3d", real_adrenalmnist3d)) == 1584
 
@@ -108,7 +107,7 @@ def test_real_adrenalmnist3d_has_volume_label_and_preview(built_medmnist, real_a
 def test_load_dataset_by_folder_name_from_its_parent(built_medmnist, monkeypatch):
     monkeypatch.chdir(built_medmnist.parent)
     ds = load_dataset("medmnist", "breastmnist", streaming=True)
-    assert next(iter(ds["validation"]))["label"] in (0, 1)
+    assert first_row(ds["validation"])["label"] in (0, 1)
 
 
 def test_card_declares_every_built_config(built_medmnist):
@@ -177,7 +176,7 @@ def test_every_subset_builds_with_the_designed_features(flag, small_npz, tmp_pat
     feats = ds["train"].features
     s = SUBSETS[flag]
     source = np.load(path)
-    row = next(iter(ds["test"]))
+    row = first_row(ds["test"])
     if s["volumetric"]:
         assert set(feats) == {"volume", "label", "preview"}
         assert np.array_equal(np.asarray(row["volume"], dtype=np.uint8), source["test_images"][0])

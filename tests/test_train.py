@@ -312,7 +312,7 @@ def test_a_token_on_the_command_line_never_reaches_the_report():
 
 
 def test_augmentations_are_uint8_batch_transforms_and_the_identity_at_zero_strength():
-    from hfmed.loaders.augment import Affine, FlipCrop, by_name
+    from hfmed.loaders.augment import Affine, FlipCrop
 
     x = torch.randint(1, 256, (4, 3, 28, 28), dtype=torch.uint8)
     still = Affine(degrees=0, translate=0, scale=(1.0, 1.0), flip=False)

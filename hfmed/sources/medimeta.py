@@ -5,8 +5,10 @@ everything else (``images.hdf5`` or ``images/NNNNNN.tiff``, ``task_labels/<task>
 ``splits/``, ``original_splits/``, ``annotations.csv``) is read and checked against it. No dataset
 needs code of its own, so a new folder in the same layout reads without a change here.
 
-The folder is untrusted input: YAML goes through a safe loader, ``.npy`` files are opened without
-pickle, and no name found in a file is allowed to make a path outside the folder. Everything is
+The folder is untrusted input: YAML goes through a safe loader without aliases and with bounded
+text, ``.npy`` files are opened without pickle, no name found in a file is allowed to make a path
+outside the folder, and every file read is a regular file that resolves inside the folder (no
+symlink, HDF5 external storage, virtual dataset or external link reaches anything else). Everything is
 checked before the first row is handed out, so a build either completes or fails with one line.
 
 Images are read in windows of the split's own order (split files need not be sorted): each window
@@ -19,6 +21,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import stat
 import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,6 +46,8 @@ RESERVED_COLUMNS = ("image", "patient_id")
 WINDOW_BYTES = 32 << 20  # pixels per batch handed to the writer
 RUN_GAP = 8  # rows a contiguous HDF5 read may skip over rather than start a new read
 LABEL_CHUNK_ROWS = 1 << 20  # rows of a labels file checked at a time
+MAX_INFO_BYTES = 1 << 20  # the largest official info.yaml is a few KB
+MAX_TEXT_CHARS = 20_000  # one text field of info.yaml (a summary, a citation)
 
 _SPLIT_LINE = re.compile(r"images/(\d{6,})\.tiff")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -64,6 +69,18 @@ class _InfoLoader(yaml.SafeLoader):
     """
 
 
+class _AliasRefused(yaml.YAMLError):
+    pass
+
+
+def _no_aliases(self, parent, index):
+    # An alias repeats a node without repeating its text: a 1 KB file can expand to gigabytes.
+    if self.check_event(yaml.AliasEvent):
+        raise _AliasRefused("uses YAML aliases (*name)")
+    return yaml.composer.Composer.compose_node(self, parent, index)
+
+
+_InfoLoader.compose_node = _no_aliases
 _InfoLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
@@ -171,8 +188,39 @@ def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+class _BadText(ValueError):
+    """A text field that is not plain text of bounded size (reported with the file's path)."""
+
+
 def _text(value: Any) -> str:
-    return "" if value is None else " ".join(str(value).split())
+    if value is None:
+        return ""
+    if isinstance(value, (list, dict, set, bytes)):
+        raise _BadText(f"holds a {type(value).__name__} where text is expected ({str(value)[:40]}...)")
+    text = str(value)
+    if len(text) > MAX_TEXT_CHARS:
+        raise _BadText(f"holds a text field of {len(text):,} characters (at most {MAX_TEXT_CHARS:,})")
+    return " ".join(text.split())
+
+
+def regular_file(path: Path, root: Path) -> Path:
+    """``path`` itself, after checking it is a regular file whose real location is inside ``root``.
+
+    A symlink that stays inside the dataset folder is fine; one that leads anywhere else would
+    copy a file the user never named into the shards (and onto the Hub with ``push``).
+    """
+    real = path.resolve()
+    if not real.is_relative_to(root.resolve()):
+        raise _fail(path, f"is a link to {real}, outside the dataset folder {root}; only files inside the folder are read (copy the file in)")
+    try:
+        mode = os.stat(real).st_mode
+    except FileNotFoundError:
+        raise _fail(path, "missing (a dangling link); download the complete dataset folder") from None
+    except OSError as e:
+        raise _fail(path, f"cannot be read ({e.strerror}); check its permissions") from None
+    if not stat.S_ISREG(mode):
+        raise _fail(path, "is not a regular file (a folder, device, FIFO or socket); restore the original file")
+    return path
 
 
 def _sizes(path: Path, raw: Any, key: str) -> dict[str, int]:
@@ -255,13 +303,22 @@ def _original_data(raw: Any) -> tuple[dict[str, Any], ...]:
     return tuple(out)
 
 
-def parse_info(path: str | Path) -> Info:
+def parse_info(path: str | Path, root: Path | None = None) -> Info:
     """Read and check one ``info.yaml``; every problem is one :class:`UserError` line."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise UserError(f"{path}: missing; a MedIMeta dataset folder holds its info.yaml (download the complete folder)")
+    regular_file(path, root or path.parent)
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_InfoLoader)  # noqa: S506 - a SafeLoader subclass
+        with open(path, "rb") as f:
+            data = f.read(MAX_INFO_BYTES + 1)
+        if len(data) > MAX_INFO_BYTES:
+            raise _fail(path, f"is larger than {MAX_INFO_BYTES >> 20} MiB; a MedIMeta info.yaml is a few KB, restore the original")
+        raw = yaml.load(data.decode("utf-8"), Loader=_InfoLoader)  # noqa: S506 - a SafeLoader subclass
+    except _AliasRefused as e:
+        raise _fail(path, f"{e}; MedIMeta info files use none, restore the original info.yaml") from None
+    except RecursionError:
+        raise _fail(path, "nests YAML too deeply; restore the original info.yaml") from None
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
@@ -270,6 +327,13 @@ def parse_info(path: str | Path) -> Info:
         raise _fail(path, "not UTF-8 text; restore the original info.yaml") from None
     except OSError as e:
         raise _fail(path, f"cannot be read ({e.strerror}); check its permissions") from None
+    try:
+        return _info_from(path, raw)
+    except _BadText as e:
+        raise _fail(path, f"{e}; text fields must be plain text, restore the original info.yaml") from None
+
+
+def _info_from(path: Path, raw: Any) -> Info:
     if not isinstance(raw, dict) or not {"id", "tasks", "input_size"} <= set(map(str, raw)):
         raise _fail(path, "not a MedIMeta info.yaml (it needs id, tasks and input_size); point --source at the MedIMeta dataset folders")
     ds_id = raw["id"]
@@ -349,19 +413,27 @@ def read_runs(sorted_indices: np.ndarray, max_span: int, gap: int = RUN_GAP) -> 
 class Hdf5Images:
     """The ``images`` array of ``images.hdf5``, read by windows of row indices."""
 
-    def __init__(self, path: Path, info: Info):
+    def __init__(self, path: Path, info: Info, root: Path):
         import h5py
 
-        self.path = path
+        self.path = regular_file(path, root)
         self._file = None
         try:
             self._file = h5py.File(path, "r")
         except OSError as e:
-            raise _fail(path, f"not a readable HDF5 file ({e}); download images.hdf5 again") from None
+            raise _fail(path, f"not a readable HDF5 file ({' '.join(str(e).split())}); download images.hdf5 again") from None
+        link = self._file.get(HDF5_DATASET, getlink=True)
+        if link is not None and not isinstance(link, h5py.HardLink):
+            self.close()
+            raise _fail(path, f"'{HDF5_DATASET}' is a {type(link).__name__} to another place; only an array stored in this file is read")
         ds = self._file.get(HDF5_DATASET)
         if not isinstance(ds, h5py.Dataset):
             self.close()
             raise _fail(path, f"has no '{HDF5_DATASET}' array; this is not a MedIMeta images.hdf5")
+        if ds.external or ds.is_virtual:
+            self.close()
+            kind = "external storage (raw data in other files)" if ds.external else "a virtual dataset (data mapped from other files)"
+            raise _fail(path, f"'{HDF5_DATASET}' uses {kind}; only pixels stored in images.hdf5 itself are read, download the original file")
         want = info.image_shape
         ok = ds.shape[1:] == want or (info.channels == 1 and ds.shape[1:] == want + (1,))
         if len(ds.shape) < 1 or not ok:
@@ -398,11 +470,18 @@ class Hdf5Images:
 class TiffImages:
     """``images/NNNNNN.tiff``, one file per image, for folders without ``images.hdf5``."""
 
-    def __init__(self, folder: Path, info: Info):
+    def __init__(self, folder: Path, info: Info, root: Path):
         self.folder = folder
         self.shape = info.image_shape
         self.mode = "L" if info.channels == 1 else "RGB"
-        names = {e.name for e in os.scandir(folder) if e.name.endswith(".tiff")}
+        if not folder.resolve().is_relative_to(root.resolve()):
+            raise _fail(folder, f"is a link to {folder.resolve()}, outside the dataset folder {root}; only files inside the folder are read")
+        names = set()
+        for e in os.scandir(folder):
+            if e.name.endswith(".tiff"):
+                if not e.is_file(follow_symlinks=False):  # links and odd files are checked one by one
+                    regular_file(folder / e.name, root)
+                names.add(e.name)
         missing = next((i for i in range(info.total) if self.name(i) not in names), None)
         if missing is not None:
             raise _fail(folder / self.name(missing), f"missing; info.yaml declares {info.total} images (download the complete images/ folder)")
@@ -425,8 +504,10 @@ class TiffImages:
                     if im.mode != self.mode or im.size != (self.shape[1], self.shape[0]):
                         raise _fail(path, f"is a {im.size[0]}x{im.size[1]} {im.mode} image, info.yaml declares {self.shape[1]}x{self.shape[0]} {self.mode}")
                     out[j] = np.asarray(im)
+            except Image.DecompressionBombError as e:
+                raise _fail(path, f"declares an image far larger than {self.shape[1]}x{self.shape[0]} ({' '.join(str(e).split())[:80]}); restore the original TIFF") from None
             except (OSError, UnidentifiedImageError) as e:
-                raise _fail(path, f"not a readable TIFF image ({e}); download the images again") from None
+                raise _fail(path, f"not a readable TIFF image ({' '.join(str(e).split())}); download the images again") from None
         return out
 
     def close(self) -> None:
@@ -441,7 +522,7 @@ class MedIMetaFolder:
         self.path = Path(path)
         if not self.path.is_dir():
             raise UserError(f"{self.path}: no such folder; pass --source the folder holding the MedIMeta dataset folders")
-        self.info = parse_info(self.path / INFO_FILE)
+        self.info = parse_info(self.path / INFO_FILE, self.path)
         self._patient_column: bool | None = None
         self._patient_ids: np.ndarray | None = None
         self._split_cache: dict[tuple[str, str], np.ndarray] = {}
@@ -466,6 +547,7 @@ class MedIMetaFolder:
 
     @contextmanager
     def _open_csv(self, path: Path) -> Iterator[Iterator[list[str]]]:
+        regular_file(path, self.path)
         try:
             with open(path, newline="", encoding="utf-8") as f:
                 yield csv.reader(f)
@@ -477,9 +559,9 @@ class MedIMetaFolder:
     @contextmanager
     def images(self) -> Iterator[Hdf5Images | TiffImages]:
         if self.has_hdf5:
-            reader: Hdf5Images | TiffImages = Hdf5Images(self.path / HDF5_FILE, self.info)
+            reader: Hdf5Images | TiffImages = Hdf5Images(self.path / HDF5_FILE, self.info, self.path)
         elif (self.path / TIFF_DIR).is_dir():
-            reader = TiffImages(self.path / TIFF_DIR, self.info)
+            reader = TiffImages(self.path / TIFF_DIR, self.info, self.path)
         else:
             raise _fail(self.path, f"holds neither {HDF5_FILE} nor {TIFF_DIR}/*.tiff; download the dataset's images")
         try:
@@ -495,10 +577,11 @@ class MedIMetaFolder:
         path = self.labels_path(task)
         if not path.is_file():
             raise _fail(path, f"missing: info.yaml declares task {task.name!r} but there is no labels file for it; download the complete task_labels/ folder")
-        try:
+        regular_file(path, self.path)
+        try:  # numpy caps the header at max_header_size (10,000 bytes) and never unpickles here
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise _fail(path, f"not a plain numeric .npy array ({e}); download the labels again") from None
+        except (ValueError, OSError, EOFError, SyntaxError, RecursionError, MemoryError) as e:
+            raise _fail(path, f"not a plain numeric .npy array ({' '.join(str(e).split())[:160]}); download the labels again") from None
         if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iub":
             raise _fail(path, f"holds {getattr(arr, 'dtype', type(arr).__name__)}, expected integer label keys")
         k = len(task.keys)
@@ -530,6 +613,7 @@ class MedIMetaFolder:
         return idx
 
     def _read_split_file(self, path: Path) -> np.ndarray:
+        regular_file(path, self.path)
         try:
             text = path.read_text(encoding="ascii")
         except UnicodeDecodeError:

@@ -211,6 +211,12 @@ def _medmnist_flag_size(config: ConfigSummary) -> tuple[str, int]:
     return parse_config(config.name)
 
 
+def _medmnist_default() -> str:
+    from loading_scripts.medmnist import MedMNIST
+
+    return MedMNIST.default_config
+
+
 def _medmnist_license(config: ConfigSummary) -> str:
     return _medmnist_registry()["subsets"][_medmnist_flag_size(config)[0]]["license"]
 
@@ -266,10 +272,14 @@ def _medmnist_variables(ctx: CardContext) -> dict[str, Any]:
 
     return {
         "repo_id": ctx.repo_id,
+        "default_config": ctx.default,
+        "default_is_collections": ctx.default == _medmnist_default(),
+        "default_is_3d": ctx.default in [c["name"] for s in subsets if s["volumetric"] for c in s["configs"]],
         "example_2d": example(False),
         "example_3d": example(True),
         "medmnist_citation": registry["citation"],
         "medmnist_plus_citation": registry["medmnist_plus_citation"],
+        "medmnist_v1_citation": registry["medmnist_v1_citation"],
         "verified": False,  # building does not verify; `hfmed verify` proves a build separately
         "hfmed_version": __version__,
         "montage_note": montage.note(any(s["volumetric"] for s in subsets)) if ctx.montages else None,
@@ -394,27 +404,66 @@ def hub_metadata(spec: CollectionCard, configs: list[ConfigSummary]) -> dict[str
     """The Hub's metadata fields, computed from the built configs.
 
     One license for the whole repository when all configs share it; otherwise the Hub's
-    ``other`` with the per-config licenses spelled out (the Hub has no per-config license field).
+    ``other`` with a ``license_name`` and a ``license_link`` to the LICENSE file that lists each
+    config's license (the Hub has no per-config license field, and its card template calls
+    ``license_details`` legacy).
     """
-    licenses: dict[str, list[str]] = {}
-    for c in configs:
-        licenses.setdefault(spec.license_of(c), []).append(c.name)
+    licenses = _licenses(spec, configs)
     meta: dict[str, Any] = {}
     if len(licenses) == 1:
         meta["license"] = next(iter(licenses))
     elif licenses:
-        ordered = sorted(licenses.items(), key=lambda kv: (-len(kv[1]), kv[0]))
         meta["license"] = "other"
         meta["license_name"] = "-and-".join(sorted(licenses))
-        common, rest = ordered[0], ordered[1:]
-        parts = [f"{lic}: {', '.join(names)}" for lic, names in rest]
-        meta["license_details"] = "; ".join(parts + [f"{common[0]}: every other configuration"])
+        meta["license_link"] = LICENSE_FILE
     meta["task_categories"] = ["image-classification"]
     meta["size_categories"] = [size_category(sum(c.num_examples for c in configs))]
     meta["pretty_name"] = spec.pretty_name
     volumetric = any(montage.is_volumetric(c.features) for c in configs)
     meta["tags"] = [t for t in spec.tags if t != "3d" or volumetric]
     return meta
+
+
+LICENSE_FILE = "LICENSE"
+_LICENSE_HEADER = "Licenses of this dataset repository, one per configuration (written by hfmed)."
+
+
+def _licenses(spec: CollectionCard, configs: list[ConfigSummary]) -> dict[str, list[str]]:
+    licenses: dict[str, list[str]] = {}
+    for c in configs:
+        licenses.setdefault(spec.license_of(c), []).append(c.name)
+    return licenses
+
+
+def _license_url(license_id: str) -> str:
+    """The deed of a Creative Commons license id ("cc-by-nc-4.0" -> .../licenses/by-nc/4.0/)."""
+    if license_id.startswith("cc-by"):
+        kind, _, version = license_id[3:].rpartition("-")
+        return f" (https://creativecommons.org/licenses/{kind}/{version}/)"
+    return ""
+
+
+def license_text(collection: str, configs: list[ConfigSummary]) -> str | None:
+    """The LICENSE file where configs' licenses differ, listing every config under its license; else None."""
+    licenses = _licenses(_spec(collection), configs)
+    if len(licenses) < 2:
+        return None
+    lines = [_LICENSE_HEADER, ""]
+    for lic, names in sorted(licenses.items()):
+        lines += [f"{lic}{_license_url(lic)}:", *(f"  {name}" for name in sorted(names)), ""]
+    return "\n".join(lines)
+
+
+def _write_license(out_dir: Path, text: str | None) -> None:
+    """Write, replace or remove LICENSE, unless it is the user's own (it does not start with our header)."""
+    path = out_dir / LICENSE_FILE
+    ours = not path.exists() or (path.is_file() and path.read_text(encoding="utf-8", errors="replace").startswith(_LICENSE_HEADER))
+    if not ours:
+        return
+    if text is not None:
+        _write_if_changed(path, text.encode("utf-8"))
+    elif path.exists():
+        path.unlink()
 
 
 def card_data(configs: list[ConfigSummary], default: str | None, **metadata: Any) -> DatasetCardData:
@@ -442,8 +491,16 @@ def card_data(configs: list[ConfigSummary], default: str | None, **metadata: Any
 
 
 def _default_of(configs: list[ConfigSummary], default: str | None) -> str | None:
+    """The collection's default when built; else the first config the viewer draws in full.
+
+    The Hub's viewer opens on the default config, and shows a 3D volume only through its preview
+    (the volume itself is cut to a short string, see hfmed.viewer_rules), so a 2D config first.
+    """
     names = [c.name for c in configs]
-    return default if default in names else (names[0] if names else None)
+    if default in names:
+        return default
+    drawn = [c.name for c in configs if not montage.is_volumetric(c.features)]
+    return (drawn or names or [None])[0]
 
 
 def _folder_of(configs: list[ConfigSummary]) -> Path | None:
@@ -549,6 +606,7 @@ def write_card(out_dir: str | Path, repo_id: str | None = None) -> Path:
         for stale in folder.glob("*.png"):
             if f"{montage.MONTAGE_DIR}/{stale.name}" not in pictures:
                 stale.unlink()
+    _write_license(out_dir, license_text(collection, configs) if collection is not None else None)
     path = out_dir / "README.md"
     _write_if_changed(path, text.encode("utf-8"))
     return path

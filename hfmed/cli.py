@@ -7,6 +7,7 @@ differs from its source ends with exit code 1; ``--debug`` shows the traceback i
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -70,6 +71,18 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_view(args) -> int:
+    from hfmed import view
+
+    viewer = view.start(args.folder, host=args.host, port=args.port, config=args.config)
+    print(f"serving {viewer.catalog.folder} at {viewer.url(args.config)}  (Ctrl-C stops)", flush=True)
+    if not viewer.loopback:
+        print(f"hfmed: warning: listening on {args.host}: anyone who can reach this machine can read this build", file=sys.stderr)
+    viewer.run()
+    print("hfmed view: stopped", file=sys.stderr)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hfmed", description="MedMNIST and MedIMeta as Hugging Face datasets.")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
@@ -98,6 +111,13 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--source", help="the source file or folder, when it is not the cached download")
     v.set_defaults(func=cmd_verify)
 
+    w = sub.add_parser("view", help="browse a build on localhost as the Hub's viewer will show it; look inside 3D volumes")
+    w.add_argument("folder", help="the built dataset folder (e.g. medmnist)")
+    w.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one, printed)")
+    w.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    w.add_argument("--config", help="open the page on this config")
+    w.set_defaults(func=cmd_view)
+
     from hfmed import ensemble
 
     ensemble.add_command(sub)
@@ -118,8 +138,24 @@ def _warning_line(message, category, filename, lineno, file=None, line=None):
     print(f"hfmed: warning: {message}", file=sys.stderr)
 
 
+class _LogLine(logging.Handler):
+    """The library logs (logging); the command line prints its warnings as one line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"hfmed: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+
+
+def _print_library_logs(debug: bool) -> None:
+    for name in ("hfmed", "loading_scripts"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _LogLine) for h in logger.handlers):
+            logger.addHandler(_LogLine())
+        logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    _print_library_logs(args.debug)
     if not args.debug:
         warnings.showwarning = _warning_line
     try:

@@ -25,12 +25,12 @@ from typing import Any, Iterator
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from hfmed import viewer_rules
 from hfmed.errors import UserError
 
 CARD = "README.md"
 KEPT_FILES = {CARD, ".gitattributes"}  # repository files that belong to no config
-MAX_CONFIGS = 4000  # more configs than the Hub's viewer handles for one repository
-VIEWER_REFUSES_BYTES = 286 << 20  # the viewer refuses row groups above about this (uncompressed)
+MAX_CONFIGS = viewer_rules.CONFIG_NAMES_MAX_NUMBER  # more configs than the Hub's viewer lists for one repository
 SHARD_NAME = re.compile(r"(?P<split>[A-Za-z0-9_.]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet")
 
 # License ids of the Hub (https://huggingface.co/docs/hub/repositories-licenses) that a medical
@@ -65,11 +65,15 @@ class Report:
 
     folder: Path
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what the viewer shows only partly; push goes ahead
     files: list[Path] = field(default_factory=list)  # relative paths, sorted: what push uploads
     configs: list[str] = field(default_factory=list)
 
     def add(self, where: str | Path, what: str) -> None:
         self.problems.append(f"{where}: {what}")
+
+    def warn(self, where: str | Path, what: str) -> None:
+        self.warnings.append(f"{where}: {what}")
 
     @property
     def ok(self) -> bool:
@@ -265,7 +269,6 @@ def _check_shards(folder: Path, config: str, splits: dict[str, list[Path]], decl
 
     from hfmed.features import read_metadata
 
-    limit = row_group_limit()
     first: tuple[Path, Any] | None = None  # the config's first shard and its features
     for split, files in splits.items():
         rows = 0
@@ -284,11 +287,6 @@ def _check_shards(folder: Path, config: str, splits: dict[str, list[Path]], decl
                     report.add(f"{config}/", f"the shards' schema disagrees with the card's dataset_info: {_diff_features(declared, stored)}")
             elif stored != first[1]:
                 report.add(rel, f"schema differs from {first[0].name} of the same config: {_diff_features(first[1], stored)}")
-            for g in range(md.num_row_groups):
-                size = md.row_group(g).total_byte_size
-                if size > limit:
-                    refusal = " (the viewer refuses it)" if size > VIEWER_REFUSES_BYTES else ""
-                    report.add(rel, f"row group {g} holds {size / 1e6:.0f} MB uncompressed, over the {limit / 1e6:.0f} MB that datasets and the viewer expect{refusal}; rebuild with smaller row groups")
             for col, feature in stored.items():
                 if isinstance(feature, Image):
                     _check_embedded(rel, pf, col, report)
@@ -387,10 +385,28 @@ def check(folder: str | Path, *, stream: bool = True) -> Report:
             report.add(rel, "belongs to no config and is not linked from the card; remove it (push leaves it out)")
     report.files = sorted(keep)
     report.configs = list(matched)
+    _check_viewer(folder, card, matched, declared, report)
     if stream and not any(rel.suffix == ".py" for rel in present):  # datasets refuses every config then
         for name, splits in matched.items():
             _check_streaming(folder, name, list(splits), report)
     return report
+
+
+def _check_viewer(folder: Path, card, matched: dict, declared: dict, report: Report) -> None:
+    """The viewer's own rules (hfmed.viewer_rules): errors are problems, partial rendering a warning."""
+    names = {}  # as the card writes them, even where datasets refused the configs
+    for entry in _as_list(card.data.get("configs")):
+        if isinstance(entry, dict):
+            files = entry.get("data_files")
+            names[str(entry.get("config_name", "default"))] = [str(f["split"]) for f in _as_list(files) if isinstance(f, dict) and "split" in f] or ["train"]
+    findings = viewer_rules.name_findings(names)
+    default = next((str(e.get("config_name")) for e in _as_list(card.data.get("configs")) if isinstance(e, dict) and e.get("default")), None)
+    findings += viewer_rules.opening_findings(default, {n: f for n, f in declared.items() if n in matched and f is not None})
+    for name, splits in matched.items():
+        if declared.get(name) is not None and all(files for files in splits.values()):
+            findings += viewer_rules.check_config(folder, name, splits, declared[name], f"<org>/{folder.name}", row_group_limit())
+    for f in findings:
+        (report.add if f.error else report.warn)(f.where, f.what)
 
 
 def _size(n: int) -> str:
@@ -405,6 +421,8 @@ def cmd_check(args) -> int:
     report = check(args.folder)
     for line in report.problems:
         print(line)
+    for line in report.warnings:
+        print(f"warning: {line}")
     if report.problems:
         print(f"{len(report.problems)} problem(s) in {args.folder}", file=sys.stderr)
         return 1
@@ -518,6 +536,8 @@ def push(args) -> int:
         if not args.force:
             raise UserError(f"{folder} has {len(report.problems)} problem(s), listed above; fix them (see `hfmed check {folder}`) or pass --force")
         print(f"hfmed: warning: pushing {folder} with {len(report.problems)} problem(s) (--force)", file=sys.stderr)
+    for line in report.warnings:
+        print(f"hfmed: warning: {line}", file=sys.stderr)
     total = sum((folder / f).stat().st_size for f in report.files)
     target = f"datasets/{args.repo}" + (f" (revision {args.revision})" if args.revision else "") + (" as a pull request" if args.create_pr else "")
     if args.dry_run:

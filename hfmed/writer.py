@@ -22,18 +22,17 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from hfmed import cards
+from hfmed import cards, parquet_options
 from hfmed.builder import Builder, SplitGenerator
 from hfmed.errors import UserError
 from hfmed.features import encode_batch, schema_with_metadata
 
 SHARD_RAW_BYTES = 384 << 20  # raw pixels per shard; PNG makes the file smaller
 SHARD_MAX_ROWS = 20_000  # so that large 28 px splits still give workers several shards
-ROW_GROUP_RAW_BYTES = 16 << 20  # well under the 100 MB the viewer and `datasets` expect
+ROW_GROUP_RAW_BYTES = 16 << 20  # far under the 300 MB the viewer reads at once (hfmed.viewer_rules) and datasets' 100 MB
 ROW_GROUP_MAX_ROWS = 2_000
 TMP_PREFIX = ".hfmed-tmp-"
 OLD_PREFIX = ".hfmed-old-"
@@ -161,9 +160,7 @@ def _write_split(builder: Builder, split: SplitGenerator, folder: Path, executor
                 writer = pq.ParquetWriter(
                     folder / shard_name(split.name, shard, plan.num_shards),
                     schema,
-                    compression="zstd",
-                    write_statistics=[f.name for f in schema if not pa.types.is_struct(f.type) and not pa.types.is_list(f.type)],
-                    use_dictionary=False,
+                    **parquet_options.writer_options(builder.features, schema),
                 )
             table = encode_batch(builder.features, group, executor, threads).replace_schema_metadata(schema.metadata)
             writer.write_table(table, row_group_size=plan.rows_per_group)

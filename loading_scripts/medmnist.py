@@ -8,8 +8,8 @@ single row is written.
 
 from __future__ import annotations
 
+import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -25,6 +25,8 @@ from hfmed.sources.npz import NpzArchive
 CHUNK_BYTES = 16 << 20  # rows read per step: bounded memory, large enough for fast inflating
 SOURCE_SPLITS = {"train": "train", "validation": "val", "test": "test"}  # ours -> npz member prefix
 
+
+logger = logging.getLogger(__name__)
 
 def _facts() -> dict:
     return facts.load("medmnist")
@@ -79,7 +81,8 @@ class MedMNIST(Builder):
         labels = ClassLabel(names=self.facts["labels"])
         s = self.size
         if self.facts["volumetric"]:
-            return Features({"volume": Array3D((s, s, s), "uint8"), "label": labels, "preview": Image()})
+            # label and preview first: the viewer shows columns in order, and draws only the preview
+            return Features({"label": labels, "preview": Image(), "volume": Array3D((s, s, s), "uint8")})
         if self.facts["task"] == "multi-label":
             return Features({"image": Image(), "labels": List(labels)})
         return Features({"image": Image(), "label": labels})
@@ -167,7 +170,7 @@ class MedMNIST(Builder):
             self._check_label_range(archive, s.gen_kwargs["prefix"])
         self._md5 = download.md5sum(path)
         if self._md5 not in self.official_md5s and not self.unofficial:
-            warnings.warn(f"{path}: md5 {self._md5} is not an official {self.file_name}; the structure is valid, building it anyway", stacklevel=2)
+            logger.warning(f"{path}: md5 {self._md5} is not an official {self.file_name}; the structure is valid, building it anyway")
         return plan
 
     def _generate_batches(self, archive: NpzArchive, prefix: str) -> Iterator[dict[str, Any]]:

@@ -88,11 +88,37 @@ def test_the_hub_metadata_is_filled_from_the_build(built_medmnist):
     assert data.pretty_name == "MedMNIST v2 and MedMNIST+"
     assert {"medical", "medmnist", "3d"} <= set(data.tags)
     defaults = [c["config_name"] for c in data.configs if c.get("default")]
-    assert defaults == ["adrenalmnist3d"]  # pneumoniamnist, the collection's default, is not built: the first config is
+    assert defaults == ["breastmnist"]  # pneumoniamnist, the collection's default, is not built: the first 2D config is
     declared = {i["config_name"]: Features._from_yaml_list(i["features"]) for i in data.dataset_info}
     for config in ("breastmnist", "adrenalmnist3d"):
         shard = next((built_medmnist / config).glob("*.parquet"))
         assert declared[config] == read_metadata(pq.read_schema(shard))[0]
+
+
+def test_a_users_own_license_file_is_left_alone(tmp_path, small_npz):
+    out = tmp_path / "medmnist"
+    out.mkdir()
+    (out / "LICENSE").write_text("my terms\n", encoding="utf-8")
+    build_small(out, small_npz("dermamnist"), "dermamnist")
+    build_small(out, small_npz("breastmnist"), "breastmnist")
+    assert (out / "LICENSE").read_text(encoding="utf-8") == "my terms\n"
+
+
+def test_a_license_file_hfmed_wrote_goes_when_the_licenses_agree_again(tmp_path, small_npz):
+    out = tmp_path / "medmnist"
+    build_small(out, small_npz("dermamnist"), "dermamnist")
+    build_small(out, small_npz("breastmnist"), "breastmnist")
+    assert (out / "LICENSE").is_file()
+    shutil.rmtree(out / "dermamnist")
+    cards.write_card(out)
+    assert not (out / "LICENSE").exists() and card_of(out).data.license == "cc-by-4.0"
+
+
+def test_the_card_links_the_papers_the_hub_turns_into_paper_pages(built_medmnist):
+    text = (built_medmnist / "README.md").read_text(encoding="utf-8")
+    for arxiv in ("2010.14925", "2110.14795", "2404.15786"):
+        assert f"(https://arxiv.org/abs/{arxiv})" in text
+    assert "MedMNIST} Classification Decathlon" in text  # the v1 citation
 
 
 def test_a_collection_that_mixes_licenses_is_other_with_each_license_named(tmp_path, small_npz):
@@ -102,7 +128,12 @@ def test_a_collection_that_mixes_licenses_is_other_with_each_license_named(tmp_p
     data = card_of(out).data
     assert data.license == "other"
     assert data.license_name == "cc-by-4.0-and-cc-by-nc-4.0"
-    assert data.license_details == "cc-by-nc-4.0: dermamnist; cc-by-4.0: every other configuration"
+    assert data.license_link == "LICENSE" and "license_details" not in data.to_dict()
+    license = (out / "LICENSE").read_text(encoding="utf-8")
+    assert "cc-by-nc-4.0 (https://creativecommons.org/licenses/by-nc/4.0/):\n  dermamnist\n" in license
+    assert "cc-by-4.0 (https://creativecommons.org/licenses/by/4.0/):\n  breastmnist\n" in license
+    assert "[LICENSE](LICENSE)" in (out / "README.md").read_text(encoding="utf-8")
+    assert Path("LICENSE") in hub.check(out).files  # pushed with the card
     assert hub.check(out).problems == []
 
 
@@ -278,7 +309,8 @@ def test_a_medimeta_build_mixing_licenses_names_both_and_passes_check(built_medi
     data = card_of(built_medimeta).data
     assert data.license == "other"
     assert data.license_name == "cc-by-nc-sa-4.0-and-cc-by-sa-4.0"
-    assert data.license_details.startswith("cc-by-nc-sa-4.0: organs_axial")
+    assert data.license_link == "LICENSE"
+    assert "cc-by-nc-sa-4.0 (https://creativecommons.org/licenses/by-nc-sa/4.0/):\n  organs_axial" in (built_medimeta / "LICENSE").read_text(encoding="utf-8")
     montages = sorted(p.name for p in (built_medimeta / "images").iterdir())
     assert montages == ["bus.png", "dr_regular.png", "organs_axial.png"]  # one per dataset, not per split variant
     assert hub.check(built_medimeta).problems == []
@@ -304,6 +336,6 @@ def test_each_template_uses_only_variables_the_renderer_provides(built_medmnist,
         configs = cards.scan(folder)
         spec = cards.COLLECTIONS[collection]
         provided = spec.variables(cards.CardContext(configs, configs[0].name, "org/x", {}))
-        provided |= cards.hub_metadata(spec, configs) | {"card_data": None}
+        provided |= cards.hub_metadata(spec, configs) | {"card_data": None, "license_link": None}  # license_link: only where licenses differ
         used = meta.find_undeclared_variables(jinja2.Environment().parse(cards.source_text(collection, "template.md")))
         assert used <= set(provided), used - set(provided)

@@ -118,6 +118,7 @@ def server():
 @pytest.fixture(autouse=True)
 def online(monkeypatch):
     monkeypatch.delenv("HFMED_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
 
 
 def test_a_good_file_is_downloaded_and_its_md5_checked(server, tmp_path):
@@ -350,6 +351,24 @@ def test_offline_mode_keeps_a_cached_file_that_fails_its_check(server, tmp_path,
     assert dest.read_bytes() == b"not it"
 
 
+def test_hf_hub_offline_forbids_downloads_too(server, tmp_path, monkeypatch):
+    """A huggingface_hub user's HF_HUB_OFFLINE=1 means no network at all, Zenodo included."""
+    monkeypatch.delenv("HFMED_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    url = server.add("/a.npz")
+    with pytest.raises(UserError, match="HF_HUB_OFFLINE is set, so it cannot be fetched"):
+        fetch(url, tmp_path / "a.npz", BODY_MD5, **FAST)
+    assert server.requests == []
+
+
+def test_hf_home_holds_the_cache_unless_hfmed_cache_is_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("HFMED_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert cache_dir() == tmp_path / "hf" / "hfmed"
+    monkeypatch.setenv("HFMED_CACHE", str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"
+
+
 def test_hfmed_cache_overrides_the_cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("HFMED_CACHE", str(tmp_path / "elsewhere" / "cache"))
     assert cache_dir() == tmp_path / "elsewhere" / "cache"
@@ -358,6 +377,7 @@ def test_hfmed_cache_overrides_the_cache_dir(tmp_path, monkeypatch):
 
 def test_the_default_cache_dir_is_under_the_home_folder(tmp_path, monkeypatch):
     monkeypatch.delenv("HFMED_CACHE", raising=False)
+    monkeypatch.delenv("HF_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert cache_dir() == tmp_path / ".cache" / "hfmed"
     assert cache_dir().is_dir()

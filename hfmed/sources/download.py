@@ -36,13 +36,17 @@ class _Transient(Exception):
 
 
 def cache_dir() -> pathlib.Path:
-    """$HFMED_CACHE if set, else ~/.cache/hfmed (created on demand).
+    """$HFMED_CACHE if set, else $HF_HOME/hfmed if HF_HOME is set, else ~/.cache/hfmed (created on demand).
 
-    The variable exists because home folders on clusters are often small and the
-    archives are not.
+    HFMED_CACHE exists because home folders on clusters are often small and the archives are
+    not; HF_HOME is where a huggingface_hub user has already moved every Hugging Face cache.
     """
     configured = os.environ.get("HFMED_CACHE")
-    path = pathlib.Path(configured).expanduser() if configured else pathlib.Path.home() / ".cache" / "hfmed"
+    hf_home = os.environ.get("HF_HOME")
+    if configured:
+        path = pathlib.Path(configured).expanduser()
+    else:
+        path = pathlib.Path(hf_home).expanduser() / "hfmed" if hf_home else pathlib.Path.home() / ".cache" / "hfmed"
     _make_folder(path)
     return path
 
@@ -82,7 +86,7 @@ def fetch(
     if _offline():
         problem = "fails its md5 check" if stale else "is not in the cache"
         raise UserError(
-            f"{dest} {problem} and HFMED_OFFLINE is set, so it cannot be fetched from {url}; "
+            f"{dest} {problem} and {_offline()} is set, so it cannot be fetched from {url}; "
             f"put the official file at {dest}, or pass a local copy with --source"
         )
     _make_folder(dest.parent)
@@ -131,8 +135,12 @@ def _accepted(md5: str | Iterable[str] | None) -> frozenset[str] | None:
     return frozenset(checksum.strip().lower() for checksum in checksums)
 
 
-def _offline() -> bool:
-    return os.environ.get("HFMED_OFFLINE", "").strip().lower() in _OFFLINE_VALUES
+def _offline() -> str | None:
+    """The variable that forbids downloads: HFMED_OFFLINE, or HF_HUB_OFFLINE as huggingface_hub reads it."""
+    for name in ("HFMED_OFFLINE", "HF_HUB_OFFLINE"):
+        if os.environ.get(name, "").strip().lower() in _OFFLINE_VALUES:
+            return name
+    return None
 
 
 def _make_folder(path: pathlib.Path) -> None:

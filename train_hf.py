@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Train an image classifier on a MedMNIST subset or a MedIMeta task with the transformers Trainer.
+"""Train an image or volume classifier on a MedMNIST subset or a MedIMeta task with the transformers Trainer.
 
     python train_hf.py --subset retinamnist
+    python train_hf.py --subset adrenalmnist3d --arch acs       # 3D: resnet3d (default), acs, resnet2_5d
     python train_hf.py --subset pneumoniamnist --size 224 --model google/vit-base-patch16-224-in21k --bf16
     python train_hf.py --collection medimeta --subset dr_regular --task dr_level
     torchrun --nproc_per_node 8 train_hf.py --subset pathmnist --size 224 ...

@@ -372,8 +372,8 @@ def test_a_medimeta_task_is_chosen_by_name_with_its_declared_type(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--subset", "adrenalmnist3d"], "3D subset"),
-        (["--subset", "organmnist3d"], "pick a 2D subset"),
+        (["--subset", "adrenalmnist3d", "--arch", "convnext"], "3D subset"),
+        (["--subset", "breastmnist", "--arch", "resnet3d"], "is a 3D architecture"),
         (["--subset", "nosuchmnist"], "hfmed list medmnist"),
         (["--subset", "breastmnist", "--size", "100"], "--size"),
         (["--subset", "breastmnist"], "no --dataset given and no ./medmnist build here"),
@@ -388,7 +388,6 @@ def test_a_medimeta_task_is_chosen_by_name_with_its_declared_type(tmp_path):
         (["--subset", "breastmnist", "--cv_folds", "5", "--cv_fold", "0", "--streaming", "true"], "drop --streaming"),
         (["--subset", "breastmnist", "--cv_folds", "5", "--cv_fold", "0", "--dataset", "my-org/medmnist"], "needs a local build"),
         (["--subset", "adrenalmnist3d", "--arch", "vit"], "--arch vit is a 2D architecture"),
-        (["--subset", "adrenalmnist3d", "--model", "some-org/some-vit"], "--model takes 2D"),
         (["--subset", "breastmnist", "--ema_decay", "1.5"], "--ema_decay must be between 0 and 1"),
         (["--subset", "breastmnist", "--fsdp", "full_shard"], "train with plain DDP"),
     ],

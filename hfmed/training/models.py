@@ -13,14 +13,17 @@ from typing import Any
 
 import torch
 
+from hfmed import models3d  # registers the 3D configs and models with the Auto classes
 from hfmed.errors import UserError
 from hfmed.loaders import TaskInfo
 from hfmed.training.arguments import DataArguments, ModelArguments, RecipeArguments, first_line
 
 #: Spatial dimensions each from-scratch architecture takes: 2 for images, 3 for volumes.
-#: 3D families register here beside the 2D ones (issue 13); a config is refused, before anything
-#: is built, when its data and the architecture asked for disagree.
-ARCH_DIMENSIONS: dict[str, int] = {"resnet": 2, "convnext": 2, "vit": 2}
+#: A config is refused, before anything is built, when its data and the architecture asked for disagree.
+ARCH_DIMENSIONS: dict[str, int] = {"resnet": 2, "convnext": 2, "vit": 2, **{name: 3 for name in models3d.FAMILIES}}
+
+#: model_type of every saved 3D network, to tell a 3D checkpoint (a 3D run's folder) from a 2D one.
+MODEL_TYPES_3D = frozenset(config_class.model_type for config_class, _ in models3d.FAMILIES.values())
 
 
 def problem_type(info: TaskInfo) -> str:
@@ -28,15 +31,50 @@ def problem_type(info: TaskInfo) -> str:
     return "multi_label_classification" if info.task == "multi-label" else "single_label_classification"
 
 
+def checkpoint_dimensions(model_type: str) -> int:
+    return 3 if model_type in MODEL_TYPES_3D else 2
+
+
+def _local_model_type(model: str) -> str | None:
+    """The model_type a local checkpoint folder declares (None: not a local folder, or unreadable)."""
+    import json
+
+    path = Path(model).expanduser() / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError):
+        return None
+
+
+def refuse_checkpoint_dimensions(config: str, volumetric: bool, model: str, model_type: str) -> None:
+    """A 3D checkpoint on 2D images, or a 2D one on volumes: one line."""
+    have, want = checkpoint_dimensions(model_type), 3 if volumetric else 2
+    if have == want:
+        return
+    if volumetric:
+        raise UserError(
+            f"{config} is a 3D subset (volumes) and --model {model} is a 2D image classifier ({model_type}); pass a 3D run's folder, "
+            f"or train from scratch with --arch {' or '.join(models3d.FAMILIES)}"
+        )
+    raise UserError(f"{config} holds 2D images and --model {model} is a 3D network ({model_type}); pass a 2D checkpoint or pick a 3D subset")
+
+
 def check_dimensions(config: str, volumetric: bool, model_args: ModelArguments) -> None:
-    """A 3D config with a 2D model, or the reverse: one line, before anything is built."""
+    """A 3D config with a 2D model, or the reverse, or a size the family lacks: one line, before anything is built.
+
+    A Hub checkpoint's type is known only once its config is read (``load_pretrained`` checks it then).
+    """
     want = 3 if volumetric else 2
+    if volumetric and model_args.channels_last:
+        raise UserError(f"{config} is a 3D subset and --channels_last is a 2D memory format; drop --channels_last")
     if model_args.model:
-        if volumetric:
-            raise UserError(f"{config} is a 3D subset (volumes) and --model takes 2D image-classification checkpoints; pick a 2D subset (`hfmed list medmnist`)")
+        model_type = _local_model_type(model_args.model)
+        if model_type is not None:
+            refuse_checkpoint_dimensions(config, volumetric, model_args.model, model_type)
         return
     have = ARCH_DIMENSIONS.get(model_args.arch, 2)
     if have == want:
+        check_arch_size(model_args.arch, model_args.arch_size)
         return
     fitting = [a for a, d in ARCH_DIMENSIONS.items() if d == want]
     if volumetric:
@@ -45,6 +83,12 @@ def check_dimensions(config: str, volumetric: bool, model_args: ModelArguments) 
             + (f"use --arch {' or '.join(fitting)}" if fitting else "no 3D architecture is available yet: pick a 2D subset (`hfmed list medmnist`)")
         )
     raise UserError(f"{config} holds 2D images and --arch {model_args.arch} is a 3D architecture; use --arch {' or '.join(fitting)}")
+
+
+def check_arch_size(arch: str, arch_size: str) -> None:
+    sizes = models3d.ARCH_SIZES if ARCH_DIMENSIONS.get(arch) == 3 else ARCH_SIZES[arch]
+    if arch_size not in sizes:
+        raise UserError(f"--arch {arch} comes in sizes {', '.join(sizes)}, not {arch_size}; pass --arch_size with one of them")
 
 
 #: Widths and depths of the from-scratch models. ``base`` is ViT-B / ConvNeXt-T / ResNet-18.
@@ -97,8 +141,12 @@ def fitted_input_size(arch: str, image_size: int) -> int:
 
 
 def scratch_config(arch: str, arch_size: str, image_size: int, channels: int, info: TaskInfo):
-    """A randomly initialised ViT, ConvNeXt or ResNet configuration sized to the images."""
+    """A randomly initialised ViT, ConvNeXt or ResNet configuration sized to the images, or a 3D network's."""
     from transformers import ConvNextConfig, ResNetConfig, ViTConfig
+
+    if ARCH_DIMENSIONS.get(arch) == 3:
+        return models3d.scratch_config(arch, arch_size, image_size=image_size, channels=channels,
+                                       label_names=info.label_names, problem_type=problem_type(info))
 
     common = {
         "num_channels": channels,
@@ -193,6 +241,7 @@ def load_pretrained(model_id: str, info: TaskInfo, cache_dir: str | None, overri
     }
     try:
         config = AutoConfig.from_pretrained(where, **head, **hub)
+        refuse_checkpoint_dimensions(info.config, info.volumetric, model_id, config.model_type)  # a Hub id's type is known only now
         apply_overrides(config, overrides)
         # ignore_mismatched_sizes: the checkpoint's classifier has another number of classes.
         model = AutoModelForImageClassification.from_pretrained(where, config=config, ignore_mismatched_sizes=True, **hub)

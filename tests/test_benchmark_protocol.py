@@ -1,0 +1,98 @@
+"""hfmed benchmark end to end on a tiny generated build: search, select, final seeds, one test read,
+resume, budget cuts, and the decathlon report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hfmed import benchmark, cli
+from hfmed.benchmark import decathlon, final, space
+from hfmed.writer import build_config
+from loading_scripts.medmnist import MedMNIST
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_SPACE = (
+    space.Candidate("plain", ("--arch", "resnet", "--arch_size", "small")),
+    space.Candidate("wd", ("--arch", "resnet", "--arch_size", "small", "--weight_decay", "0.5")),
+)
+QUICK = ("--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16")
+OPTIONS = dict(space=TINY_SPACE, epoch_tiers=(2, 1), fold_tiers=(2,), seed_tiers=(2,), parallel=2, extra_flags=QUICK)
+
+
+@pytest.fixture
+def tiny_build(small_npz, tmp_path, monkeypatch):
+    monkeypatch.setenv("HFMED_CACHE", str(tmp_path / "hfmed-cache"))
+    data = tmp_path / "medmnist"
+    npz = small_npz("breastmnist", n={"train": 24, "val": 11, "test": 13})
+    build_config(MedMNIST("breastmnist", npz, unofficial=True), data, progress=False)
+    return data
+
+
+def test_search_selects_on_folds_then_reads_test_once_and_resumes(tiny_build, tmp_path, monkeypatch):
+    out = tmp_path / "bench"
+    target = benchmark.Target("breastmnist", dataset=str(tiny_build))
+    calls = []
+    evaluate = final.evaluate
+    monkeypatch.setattr(final, "evaluate", lambda *a, **k: calls.append(a) or evaluate(*a, **k))
+    done = benchmark.run_subset(target, 1e6, out, **OPTIONS)
+
+    results, record = json.loads((out / "results.json").read_text()), json.loads((out / "search.json").read_text())
+    assert results["test"]["auc"] == pytest.approx(done.results["test"]["auc"]) and 0 <= results["test"]["acc"] <= 1
+    assert record["plan"] == {**record["plan"], "epochs": 2, "folds": 2, "candidates": ["plain", "wd"], "seeds": [100, 101], "cut": []}
+    # Search runs: cross-validation folds, no test figures and no test predictions.
+    for name in ("plain", "wd"):
+        for fold in (0, 1):
+            run = out / "search" / name / f"fold{fold}"
+            r = json.loads((run / "results.json").read_text())
+            assert r["test"] is None and r["cross_validation"]["fold"] == fold and r["arguments"]["TrainingArguments"]["seed"] == fold
+            with np.load(run / "predictions.npz") as npz:
+                assert all(k.startswith("validation_") for k in npz.files)
+            assert record["selection"]["fold_auc"][name][str(fold)] == pytest.approx(r["validation"]["auc"])
+    # The winner is recorded before the official split is trained on, and is what the final runs train.
+    sel, fin = record["selection"], record["final"]
+    assert sel["winner"] == sel["ranking"][0]["candidate"] == fin["winner"]
+    assert sel["decided_after_seconds"] <= fin["started_after_seconds"]
+    flags = " ".join(space.by_name(TINY_SPACE, sel["winner"]).flags)
+    for seed, member in zip((100, 101), fin["members"]):
+        command = json.loads((out / member / "results.json").read_text())["command"]
+        assert flags in command and f"--seed {seed}" in command and "--cv_fold" not in command
+    # The ensemble is the mean of the seeds' probabilities, scored once.
+    with np.load(out / "final/seed100/predictions.npz") as a, np.load(out / "final/seed101/predictions.npz") as b, np.load(out / "predictions.npz") as e:
+        np.testing.assert_allclose(e["test_scores"], (a["test_scores"] + b["test_scores"]) / 2)
+    assert len(calls) == 1
+    assert results["test"]["auc_95ci"][0] <= results["test"]["auc"] <= results["test"]["auc_95ci"][1]
+    assert results["clinical"]["bootstrap_95"]["resamples"] == 1000 and (out / "reliability.png").stat().st_size > 0
+    md = (out / "results.md").read_text()
+    assert "Google AutoML Vision" in md and "MedMNIST v1" in md and "Chosen: **" in md
+
+    # Rerun: nothing is trained or evaluated again.
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("results.json")}
+    benchmark.run_subset(target, 1e6, out, **OPTIONS)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("results.json")} == stamps and len(calls) == 1
+
+    # The decathlon report: this run ranked among every published BreastMNIST row.
+    assert cli.main(["benchmark", "--report", str(out)]) == 0
+    table = (out / "decathlon.md").read_text()
+    assert "MedMNIST v1 Classification Decathlon" in table and "MedMNIST v2 2D" in table and "MedMNIST+" in table
+    ranked = {t["key"]: t for t in decathlon.tables({"breastmnist": results})}
+    ours = ranked["medmnist_v1"]["methods"][0]
+    auc, acc = round(results["test"]["auc"], 3), round(results["test"]["acc"], 3)
+    rows = json.loads(json.dumps([r for r in ranked["medmnist_v1"]["methods"][1:]]))
+    auc_rank = 1 + sum(r["results"]["breastmnist"]["auc"] > auc for r in rows) + sum(r["results"]["breastmnist"]["auc"] == auc for r in rows) / 2
+    acc_rank = 1 + sum(r["results"]["breastmnist"]["acc"] > acc for r in rows) + sum(r["results"]["breastmnist"]["acc"] == acc for r in rows) / 2
+    assert ours["ranks"]["breastmnist"] == pytest.approx((auc_rank + acc_rank) / 2) == ours["average_rank"]
+    assert (out / "decathlon.png").stat().st_size > 0
+
+
+def test_a_budget_too_small_for_a_search_skips_it_and_says_so(tiny_build, tmp_path):
+    out = tmp_path / "bench"
+    done = benchmark.run_subset(benchmark.Target("breastmnist", dataset=str(tiny_build)), 30, out, **OPTIONS)
+    plan = done.record["plan"]
+    assert plan["folds"] == 0 and plan["candidates"] == ["plain"] and plan["seeds"] == [100] and plan["epochs"] == 1
+    assert any("not searched" in c for c in plan["cut"]) and any("over budget" in c for c in plan["cut"])
+    assert not (out / "search").exists() and done.record["selection"]["winner"] == "plain"
+    assert "cut by the budget" in (out / "results.md").read_text()

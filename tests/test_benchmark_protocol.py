@@ -3,6 +3,7 @@ resume, budget cuts, and the decathlon report."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from hfmed import benchmark, cli
 from hfmed.benchmark import decathlon, final, space
+from hfmed.errors import UserError
 from hfmed.writer import build_config
 from loading_scripts.medmnist import MedMNIST
 
@@ -20,7 +22,7 @@ TINY_SPACE = (
     space.Candidate("wd", ("--arch", "resnet", "--arch_size", "small", "--weight_decay", "0.5")),
 )
 QUICK = ("--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16")
-OPTIONS = dict(space=TINY_SPACE, epoch_tiers=(2, 1), fold_tiers=(2,), seed_tiers=(2,), parallel=2, extra_flags=QUICK)
+OPTIONS = dict(space=TINY_SPACE, epoch_tiers=(1,), fold_tiers=(2,), seed_tiers=(2,), parallel=2, extra_flags=QUICK)
 
 
 @pytest.fixture
@@ -35,14 +37,22 @@ def tiny_build(small_npz, tmp_path, monkeypatch):
 def test_search_selects_on_folds_then_reads_test_once_and_resumes(tiny_build, tmp_path, monkeypatch):
     out = tmp_path / "bench"
     target = benchmark.Target("breastmnist", dataset=str(tiny_build))
-    calls = []
-    evaluate = final.evaluate
+    calls, test_readers = [], []
+    evaluate, load = final.evaluate, np.load
     monkeypatch.setattr(final, "evaluate", lambda *a, **k: calls.append(a) or evaluate(*a, **k))
+
+    def spying_load(path, *args, **kwargs):  # who, in this process, opens a file holding test predictions
+        opened = load(path, *args, **kwargs)
+        if any(name.startswith("test_") for name in getattr(opened, "files", [])):
+            test_readers.append((Path(inspect.stack()[1].filename).name, Path(path).parent.name))
+        return opened
+
+    monkeypatch.setattr(np, "load", spying_load)
     done = benchmark.run_subset(target, 1e6, out, **OPTIONS)
 
     results, record = json.loads((out / "results.json").read_text()), json.loads((out / "search.json").read_text())
     assert results["test"]["auc"] == pytest.approx(done.results["test"]["auc"]) and 0 <= results["test"]["acc"] <= 1
-    assert record["plan"] == {**record["plan"], "epochs": 2, "folds": 2, "candidates": ["plain", "wd"], "seeds": [100, 101], "cut": []}
+    assert record["plan"] == {**record["plan"], "epochs": 1, "folds": 2, "candidates": ["plain", "wd"], "seeds": [100, 101], "cut": []}
     # Search runs: cross-validation folds, no test figures and no test predictions.
     for name in ("plain", "wd"):
         for fold in (0, 1):
@@ -64,6 +74,8 @@ def test_search_selects_on_folds_then_reads_test_once_and_resumes(tiny_build, tm
     with np.load(out / "final/seed100/predictions.npz") as a, np.load(out / "final/seed101/predictions.npz") as b, np.load(out / "predictions.npz") as e:
         np.testing.assert_allclose(e["test_scores"], (a["test_scores"] + b["test_scores"]) / 2)
     assert len(calls) == 1
+    assert sorted(test_readers) == [("final.py", "seed100"), ("final.py", "seed101")]  # once per member, by the evaluation only
+    monkeypatch.setattr(np, "load", load)
     assert results["test"]["auc_95ci"][0] <= results["test"]["auc"] <= results["test"]["auc_95ci"][1]
     assert results["clinical"]["bootstrap_95"]["resamples"] == 1000 and (out / "reliability.png").stat().st_size > 0
     md = (out / "results.md").read_text()
@@ -96,3 +108,25 @@ def test_a_budget_too_small_for_a_search_skips_it_and_says_so(tiny_build, tmp_pa
     assert any("not searched" in c for c in plan["cut"]) and any("over budget" in c for c in plan["cut"])
     assert not (out / "search").exists() and done.record["selection"]["winner"] == "plain"
     assert "cut by the budget" in (out / "results.md").read_text()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["benchmark", "--subset", "breastmnist", "--out", "x"], "needs --subset, --budget and --out"),
+    (["benchmark", "--subset", "breastmnist", "--budget", "soon", "--out", "x"], "is not a duration"),
+    (["benchmark", "--report", "nowhere"], "is not a folder"),
+    (["benchmark", "--report", ".", "--subset", "breastmnist"], "give it alone"),
+])
+def test_command_errors_are_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not (tmp_path / "x").exists()
+
+
+def test_an_unrelated_out_folder_is_refused_untouched(tiny_build, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep")
+    with pytest.raises(UserError, match="holds no search.json"):
+        benchmark.run_subset(benchmark.Target("breastmnist", dataset=str(tiny_build)), 60, out, **OPTIONS)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]

@@ -49,6 +49,8 @@ def test_search_selects_on_folds_then_reads_test_once_and_resumes(tiny_build, tm
 
     monkeypatch.setattr(np, "load", spying_load)
     done = benchmark.run_subset(target, 1e6, out, **OPTIONS)
+    monkeypatch.setattr(np, "load", load)
+    assert sorted(test_readers) == [("final.py", "seed100"), ("final.py", "seed101")]  # once per member, by the evaluation only
 
     results, record = json.loads((out / "results.json").read_text()), json.loads((out / "search.json").read_text())
     assert results["test"]["auc"] == pytest.approx(done.results["test"]["auc"]) and 0 <= results["test"]["acc"] <= 1
@@ -74,8 +76,6 @@ def test_search_selects_on_folds_then_reads_test_once_and_resumes(tiny_build, tm
     with np.load(out / "final/seed100/predictions.npz") as a, np.load(out / "final/seed101/predictions.npz") as b, np.load(out / "predictions.npz") as e:
         np.testing.assert_allclose(e["test_scores"], (a["test_scores"] + b["test_scores"]) / 2)
     assert len(calls) == 1
-    assert sorted(test_readers) == [("final.py", "seed100"), ("final.py", "seed101")]  # once per member, by the evaluation only
-    monkeypatch.setattr(np, "load", load)
     assert results["test"]["auc_95ci"][0] <= results["test"]["auc"] <= results["test"]["auc_95ci"][1]
     assert results["clinical"]["bootstrap_95"]["resamples"] == 1000 and (out / "reliability.png").stat().st_size > 0
     md = (out / "results.md").read_text()

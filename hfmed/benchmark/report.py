@@ -43,8 +43,10 @@ def subset_markdown(results: dict[str, Any], record: dict[str, Any]) -> str:
     lines = [
         f"# {results['subset']}: {results['model']}",
         "",
-        f"Task: {results['task_type']} ({results['num_labels']} classes), {results['image_size']} px. Recipe chosen by cross-validation "
-        "of train+validation, each seed's checkpoint chosen on validation; test evaluated once, after every choice.",
+        f"Task: {results['task_type']} ({results['num_labels']} classes), {results['image_size']} px model input. "
+        + ("Recipe chosen by cross-validation of train+validation" if (record.get("selection") or {}).get("folds_compared")
+           else "No cross-validation finished: the space's first recipe")
+        + ", each seed's checkpoint chosen on validation; test evaluated once, after every choice.",
         "",
         "| | test AUC (95% CI) | test ACC (95% CI) | validation AUC | validation ACC |",
         "|---|---|---|---|---|",
@@ -56,7 +58,8 @@ def subset_markdown(results: dict[str, Any], record: dict[str, Any]) -> str:
     for row in results["published"]:
         titles += [row["title"]] if row["title"] not in titles else []
         lines.append(f"| {row['method']} [{titles.index(row['title']) + 1}] | {_f(row.get('auc'))} | {_f(row.get('acc'))} | | |")
-    lines += ["", *[f"{i + 1}. {t}" for i, t in enumerate(titles)], ""]
+    sources = {row["title"]: row["source"] for row in results["published"]}
+    lines += ["", *[f"{i + 1}. {t}: {sources[t]}" for i, t in enumerate(titles)], ""]
     lines += [f"Intervals: percentile bootstrap over test images, {boot['resamples']} resamples, seed {boot['seed']} "
               f"(AUC defined in {boot['auc']['defined_resamples']} of them). A margin over a published row smaller than "
               "the interval's half-width is not a difference this test set can show.", ""]

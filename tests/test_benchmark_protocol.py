@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from hfmed import benchmark, cli
-from hfmed.benchmark import decathlon, final, space
+from hfmed.benchmark import decathlon, final, protocol, space
 from hfmed.errors import UserError
 from hfmed.writer import build_config
 from loading_scripts.medmnist import MedMNIST
@@ -130,3 +130,69 @@ def test_an_unrelated_out_folder_is_refused_untouched(tiny_build, tmp_path):
     with pytest.raises(UserError, match="holds no search.json"):
         benchmark.run_subset(benchmark.Target("breastmnist", dataset=str(tiny_build)), 60, out, **OPTIONS)
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def _fake_trainer(fold_auc: dict[str, list[float]], wall_seconds: float, started: list[str]):
+    """A stand-in for scheduler.run_jobs that writes what train_hf.py would, instantly: search runs
+    get the given fold AUCs and validation predictions only; final runs get test predictions too."""
+    rng = np.random.default_rng(0)
+
+    def run_jobs(jobs, pool, deadline=None, poll=0.5):
+        status = {}
+        for job in jobs:
+            if job.done:
+                status[job.out] = "kept"
+                continue
+            started.append(str(job.out))
+            job.out.mkdir(parents=True)
+            cv = "--cv_fold" in job.args
+            results = {"collection": "medmnist", "config": "breastmnist", "subset": "breastmnist", "task": "label", "task_type": "binary",
+                       "num_labels": 2, "label_names": ["malignant", "benign"], "image_size": 28, "wall_time_seconds": wall_seconds,
+                       "command": " ".join(job.args), "best_validation_auc": 0.9}
+            y = np.array([0, 1] * 10)
+            arrays = {"validation_labels": y, "validation_scores": rng.random((20, 2))}
+            if cv:
+                fold = int(job.args[job.args.index("--cv_fold") + 1])
+                results |= {"cross_validation": {"fold": fold}, "test": None, "validation": {"auc": fold_auc[job.out.parent.name][fold], "acc": 0.5}}
+            else:
+                arrays |= {"test_labels": y, "test_scores": rng.random((20, 2))}
+                results |= {"cross_validation": None, "validation": {"auc": 0.9, "acc": 0.8}, "test": {"auc": 0.5, "acc": 0.5}}
+            np.savez(job.out / "predictions.npz", **arrays)
+            (job.out / "results.json").write_text(json.dumps(results))
+            status[job.out] = "done"
+        return status
+
+    return run_jobs
+
+
+SPACE3 = TINY_SPACE + (space.Candidate("big", ("--arch", "resnet", "--arch_size", "base"), cost=3.0),)
+FAKE = dict(space=SPACE3, epoch_tiers=(1,), fold_tiers=(3,), seed_tiers=(2,), parallel=2)
+
+
+def test_a_hopeless_candidate_is_dropped_after_two_folds(tiny_build, tmp_path, monkeypatch):
+    started: list[str] = []
+    aucs = {"plain": [0.80, 0.82, 0.81], "wd": [0.83, 0.84, 0.86], "big": [0.70, 0.72, 0.99]}
+    monkeypatch.setattr(protocol, "run_jobs", _fake_trainer(aucs, 1.0, started))
+    done = benchmark.run_subset(benchmark.Target("breastmnist", dataset=str(tiny_build)), 1e9, tmp_path / "b", **FAKE)
+    record = done.record
+    assert set(record["dropped"]) == {"big"} and record["dropped"]["big"]["after_folds"] == [0, 1]
+    assert not (tmp_path / "b/search/big/fold2").exists()  # its third fold (which would have been 0.99) never ran
+    assert record["selection"]["winner"] == "wd" and record["selection"]["folds_compared"] == [0, 1, 2]
+    assert "dropped as hopeless: big" in (tmp_path / "b/results.md").read_text()
+
+
+def test_a_round_that_no_longer_fits_the_budget_is_skipped_and_recorded(tiny_build, tmp_path, monkeypatch):
+    started: list[str] = []
+    aucs = {"plain": [0.80, 0.82, 0.81], "wd": [0.83, 0.84, 0.86], "big": [0.82, 0.83, 0.84]}
+    # Runs take far longer than estimated: after fold 0 the next round would eat the final seeds' time.
+    monkeypatch.setattr(protocol, "run_jobs", _fake_trainer(aucs, 2e4, started))
+    budget_seconds = 3.5e4
+    done = benchmark.run_subset(benchmark.Target("breastmnist", dataset=str(tiny_build)), budget_seconds, tmp_path / "b", **{**FAKE, "parallel": 1})
+    record = done.record
+    assert record["plan"]["folds"] == 3 and [r["fold"] for r in record["rounds"]] == [0]
+    assert record["skipped"][0]["folds"] == [1, 2] and "final model" in record["skipped"][0]["why"]
+    assert record["selection"]["folds_compared"] == [0] and record["selection"]["winner"] == "wd"
+    assert record["slowdown"] > 100
+    # The final seeds, re-estimated with that slowdown, no longer fit either: one is kept, the other recorded.
+    assert record["final"]["seeds"] == [100] and record["skipped"][-1]["final_seed"] == 101
+    assert sum("final" in s for s in started) == 1 and len(started) == 4

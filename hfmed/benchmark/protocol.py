@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from hfmed.benchmark import budget, final, selection, space as space_mod
-from hfmed.benchmark.scheduler import Job, Slot, run_jobs, slots
+from hfmed.benchmark.scheduler import Job, run_jobs, slots
 from hfmed.benchmark.space import Candidate
 from hfmed.errors import UserError
 
@@ -109,6 +109,7 @@ def _load_record(out: Path, target: Target, budget_seconds: float) -> dict[str, 
         record = json.loads(path.read_text())
         if record.get("target") != target.__dict__:
             raise UserError(f"{out} holds a benchmark of {record.get('target')}, not {target.__dict__}; choose another --out or the same data")
+        record["budget_seconds"] = budget_seconds  # a rerun may extend the budget; the plan stays as it was
         return record
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} exists and holds no {RECORD_FILE}; give a new folder, or the folder of a benchmark to resume")
@@ -174,10 +175,12 @@ def _search(out, record, clock, chosen, common, pool, info) -> Candidate:
                 if (run / "results.json").is_file():
                     scores[c.name][f] = _fold_auc(run)
         record["rounds"] = [r for r in record["rounds"] if r["fold"] != fold] + [round_]
+        record["slowdown"] = budget.slowdown(observed)  # actual over estimated time, for the final runs' estimate
         if any(s == "stopped" for s in status.values()):
             _skip(record, fold, plan["folds"], alive, "the search's share of the budget ran out during the round")
             break
-        for name in selection.hopeless(scores, [c.name for c in alive]):
+        last_round = fold == plan["folds"] - 1  # nothing left to save by dropping
+        for name in [] if last_round else selection.hopeless(scores, [c.name for c in alive]):
             folds = selection.shared_folds(scores, [c.name for c in alive])
             record["dropped"][name] = {"after_folds": folds, "mean_auc": selection.mean_on(scores[name], folds),
                                        "leader_mean_auc": selection.ranking(scores, [c.name for c in alive])[0][1]}
@@ -237,7 +240,7 @@ def _select(out, record, clock, chosen, alive, scores) -> Candidate:
 def _final_runs(out, record, clock, winner, common, pool, info) -> list[Path]:
     seeds = list(record["plan"]["seeds"])
     started = clock.spent()
-    estimate = budget.run_seconds(winner, info.splits["train"], record["plan"]["epochs"])
+    estimate = budget.run_seconds(winner, info.splits["train"], record["plan"]["epochs"], record.get("slowdown", 1.0))
     jobs = [Job(out / "final" / f"seed{s}", [*common, *winner.flags, "--seed", str(s)], estimate) for s in seeds]
     done = [j for j in jobs if j.done]
     while len(jobs) > 1 and len(jobs) > len(done) and budget.wave_seconds([j.estimate for j in jobs if not j.done], len(pool)) > clock.remaining():

@@ -134,3 +134,26 @@ def test_the_decathlon_is_the_ten_v1_subsets_and_each_has_a_v1_row():
     automl = next(r for r in v1["rows"] if r["method"] == "Google AutoML Vision")
     assert automl["results"]["breastmnist"] == {"auc": 0.932, "acc": 0.865}
     assert "ISBI 2021" in v1["source"]
+
+
+@pytest.mark.parametrize("task,classes", [("binary", 2), ("multi-class", 4), ("ordinal", 5), ("multi-label", 3)])
+def test_the_bootstrap_auc_and_acc_are_the_medmnist_definitions(task, classes):
+    import warnings
+
+    from hfmed import metrics
+
+    rng = np.random.default_rng(7)
+    n = 60
+    if task == "multi-label":
+        y, s = rng.integers(0, 2, (n, classes)), rng.random((n, classes))
+        y[:, 2] = 0  # a label never present: left out of the AUC mean by both
+    else:
+        y = rng.integers(0, classes, (n, 1))
+        s = rng.random((n, classes))
+        s = s / s.sum(axis=1, keepdims=True)
+        s[:5] = np.round(s[:5], 1)  # ties
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", metrics.SkippedClassWarning)
+        expected = metrics.compute(task, y, s)
+    got = clinical.auc_acc(task, y, s)
+    assert got["auc"] == pytest.approx(expected["auc"]) and got["acc"] == pytest.approx(expected["acc"])

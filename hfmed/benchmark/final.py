@@ -34,16 +34,7 @@ def _combined(members: list[Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def clinical_figures(task: str, y_true: np.ndarray, y_score: np.ndarray) -> dict[str, Any]:
-    from hfmed import metrics
-
-    def score(y, s):
-        return metrics.compute(task, y, s)
-
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", metrics.SkippedClassWarning)  # a resample may lack a class; counted below
-        interval = clinical.bootstrap_interval(score, y_true, y_score)
+    interval = clinical.bootstrap_interval(lambda y, s: clinical.auc_acc(task, y, s), y_true, y_score)
     return {
         "per_class": clinical.per_class(task, y_true, y_score),
         "balanced_accuracy": clinical.balanced_accuracy(task, y_true, y_score),

@@ -157,3 +157,17 @@ def test_the_bootstrap_auc_and_acc_are_the_medmnist_definitions(task, classes):
         expected = metrics.compute(task, y, s)
     got = clinical.auc_acc(task, y, s)
     assert got["auc"] == pytest.approx(expected["auc"]) and got["acc"] == pytest.approx(expected["acc"])
+
+
+def test_the_whole_decathlon_runs_each_subset_in_its_folder_with_its_file(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(benchmark, "run_subset", lambda target, seconds, out, **kw: calls.append((target, seconds, out, kw)))
+    sources = tmp_path / "npz"
+    sources.mkdir()
+    (sources / "breastmnist.npz").write_bytes(b"")
+    benchmark.run_decathlon(list(benchmark.SUBSETS), 7200, tmp_path / "runs", source=str(sources), size=28, dataset="built", parallel=3)
+    assert [c[0].subset for c in calls] == list(benchmark.SUBSETS) and all(c[1] == 7200 for c in calls)
+    by_subset = {c[0].subset: c for c in calls}
+    assert by_subset["breastmnist"][0].source == str(sources / "breastmnist.npz") and by_subset["pathmnist"][0].source is None
+    assert by_subset["pathmnist"][2] == tmp_path / "runs" / "pathmnist" and by_subset["pathmnist"][3] == {"parallel": 3}
+    assert by_subset["pathmnist"][0].dataset == "built"

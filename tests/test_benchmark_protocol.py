@@ -189,10 +189,20 @@ def test_a_round_that_no_longer_fits_the_budget_is_skipped_and_recorded(tiny_bui
     budget_seconds = 3.5e4
     done = benchmark.run_subset(benchmark.Target("breastmnist", dataset=str(tiny_build)), budget_seconds, tmp_path / "b", **{**FAKE, "parallel": 1})
     record = done.record
-    assert record["plan"]["folds"] == 3 and [r["fold"] for r in record["rounds"]] == [0]
+    assert record["plan"]["folds"] == 3 and [r["folds"] for r in record["rounds"]] == [[0]]
     assert record["skipped"][0]["folds"] == [1, 2] and "final model" in record["skipped"][0]["why"]
     assert record["selection"]["folds_compared"] == [0] and record["selection"]["winner"] == "wd"
     assert record["slowdown"] > 100
     # The final seeds, re-estimated with that slowdown, no longer fit either: one is kept, the other recorded.
     assert record["final"]["seeds"] == [100] and record["skipped"][-1]["final_seed"] == 101
     assert sum("final" in s for s in started) == 1 and len(started) == 4
+
+
+def test_free_slots_take_several_folds_per_round(tiny_build, tmp_path, monkeypatch):
+    started: list[str] = []
+    aucs = {"plain": [0.80, 0.82, 0.81], "wd": [0.83, 0.84, 0.86]}
+    monkeypatch.setattr(protocol, "run_jobs", _fake_trainer(aucs, 1.0, started))
+    options = {**FAKE, "space": TINY_SPACE, "parallel": 4}
+    done = benchmark.run_subset(benchmark.Target("breastmnist", dataset=str(tiny_build)), 1e9, tmp_path / "b", **options)
+    assert [r["folds"] for r in done.record["rounds"]] == [[0, 1], [2]] and len(done.record["slots"]) == 4
+    assert done.record["selection"]["folds_compared"] == [0, 1, 2] and done.record["dropped"] == {}

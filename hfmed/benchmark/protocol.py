@@ -143,20 +143,22 @@ def _prepare_data(target: Target):
 
 
 def _search(out, record, clock, chosen, common, pool, info) -> Candidate:
+    """Rounds of folds for the surviving candidates; as many folds per round as the slots allow,
+    so every core works, and a drop check between rounds."""
     plan = record["plan"]
     alive = [c for c in chosen if c.name not in record["dropped"]]
     scores: dict[str, dict[int, float]] = {}
     observed: list[tuple[float, float]] = []
     pooled = info.splits["train"] + info.splits["validation"]
+    train_images = -(-pooled * (plan["folds"] - 1) // plan["folds"])
     dearest = max(chosen, key=lambda c: c.cost)
-    for fold in range(plan["folds"]):
-        if len(alive) < 2:
-            break  # one survivor: nothing left to compare
+    fold = 0
+    while fold < plan["folds"] and len(alive) >= 2:  # one survivor: nothing left to compare
+        batch = list(range(fold, min(plan["folds"], fold + max(1, len(pool) // len(alive)))))
         slow = budget.slowdown(observed)
-        train_images = -(-pooled * (plan["folds"] - 1) // plan["folds"])
-        jobs = [Job(out / "search" / c.name / f"fold{fold}",
-                    [*common, *c.flags, "--cv_folds", str(plan["folds"]), "--cv_fold", str(fold), "--seed", str(fold)],
-                    budget.run_seconds(c, train_images, plan["epochs"])) for c in alive]
+        jobs = [Job(out / "search" / c.name / f"fold{f}",
+                    [*common, *c.flags, "--cv_folds", str(plan["folds"]), "--cv_fold", str(f), "--seed", str(f)],
+                    budget.run_seconds(c, train_images, plan["epochs"])) for f in batch for c in alive]
         reserve = budget.final_seconds(dearest, len(plan["seeds"]), info.splits["train"], plan["epochs"], len(pool), slow)
         needed = budget.wave_seconds([j.estimate * slow for j in jobs if not j.done], len(pool))
         if needed and needed + reserve > clock.remaining():
@@ -164,29 +166,38 @@ def _search(out, record, clock, chosen, common, pool, info) -> Candidate:
             break
         status = run_jobs(jobs, pool, deadline=clock.deadline(reserve))
         _check(status)
-        for job in jobs:
-            if status[job.out] in ("done", "kept"):
-                observed.append((job.estimate, _read(job.out)["wall_time_seconds"]))
-        round_ = {"fold": fold, "runs": {j.out.parent.name: status[j.out] for j in jobs}}
-        for c in alive:
-            scores.setdefault(c.name, {})
-            for f in range(fold + 1):
-                run = out / "search" / c.name / f"fold{f}"
-                if (run / "results.json").is_file():
-                    scores[c.name][f] = _fold_auc(run)
-        record["rounds"] = [r for r in record["rounds"] if r["fold"] != fold] + [round_]
+        observed += [(j.estimate, _read(j.out)["wall_time_seconds"]) for j in jobs if status[j.out] in ("done", "kept")]
         record["slowdown"] = budget.slowdown(observed)  # actual over estimated time, for the final runs' estimate
+        record["rounds"] = [r for r in record["rounds"] if r["folds"] != batch] + [
+            {"folds": batch, "runs": {f"{j.out.parent.name}/{j.out.name}": status[j.out] for j in jobs}}]
+        fold = batch[-1] + 1
+        _collect(out, scores, alive, fold)
         if any(s == "stopped" for s in status.values()):
-            _skip(record, fold, plan["folds"], alive, "the search's share of the budget ran out during the round")
+            _skip(record, batch[0], plan["folds"], alive, "the search's share of the budget ran out during the round")
             break
-        last_round = fold == plan["folds"] - 1  # nothing left to save by dropping
-        for name in [] if last_round else selection.hopeless(scores, [c.name for c in alive]):
-            folds = selection.shared_folds(scores, [c.name for c in alive])
-            record["dropped"][name] = {"after_folds": folds, "mean_auc": selection.mean_on(scores[name], folds),
-                                       "leader_mean_auc": selection.ranking(scores, [c.name for c in alive])[0][1]}
-        alive = [c for c in alive if c.name not in record["dropped"]]
+        if fold < plan["folds"]:  # after the last round there is nothing left to save by dropping
+            _drop_hopeless(record, scores, alive)
+            alive = [c for c in alive if c.name not in record["dropped"]]
         _save(out, record, clock)
-    return _select(out, record, clock, chosen, alive, scores)
+    _collect(out, scores, chosen, plan["folds"])  # every finished fold, dropped candidates' too, for the record
+    return _select(out, record, clock, chosen, [c for c in alive if c.name not in record["dropped"]], scores)
+
+
+def _collect(out: Path, scores: dict[str, dict[int, float]], candidates: list[Candidate], folds: int) -> None:
+    for c in candidates:
+        scores.setdefault(c.name, {})
+        for f in range(folds):
+            run = out / "search" / c.name / f"fold{f}"
+            if (run / "results.json").is_file():
+                scores[c.name][f] = _fold_auc(run)
+
+
+def _drop_hopeless(record: dict[str, Any], scores: dict[str, dict[int, float]], alive: list[Candidate]) -> None:
+    names = [c.name for c in alive]
+    folds = selection.shared_folds(scores, names)
+    for name in selection.hopeless(scores, names):
+        record["dropped"][name] = {"after_folds": folds, "mean_auc": selection.mean_on(scores[name], folds),
+                                   "leader_mean_auc": selection.ranking(scores, names)[0][1]}
 
 
 def _skip(record, fold, folds, alive, why) -> None:

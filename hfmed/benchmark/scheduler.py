@@ -25,7 +25,8 @@ class Slot:
 
 
 def slots(limit: int | None = None) -> list[Slot]:
-    """One slot per GPU when there are GPUs, else one per core; at most ``limit``."""
+    """One slot per GPU when there are GPUs, else one per core; ``limit`` sets the number (GPUs are
+    then shared in turn)."""
     cores = os.cpu_count() or 1
     try:
         import torch
@@ -34,7 +35,7 @@ def slots(limit: int | None = None) -> list[Slot]:
     except ImportError:
         gpus = 0
     found = [Slot(max(1, cores // gpus), i) for i in range(gpus)] if gpus else [Slot(1) for _ in range(cores)]
-    return found[: limit or len(found)]
+    return [found[i % len(found)] for i in range(limit or len(found))]
 
 
 @dataclass

@@ -150,7 +150,7 @@ def _search(out, record, clock, chosen, common, pool, info) -> Candidate:
     scores: dict[str, dict[int, float]] = {}
     observed: list[tuple[float, float]] = []
     pooled = info.splits["train"] + info.splits["validation"]
-    train_images = -(-pooled * (plan["folds"] - 1) // plan["folds"])
+    train_images = -(-pooled * (plan["folds"] - 1) // plan["folds"]) if plan["folds"] else 0
     dearest = max(chosen, key=lambda c: c.cost)
     fold = 0
     while fold < plan["folds"] and len(alive) >= 2:  # one survivor: nothing left to compare

@@ -121,6 +121,9 @@ def parser() -> argparse.ArgumentParser:
     from hfmed import ensemble
 
     ensemble.add_command(sub)
+    from hfmed import benchmark
+
+    benchmark.add_command(sub)
     _add_hub_commands(sub)
     return p
 

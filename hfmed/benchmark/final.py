@@ -1,0 +1,100 @@
+"""The final model's one look at the test split: average the seeds, score, report.
+
+This is the only code of the protocol that opens test predictions; it runs after the winner is
+recorded and the final seeds have finished, and nothing it computes feeds back into a choice.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hfmed.benchmark import clinical
+
+SPLITS = ("validation", "test")
+CARRIED = ("collection", "dataset", "config", "subset", "task", "task_column_chosen", "task_type", "num_labels", "label_names", "image_size")
+
+
+def _combined(members: list[Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per split (labels, mean of the members' probabilities); the members must agree on labels."""
+    arrays = []
+    for member in members:
+        with np.load(member / "predictions.npz") as npz:
+            arrays.append({name: npz[name] for name in npz.files})
+    combined = {}
+    for split in SPLITS:
+        labels = arrays[0][f"{split}_labels"]
+        if any(not np.array_equal(a[f"{split}_labels"], labels) for a in arrays[1:]):
+            raise RuntimeError(f"the final runs {', '.join(map(str, members))} disagree on the {split} labels")
+        combined[split] = (labels, np.mean([a[f"{split}_scores"] for a in arrays], axis=0))
+    return combined
+
+
+def clinical_figures(task: str, y_true: np.ndarray, y_score: np.ndarray) -> dict[str, Any]:
+    interval = clinical.bootstrap_interval(lambda y, s: clinical.auc_acc(task, y, s), y_true, y_score)
+    return {
+        "per_class": clinical.per_class(task, y_true, y_score),
+        "balanced_accuracy": clinical.balanced_accuracy(task, y_true, y_score),
+        "reliability": clinical.reliability(task, y_true, y_score),
+        "bootstrap_95": interval,
+    }
+
+
+def evaluate(members: list[Path], out: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Score the average of the final runs; writes results.json, results.md, reliability.png and predictions.npz."""
+    from hfmed import metrics
+    from hfmed.benchmark import report
+
+    first = json.loads((members[0] / "results.json").read_text())
+    task = first["task_type"]
+    combined = _combined(members)
+    scores = {split: metrics.compute(task, *combined[split]) for split in SPLITS}
+    figures = clinical_figures(task, *combined["test"])
+    scores["test"] = {**scores["test"], "balanced_accuracy": figures["balanced_accuracy"], "ece": figures["reliability"]["ece"],
+                      "auc_95ci": [figures["bootstrap_95"]["auc"]["low"], figures["bootstrap_95"]["auc"]["high"]],
+                      "acc_95ci": [figures["bootstrap_95"]["acc"]["low"], figures["bootstrap_95"]["acc"]["high"]]}
+    members_record = []
+    for member in members:
+        r = json.loads((member / "results.json").read_text())
+        members_record.append({"folder": str(member), "command": r.get("command"), "best_validation_auc": r.get("best_validation_auc"),
+                               "validation": {k: r["validation"].get(k) for k in ("auc", "acc")},
+                               "test": {k: (r.get("test") or {}).get(k) for k in ("auc", "acc")},
+                               "wall_time_seconds": r.get("wall_time_seconds")})
+    results = {
+        **{key: first.get(key) for key in CARRIED},
+        "model": f"hfmed benchmark: {record['final']['winner']}, mean of {len(members)} seed(s)",
+        "selection_metric": "auc",
+        "validation": scores["validation"],
+        "test": scores["test"],
+        "clinical": figures,
+        "members": members_record,
+        "num_samples": {split: int(len(combined[split][0])) for split in SPLITS},
+        "benchmark": {"record": "search.json", "plan": record["plan"], "winner": record["final"]["winner"],
+                      "skipped": record["skipped"], "dropped": record["dropped"], "budget_seconds": record["budget_seconds"],
+                      "spent_seconds_before_evaluation": record["spent_seconds"]},
+        "wall_time_seconds": record["spent_seconds"],
+        "device": first.get("device"),
+    }
+    results["published"] = report.published_rows(results)
+    np.savez(out / "predictions.npz", **{f"{s}_{k}": v for s in SPLITS for k, v in zip(("labels", "scores"), combined[s])})
+    report.plot_reliability(out / "reliability.png", figures["reliability"], f"{results['config']} (test, {len(members)} seed(s))")
+    (out / "results.md").write_text(report.subset_markdown(results, record), encoding="utf-8")
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(_safe(results), indent=2) + "\n")
+    tmp.replace(out / "results.json")
+    return results
+
+
+def _safe(value):
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return _safe(value.item())
+    return value

@@ -1,0 +1,265 @@
+"""One subset, start to finish: plan, search by cross-validation, select, train the final seeds,
+evaluate once on test. Every step is recorded in ``<out>/search.json``; a rerun of the same command
+keeps every finished run and continues from the record (the plan is kept, spent time adds up).
+
+The test split: search runs are train_hf.py cross-validation runs, which never read it (checked
+after every round). The winner is written into the record before any run on the official split
+starts; :func:`hfmed.benchmark.final.evaluate` then scores the final model on test, once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hfmed.benchmark import budget, final, selection, space as space_mod
+from hfmed.benchmark.scheduler import Job, run_jobs, slots
+from hfmed.benchmark.space import Candidate
+from hfmed.errors import UserError
+
+RECORD_FILE = "search.json"
+
+
+@dataclass
+class BenchmarkResult:
+    out: Path
+    results: dict[str, Any]  # the final model's results.json
+    record: dict[str, Any]  # the search record (search.json)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which data: plain values, passed on to every train_hf.py run."""
+
+    subset: str
+    collection: str = "medmnist"
+    dataset: str | None = None
+    source: str | None = None
+    size: int = 28
+    task: str | None = None
+
+    def flags(self) -> list[str]:
+        flags = ["--subset", self.subset, "--collection", self.collection, "--size", str(self.size)]
+        flags += ["--dataset", self.dataset] if self.dataset else []
+        flags += ["--task", self.task] if self.task else []
+        return flags
+
+
+def run_subset(
+    target: Target,
+    budget_seconds: float,
+    out: Path,
+    *,
+    space: tuple[Candidate, ...] = space_mod.SPACE,
+    epoch_tiers: tuple[int, ...] = space_mod.EPOCH_TIERS,
+    fold_tiers: tuple[int, ...] = space_mod.FOLD_TIERS,
+    seed_tiers: tuple[int, ...] = space_mod.SEED_TIERS,
+    parallel: int | None = None,
+    extra_flags: tuple[str, ...] = (),
+) -> BenchmarkResult:
+    out = Path(out)
+    record = _load_record(out, target, budget_seconds)
+    if record.get("complete") and (out / "results.json").is_file():
+        return BenchmarkResult(out, json.loads((out / "results.json").read_text()), record)
+    clock = _Clock(record["spent_seconds"], budget_seconds)
+    pool = slots(parallel)
+    info = _prepare_data(target)
+    record["task_type"] = info.task
+    record["slots"] = [{"threads": s.threads, "gpu": s.gpu} for s in pool]
+    if record.get("plan") is None:
+        record["plan"] = budget.make_plan(budget_seconds, space, dict(info.splits), len(pool), epoch_tiers, fold_tiers,
+                                          space_mod.FINAL_SEEDS, seed_tiers).as_dict()
+    _save(out, record, clock)
+    common = [*space_mod.COMMON_FLAGS, *target.flags(), *space_mod.schedule_flags(record["plan"]["epochs"]), *extra_flags]
+    chosen = [space_mod.by_name(space, name) for name in record["plan"]["candidates"]]
+
+    winner = _search(out, record, clock, chosen, common, pool, info)
+    members = _final_runs(out, record, clock, winner, common, pool, info)
+    results = final.evaluate(members, out, record)
+    record["complete"] = True
+    _save(out, record, clock)
+    return BenchmarkResult(out, results, record)
+
+
+class _Clock:
+    """Budget time: what earlier sessions spent plus this session's wall time."""
+
+    def __init__(self, spent_before: float, budget_seconds: float):
+        self.started, self.before, self.budget = time.monotonic(), spent_before, budget_seconds
+
+    def spent(self) -> float:
+        return self.before + time.monotonic() - self.started
+
+    def remaining(self) -> float:
+        return self.budget - self.spent()
+
+    def deadline(self, reserve: float) -> float:
+        """A time.monotonic() value: when only ``reserve`` seconds of budget will be left."""
+        return time.monotonic() + self.remaining() - reserve
+
+
+def _load_record(out: Path, target: Target, budget_seconds: float) -> dict[str, Any]:
+    path = out / RECORD_FILE
+    if path.is_file():
+        record = json.loads(path.read_text())
+        if record.get("target") != target.__dict__:
+            raise UserError(f"{out} holds a benchmark of {record.get('target')}, not {target.__dict__}; choose another --out or the same data")
+        record["budget_seconds"] = budget_seconds  # a rerun may extend the budget; the plan stays as it was
+        return record
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out} exists and holds no {RECORD_FILE}; give a new folder, or the folder of a benchmark to resume")
+    out.mkdir(parents=True, exist_ok=True)
+    return {"target": target.__dict__, "budget_seconds": budget_seconds, "spent_seconds": 0.0, "plan": None,
+            "rounds": [], "dropped": {}, "skipped": [], "selection": None, "final": None, "complete": False}
+
+
+def _save(out: Path, record: dict[str, Any], clock: _Clock) -> None:
+    record["spent_seconds"] = clock.spent()
+    tmp = out / (RECORD_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(out / RECORD_FILE)
+
+
+def _prepare_data(target: Target):
+    """Build the config once here (not in parallel runs racing each other); its TaskInfo."""
+    from hfmed import loaders
+    from hfmed.builder import builder_class
+
+    location = Path(target.dataset or target.collection)
+    config = target.subset if target.collection != "medmnist" or target.size == 28 else f"{target.subset}_{target.size}"
+    folder = location / config
+    if not (folder.is_dir() and any(folder.glob("*.parquet"))):
+        if not target.source:
+            raise UserError(f"{location} has no {config} build; build it with `hfmed build {target.collection} {config} --out {location}` or pass --source")
+        from hfmed.writer import build_config
+
+        build_config(builder_class(target.collection)(config, target.source), location, progress=False)
+    return loaders.task_info(str(location), config, target.task)
+
+
+def _search(out, record, clock, chosen, common, pool, info) -> Candidate:
+    """Rounds of folds for the surviving candidates; as many folds per round as the slots allow,
+    so every core works, and a drop check between rounds."""
+    plan = record["plan"]
+    alive = [c for c in chosen if c.name not in record["dropped"]]
+    scores: dict[str, dict[int, float]] = {}
+    observed: list[tuple[float, float]] = []
+    pooled = info.splits["train"] + info.splits["validation"]
+    train_images = -(-pooled * (plan["folds"] - 1) // plan["folds"]) if plan["folds"] else 0
+    dearest = max(chosen, key=lambda c: c.cost)
+    fold = 0
+    while fold < plan["folds"] and len(alive) >= 2:  # one survivor: nothing left to compare
+        batch = list(range(fold, min(plan["folds"], fold + max(1, len(pool) // len(alive)))))
+        slow = budget.slowdown(observed)
+        jobs = [Job(out / "search" / c.name / f"fold{f}",
+                    [*common, *c.flags, "--cv_folds", str(plan["folds"]), "--cv_fold", str(f), "--seed", str(f)],
+                    budget.run_seconds(c, train_images, plan["epochs"])) for f in batch for c in alive]
+        reserve = budget.final_seconds(dearest, len(plan["seeds"]), info.splits["train"], plan["epochs"], len(pool), slow)
+        needed = budget.wave_seconds([j.estimate * slow for j in jobs if not j.done], len(pool))
+        if needed and needed + reserve > clock.remaining():
+            _skip(record, fold, plan["folds"], alive, f"estimated {needed:.0f} s for the round and {reserve:.0f} s for the final model, {clock.remaining():.0f} s left")
+            break
+        status = run_jobs(jobs, pool, deadline=clock.deadline(reserve))
+        _check(status)
+        observed += [(j.estimate, _read(j.out)["wall_time_seconds"]) for j in jobs if status[j.out] in ("done", "kept")]
+        record["slowdown"] = budget.slowdown(observed)  # actual over estimated time, for the final runs' estimate
+        record["rounds"] = [r for r in record["rounds"] if r["folds"] != batch] + [
+            {"folds": batch, "runs": {f"{j.out.parent.name}/{j.out.name}": status[j.out] for j in jobs}}]
+        fold = batch[-1] + 1
+        _collect(out, scores, alive, fold)
+        if any(s == "stopped" for s in status.values()):
+            _skip(record, batch[0], plan["folds"], alive, "the search's share of the budget ran out during the round")
+            break
+        if fold < plan["folds"]:  # after the last round there is nothing left to save by dropping
+            _drop_hopeless(record, scores, alive)
+            alive = [c for c in alive if c.name not in record["dropped"]]
+        _save(out, record, clock)
+    _collect(out, scores, chosen, plan["folds"])  # every finished fold, dropped candidates' too, for the record
+    return _select(out, record, clock, chosen, [c for c in alive if c.name not in record["dropped"]], scores)
+
+
+def _collect(out: Path, scores: dict[str, dict[int, float]], candidates: list[Candidate], folds: int) -> None:
+    for c in candidates:
+        scores.setdefault(c.name, {})
+        for f in range(folds):
+            run = out / "search" / c.name / f"fold{f}"
+            if (run / "results.json").is_file():
+                scores[c.name][f] = _fold_auc(run)
+
+
+def _drop_hopeless(record: dict[str, Any], scores: dict[str, dict[int, float]], alive: list[Candidate]) -> None:
+    names = [c.name for c in alive]
+    folds = selection.shared_folds(scores, names)
+    for name in selection.hopeless(scores, names):
+        record["dropped"][name] = {"after_folds": folds, "mean_auc": selection.mean_on(scores[name], folds),
+                                   "leader_mean_auc": selection.ranking(scores, names)[0][1]}
+
+
+def _skip(record, fold, folds, alive, why) -> None:
+    entry = {"folds": list(range(fold, folds)), "candidates": [c.name for c in alive], "why": why}
+    if entry not in record["skipped"]:
+        record["skipped"].append(entry)
+
+
+def _check(status: dict[Path, str]) -> None:
+    failed = [p for p, s in status.items() if s == "failed"]
+    if failed:
+        raise UserError(f"training run {failed[0]} failed; see {failed[0].with_suffix('.log')}, fix the cause, then rerun the same command to resume")
+
+
+def _read(run: Path) -> dict[str, Any]:
+    return json.loads((run / "results.json").read_text())
+
+
+def _fold_auc(run: Path) -> float:
+    """A search run's held-out fold AUC, after checking that it never touched the test split."""
+    results = _read(run)
+    with np.load(run / "predictions.npz") as npz:
+        touched = [name for name in npz.files if not name.startswith("validation_")]
+    if results.get("test") is not None or touched or not results.get("cross_validation"):
+        raise RuntimeError(f"{run} is a search run but holds test results ({touched or 'test'}); the protocol forbids it")
+    return float(results["validation"]["auc"])
+
+
+def _select(out, record, clock, chosen, alive, scores) -> Candidate:
+    if record.get("selection"):
+        return next(c for c in chosen if c.name == record["selection"]["winner"])
+    names = [c.name for c in alive]
+    compared = [n for n in names if scores.get(n)]
+    if compared:
+        ranked = selection.ranking(scores, compared)
+        winner = ranked[0][0]
+        why = "highest mean held-out fold AUC on the folds every survivor finished"
+    else:
+        ranked, winner = [], names[0]
+        why = "no fold finished (no search in the plan, or no time for one): the first candidate of the space"
+    record["selection"] = {
+        "winner": winner, "why": why, "folds_compared": selection.shared_folds(scores, compared) if compared else [],
+        "ranking": [{"candidate": n, "mean_fold_auc": m} for n, m in ranked],
+        "fold_auc": {n: {str(f): a for f, a in s.items()} for n, s in scores.items()},
+        "decided_after_seconds": clock.spent(),
+    }
+    _save(out, record, clock)  # the choice is on disk before the official split is trained on
+    return next(c for c in chosen if c.name == winner)
+
+
+def _final_runs(out, record, clock, winner, common, pool, info) -> list[Path]:
+    seeds = list(record["plan"]["seeds"])
+    started = clock.spent()
+    estimate = budget.run_seconds(winner, info.splits["train"], record["plan"]["epochs"], record.get("slowdown", 1.0))
+    jobs = [Job(out / "final" / f"seed{s}", [*common, *winner.flags, "--seed", str(s)], estimate) for s in seeds]
+    done = [j for j in jobs if j.done]
+    while len(jobs) > 1 and len(jobs) > len(done) and budget.wave_seconds([j.estimate for j in jobs if not j.done], len(pool)) > clock.remaining():
+        dropped = jobs.pop()
+        record["skipped"].append({"final_seed": int(dropped.out.name[4:]), "why": f"{clock.remaining():.0f} s of budget left"})
+    status = run_jobs(jobs, pool)
+    _check(status)
+    record["final"] = {"winner": winner.name, "flags": list(winner.flags), "seeds": [int(j.out.name[4:]) for j in jobs],
+                       "members": [str(j.out.relative_to(out)) for j in jobs], "started_after_seconds": started}
+    _save(out, record, clock)
+    return [j.out for j in jobs]

@@ -1,0 +1,98 @@
+"""Run train_hf.py processes side by side on every core or every GPU, with a deadline.
+
+On CPUs each run gets one torch thread and there are as many runs as cores: small models at 28 px
+do not scale across threads, and separate processes do (as benchmarks/cv_recipes.py found). With
+GPUs each run gets one GPU and an equal share of the cores.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]  # where train_hf.py lives
+TRAIN_SCRIPT = ROOT / "train_hf.py"
+
+
+@dataclass(frozen=True)
+class Slot:
+    threads: int
+    gpu: int | None = None
+
+
+def slots(limit: int | None = None) -> list[Slot]:
+    """One slot per GPU when there are GPUs, else one per core; ``limit`` sets the number (GPUs are
+    then shared in turn)."""
+    cores = os.cpu_count() or 1
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except ImportError:
+        gpus = 0
+    found = [Slot(max(1, cores // gpus), i) for i in range(gpus)] if gpus else [Slot(1) for _ in range(cores)]
+    return [found[i % len(found)] for i in range(limit or len(found))]
+
+
+@dataclass
+class Job:
+    out: Path
+    args: list[str]  # train_hf.py flags, --output_dir excluded
+    estimate: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return (self.out / "results.json").is_file()
+
+    @property
+    def log(self) -> Path:
+        return self.out.with_suffix(".log")
+
+
+def _launch(job: Job, slot: Slot) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": str(slot.threads), "MKL_NUM_THREADS": str(slot.threads)}
+    if slot.gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(slot.gpu)
+    job.log.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, str(TRAIN_SCRIPT), *job.args, "--output_dir", str(job.out)]
+    with job.log.open("w") as handle:
+        return subprocess.Popen(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, env=env)
+
+
+def run_jobs(jobs: list[Job], pool: list[Slot], deadline: float | None = None, poll: float = 0.5) -> dict[Path, str]:
+    """Run the jobs that have no results.json yet; returns each job's status:
+    ``kept`` (done before), ``done``, ``failed`` or ``stopped`` (the deadline, a ``time.monotonic()``
+    value, passed while it ran, or before it could start)."""
+    status = {job.out: "kept" for job in jobs if job.done}
+    pending = [job for job in jobs if not job.done]
+    free = list(pool)
+    running: list[tuple[subprocess.Popen, Job, Slot]] = []
+    try:
+        while pending or running:
+            late = deadline is not None and time.monotonic() > deadline
+            while pending and free and not late:
+                job, slot = pending.pop(0), free.pop(0)
+                running.append((_launch(job, slot), job, slot))
+            if late:
+                for job in pending:
+                    status[job.out] = "stopped"
+                pending = []
+                for process, job, _ in running:
+                    process.terminate()
+            time.sleep(poll)
+            for entry in list(running):
+                process, job, slot = entry
+                if process.poll() is None:
+                    continue
+                running.remove(entry)
+                free.append(slot)
+                status[job.out] = "done" if process.returncode == 0 and job.done else ("stopped" if late else "failed")
+    except BaseException:
+        for process, _, _ in running:
+            process.terminate()
+        raise
+    return status

@@ -1,0 +1,173 @@
+"""hfmed.benchmark's pure parts against hand-computed values: clinical figures, folds, the budget
+plan, early drops, ranks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hfmed import benchmark
+from hfmed.benchmark import budget, clinical, decathlon, folds, selection, space
+
+# Binary: 6 images, positive probability as the second column.
+Y = np.array([1, 1, 1, 0, 0, 0])
+P = np.array([0.9, 0.6, 0.4, 0.3, 0.7, 0.1])
+S = np.stack([1 - P, P], axis=1)
+
+
+def test_binary_sensitivity_specificity_and_balanced_accuracy_by_hand():
+    # decisions >0.5: 1 1 0 0 1 0 -> TP 2, FN 1, TN 2, FP 1
+    figures = clinical.per_class("binary", Y, S)
+    assert figures["sensitivity"] == pytest.approx([2 / 3, 2 / 3])  # class 0: TN/(TN+FP) seen from class 0
+    assert figures["specificity"] == pytest.approx([2 / 3, 2 / 3])
+    assert figures["support"] == [3, 3]
+    assert clinical.balanced_accuracy("binary", Y, S) == pytest.approx(2 / 3)
+
+
+def test_multiclass_per_class_and_undefined_precision():
+    y = np.array([0, 0, 1, 2, 2, 2])
+    s = np.eye(3)[[0, 1, 1, 2, 2, 0]]  # predictions 0 1 1 2 2 0
+    figures = clinical.per_class("multi-class", y, s)
+    assert figures["sensitivity"] == pytest.approx([1 / 2, 1.0, 2 / 3])
+    assert figures["specificity"] == pytest.approx([3 / 4, 4 / 5, 1.0])
+    assert figures["precision"] == pytest.approx([1 / 2, 1 / 2, 1.0])
+    assert clinical.balanced_accuracy("ordinal", y, s) == pytest.approx((1 / 2 + 1 + 2 / 3) / 3)
+    assert clinical.per_class("multi-class", np.array([0, 0]), np.eye(3)[[0, 0]])["precision"][1] is None
+
+
+def test_multi_label_balanced_accuracy_is_the_mean_of_each_labels_two_rates():
+    y = np.array([[1, 0], [0, 0], [1, 1], [0, 1]])
+    s = np.array([[0.8, 0.2], [0.6, 0.1], [0.4, 0.9], [0.1, 0.3]])
+    # label 0: TP 1 FN 1 TN 1 FP 1 -> 0.5/0.5; label 1: TP 1 FN 1 TN 2 FP 0 -> 0.5/1.0
+    figures = clinical.per_class("multi-label", y, s)
+    assert figures["sensitivity"] == pytest.approx([0.5, 0.5]) and figures["specificity"] == pytest.approx([0.5, 1.0])
+    assert clinical.balanced_accuracy("multi-label", y, s) == pytest.approx((0.5 + 0.75) / 2)
+
+
+def test_reliability_bins_and_ece_by_hand():
+    rel = clinical.reliability("binary", Y, S, bins=5)
+    # confidences 0.9 0.6 0.6 0.7 0.7 0.9, correct 1 1 0 1 0 1 -> bin [0.6,0.8): conf 0.65 acc 0.5 (4), bin [0.8,1]: 0.9 / 1.0 (2)
+    assert rel["count"] == [0, 0, 0, 4, 2]
+    assert rel["confidence"][3] == pytest.approx(0.65) and rel["accuracy"][3] == pytest.approx(0.5)
+    assert rel["ece"] == pytest.approx((4 * 0.15 + 2 * 0.1) / 6)
+    assert rel["confidence"][0] is None
+    # multi-label: every (image, label) pair; a probability of exactly 1 lands in the last bin
+    ml = clinical.reliability("multi-label", np.array([[1, 0]]), np.array([[1.0, 0.0]]), bins=2)
+    assert ml["count"] == [1, 1] and ml["ece"] == pytest.approx(0.0)
+
+
+def test_bootstrap_is_seeded_and_brackets_the_figure():
+    def mean_of(y, s):
+        return {"m": float(np.mean(s)), "undefined": float("nan")}
+
+    values = np.arange(50, dtype=float)
+    a = clinical.bootstrap_interval(mean_of, values, values, resamples=200, seed=3)
+    b = clinical.bootstrap_interval(mean_of, values, values, resamples=200, seed=3)
+    assert a == b and a["m"]["low"] < 24.5 < a["m"]["high"] and a["m"]["defined_resamples"] == 200
+    assert a["undefined"]["defined_resamples"] == 0
+    assert clinical.bootstrap_interval(mean_of, values, values, resamples=200, seed=4)["m"] != a["m"]
+
+
+def test_folds_are_stratified_and_never_split_a_patient():
+    labels = np.array([0] * 40 + [1] * 20)
+    plain = folds.assign(labels, 5, seed=1)
+    for f in range(5):
+        assert (labels[plain == f] == 0).sum() == 8 and (labels[plain == f] == 1).sum() == 4
+    assert np.array_equal(plain, folds.assign(labels, 5, seed=1))
+    groups = np.repeat(np.arange(20), 3)  # 20 patients, 3 images each, one label per patient
+    grouped = folds.assign(labels, 4, groups=groups, seed=0)
+    for g in range(20):
+        assert len(set(grouped[groups == g])) == 1
+    counts = [np.bincount(labels[grouped == f], minlength=2) for f in range(4)]
+    assert all(abs(c[0] - 10) <= 3 and abs(c[1] - 5) <= 3 for c in counts)
+    with pytest.raises(ValueError, match="groups cannot fill"):
+        folds.assign(labels, 5, groups=np.repeat([0, 1, 2], 20))
+    # multi-label rows stratify as combinations
+    assert folds.strata(np.array([[1, 0], [0, 1], [1, 0]])).tolist() == [1, 0, 1]
+
+
+def test_the_plan_cuts_candidates_then_seeds_then_folds_then_epochs():
+    sizes = {"train": 546, "validation": 78}
+    args = (space.SPACE, sizes, 2, space.EPOCH_TIERS, space.FOLD_TIERS, space.FINAL_SEEDS, space.SEED_TIERS)
+    full = budget.make_plan(1e7, *args)
+    assert (full.epochs, full.folds, len(full.candidates), len(full.seeds), full.cut) == (100, 5, 4, 4, [])
+    hour = budget.make_plan(3600, *args)
+    assert hour.estimated_seconds <= 3600 and hour.cut  # 4 x 5 x ~6 min runs do not fit an hour on 2 slots
+    assert hour.candidates == [c.name for c in space.SPACE[: len(hour.candidates)]]
+    tiny = budget.make_plan(1, *args)
+    assert (tiny.epochs, tiny.folds, tiny.candidates, tiny.seeds) == (15, 0, ["wd_ls"], [100]) and "over budget" in tiny.cut[-1]
+    # a bigger budget never plans less
+    plans = [budget.make_plan(b, *args) for b in (600, 1800, 3600, 7200, 14400)]
+    assert [p.estimated_seconds for p in plans] == sorted(p.estimated_seconds for p in plans)
+
+
+@pytest.mark.parametrize("text,seconds", [("90s", 90), ("45m", 2700), ("1h", 3600), ("1.5h", 5400), ("120", 120)])
+def test_budgets_parse(text, seconds):
+    assert budget.parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "-1h", "0", "inf"])
+def test_bad_budgets_are_refused(text):
+    with pytest.raises(ValueError, match="budget"):
+        budget.parse_budget(text)
+
+
+def test_hopeless_candidates_are_dropped_on_shared_folds_only():
+    scores = {"a": {0: 0.90, 1: 0.92}, "b": {0: 0.85, 1: 0.86}, "c": {0: 0.89, 1: 0.90}}
+    assert selection.hopeless(scores, ["a", "b", "c"]) == ["b"]  # 0.91 - 0.855 > 0.03; c is 0.015 behind
+    assert selection.hopeless({"a": {0: 0.9}, "b": {0: 0.5}}, ["a", "b"]) == []  # one fold is not enough
+    # b has an extra fold that a lacks: compared on fold 0 and 1 only
+    assert selection.ranking({"a": {0: 0.9, 1: 0.9}, "b": {0: 0.8, 1: 0.8, 2: 1.0}}, ["a", "b"])[0] == ("a", pytest.approx(0.9))
+    # a tie at three decimals keeps the space's order
+    assert selection.ranking({"x": {0: 0.9001}, "y": {0: 0.9004}}, ["x", "y"])[0][0] == "x"
+
+
+def test_average_ranks_share_ties_and_skip_missing():
+    assert decathlon.average_ranks([0.9, 0.8, 0.9, None, 0.7]) == [1.5, 3, 1.5, None, 4]
+
+
+def test_the_decathlon_is_the_ten_v1_subsets_and_each_has_a_v1_row():
+    from hfmed import facts
+
+    v1 = facts.load("baselines")["medmnist_v1"]
+    assert set(benchmark.SUBSETS) == set(v1["rows"][0]["results"]) and len(v1["rows"]) == 7
+    automl = next(r for r in v1["rows"] if r["method"] == "Google AutoML Vision")
+    assert automl["results"]["breastmnist"] == {"auc": 0.932, "acc": 0.865}
+    assert "ISBI 2021" in v1["source"]
+
+
+@pytest.mark.parametrize("task,classes", [("binary", 2), ("multi-class", 4), ("ordinal", 5), ("multi-label", 3)])
+def test_the_bootstrap_auc_and_acc_are_the_medmnist_definitions(task, classes):
+    import warnings
+
+    from hfmed import metrics
+
+    rng = np.random.default_rng(7)
+    n = 60
+    if task == "multi-label":
+        y, s = rng.integers(0, 2, (n, classes)), rng.random((n, classes))
+        y[:, 2] = 0  # a label never present: left out of the AUC mean by both
+    else:
+        y = rng.integers(0, classes, (n, 1))
+        s = rng.random((n, classes))
+        s = s / s.sum(axis=1, keepdims=True)
+        s[:5] = np.round(s[:5], 1)  # ties
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", metrics.SkippedClassWarning)
+        expected = metrics.compute(task, y, s)
+    got = clinical.auc_acc(task, y, s)
+    assert got["auc"] == pytest.approx(expected["auc"]) and got["acc"] == pytest.approx(expected["acc"])
+
+
+def test_the_whole_decathlon_runs_each_subset_in_its_folder_with_its_file(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(benchmark, "run_subset", lambda target, seconds, out, **kw: calls.append((target, seconds, out, kw)))
+    sources = tmp_path / "npz"
+    sources.mkdir()
+    (sources / "breastmnist.npz").write_bytes(b"")
+    benchmark.run_decathlon(list(benchmark.SUBSETS), 7200, tmp_path / "runs", source=str(sources), size=28, dataset="built", parallel=3)
+    assert [c[0].subset for c in calls] == list(benchmark.SUBSETS) and all(c[1] == 7200 for c in calls)
+    by_subset = {c[0].subset: c for c in calls}
+    assert by_subset["breastmnist"][0].source == str(sources / "breastmnist.npz") and by_subset["pathmnist"][0].source is None
+    assert by_subset["pathmnist"][2] == tmp_path / "runs" / "pathmnist" and by_subset["pathmnist"][3] == {"parallel": 3}
+    assert by_subset["pathmnist"][0].dataset == "built"

@@ -5,6 +5,8 @@
 #   (b) train_hf.py at 224 px for ViT-B/16 and ConvNeXt-T, real data against synthetic tensors:
 #       images/s and seconds per epoch (bench_train.py)
 #   (c) train_hf.py through torchrun with one process and with two (two GPUs if lent, else both on one)
+#   (d) the 3D networks (hfmed.models3d): training volumes/s at 28^3 and 64^3, bf16, batch 32, on the
+#       real AdrenalMNIST3D volumes (bench_3d.py; the file travels in .whl/data, since ../shared does not)
 #
 # On this machine first (the GPU image lacks datasets, evaluate and the loaders' inflate libraries):
 #   benchmarks/gpu_wheels.sh          # pip download into ./.whl (git-ignored)
@@ -43,3 +45,5 @@ SHARE=$([ "$GPUS" -lt 2 ] && echo --share-gpu)
 timeout 200 $PY benchmarks/bench_loaders.py --gpu --work $WORK --steps 40 > "$OUT/loaders_gpu.json"; echo "bench_loaders --gpu rc=$?"
 timeout 180 $PY benchmarks/bench_train.py --work $WORK --steps 40 --warmup 5 --json "$OUT/train.json"; echo "bench_train rc=$?"
 timeout 150 $PY benchmarks/bench_ddp.py --data $WORK/medmnist --work /tmp/hfmed-ddp --steps 40 $SHARE --json "$OUT/ddp.json"; echo "bench_ddp rc=$?"
+timeout 90 $PY benchmarks/bench_3d.py --device cuda --batch 32 --bf16 --sizes small base --min_seconds 2 --min_steps 3 \
+    --data .whl/data/adrenalmnist3d.npz --json "$OUT/bench_3d_gpu.json"; echo "bench_3d rc=$?"

@@ -14,3 +14,5 @@ $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --imp
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl $pins "$@"
 ls -la .whl && du -sh .whl
+# bench_3d.py's real volumes: ../shared does not travel to the device machine, so they go along in .whl/data.
+mkdir -p .whl/data && cp ../shared/data/medmnist/adrenalmnist3d.npz .whl/data/

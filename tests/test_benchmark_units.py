@@ -171,3 +171,15 @@ def test_the_whole_decathlon_runs_each_subset_in_its_folder_with_its_file(tmp_pa
     assert by_subset["breastmnist"][0].source == str(sources / "breastmnist.npz") and by_subset["pathmnist"][0].source is None
     assert by_subset["pathmnist"][2] == tmp_path / "runs" / "pathmnist" and by_subset["pathmnist"][3] == {"parallel": 3}
     assert by_subset["pathmnist"][0].dataset == "built"
+
+
+def test_train_hf_is_found_in_the_checkout_or_the_current_folder_else_one_line(tmp_path, monkeypatch):
+    from hfmed.benchmark import scheduler
+    from hfmed.errors import UserError
+
+    monkeypatch.setattr(scheduler, "CHECKOUT", tmp_path / "site-packages")  # a regular install
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="run it from the checkout's folder"):
+        scheduler.train_script()
+    (tmp_path / "train_hf.py").write_text("")
+    assert scheduler.train_script() == tmp_path / "train_hf.py"

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from hfmed.benchmark import budget, final, selection, space as space_mod
-from hfmed.benchmark.scheduler import Job, run_jobs, slots
+from hfmed.benchmark.scheduler import Job, run_jobs, slots, train_script
 from hfmed.benchmark.space import Candidate
 from hfmed.errors import UserError
 
@@ -62,6 +62,7 @@ def run_subset(
     parallel: int | None = None,
     extra_flags: tuple[str, ...] = (),
 ) -> BenchmarkResult:
+    train_script()  # refused before anything is written when train_hf.py cannot be found
     out = Path(out)
     record = _load_record(out, target, budget_seconds)
     if record.get("complete") and (out / "results.json").is_file():

@@ -14,8 +14,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]  # where train_hf.py lives
-TRAIN_SCRIPT = ROOT / "train_hf.py"
+from hfmed.errors import UserError
+
+# train_hf.py is the checkout's script, not part of the installed package: an editable install
+# finds it beside the package, a regular install in the folder the command is run from.
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def train_script(cwd: Path | None = None) -> Path:
+    """The train_hf.py that runs the protocol's trainings."""
+    for folder in (CHECKOUT, Path(cwd or Path.cwd()).resolve()):
+        if (folder / "train_hf.py").is_file():
+            return folder / "train_hf.py"
+    raise UserError("hfmed benchmark runs train_hf.py from the hfmed source checkout, and none was found; run it from the checkout's folder")
 
 
 @dataclass(frozen=True)
@@ -58,9 +69,10 @@ def _launch(job: Job, slot: Slot) -> subprocess.Popen:
     if slot.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(slot.gpu)
     job.log.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, str(TRAIN_SCRIPT), *job.args, "--output_dir", str(job.out)]
+    script = train_script()
+    command = [sys.executable, str(script), *job.args, "--output_dir", str(job.out)]
     with job.log.open("w") as handle:
-        return subprocess.Popen(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen(command, cwd=script.parent, stdout=handle, stderr=subprocess.STDOUT, env=env)
 
 
 def run_jobs(jobs: list[Job], pool: list[Slot], deadline: float | None = None, poll: float = 0.5) -> dict[Path, str]:

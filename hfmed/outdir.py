@@ -32,7 +32,8 @@ PNG_MARK = ("Software", "hfmed")  # tEXt chunk of every montage
 LOCK_PREFIX = ".hfmed-lock-"
 SHARD_NAME = re.compile(r"[A-Za-z0-9_.]+-\d{5}-of-\d{5}\.parquet")
 _LEGACY_CARD = re.compile(r"\(built with hfmed \d[^)]*\)")
-_PID_TMP = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.tmp")
+# Only the working files of what hfmed writes beside the shards: the card, LICENSE, montages.
+_PID_TMP = re.compile(r"\.(?P<name>README\.md|LICENSE|[A-Za-z0-9_]+\.png)\.(?P<pid>\d+)\.tmp")
 
 
 # --- marks -------------------------------------------------------------------------------------
@@ -179,7 +180,10 @@ def pid_alive(pid: int) -> bool:
 
 
 def remove_dead_tmp_files(folder: Path) -> None:
-    """Remove ``.<name>.<pid>.tmp`` files left by processes that no longer run."""
+    """Remove hfmed's own ``.<name>.<pid>.tmp`` files left by processes that no longer run.
+
+    Only names hfmed writes this way match: a user's ``.notes.12.tmp`` is never removed.
+    """
     if not folder.is_dir():
         return
     for p in folder.iterdir():

@@ -270,11 +270,14 @@ def test_a_placed_config_without_its_card_is_completed_by_a_rerun(npz, tmp_path,
     assert build_npz(capsys, npz, out)[0] == 0
     card = (out / "README.md").read_bytes()
     (out / "README.md").unlink()
-    (out / f".README.md.{_dead_pid()}.tmp").write_text("half")
+    dead = _dead_pid()
+    (out / f".README.md.{dead}.tmp").write_text("half")
+    (out / f".notes.txt.{dead}.tmp").write_text("the user's own")  # named alike, but not hfmed's
     rc, err = build_npz(capsys, npz, out)
     assert rc == 0, err
     assert (out / "README.md").read_bytes() == card
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [f".notes.txt.{dead}.tmp"]
+    assert (out / f".notes.txt.{dead}.tmp").read_text() == "the user's own"
     rc, err = build_npz(capsys, npz, out)  # now complete: the usual refusal
     assert rc == 2 and "already exists" in err
 

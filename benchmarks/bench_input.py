@@ -6,7 +6,7 @@ the content is real grayscale texture), each run in a fresh interpreter, in rota
 ``--repeats``:
 
 - ``loaders``: ``hfmed.loaders.dataloader`` alone (shuffled, pixel cache, mean/std 0.5, batch
-  128), every batch taken and dropped;
+  128, workers kept across epochs as ``train_hf.py`` keeps them), every batch taken and dropped;
 - ``input``: the batches the Trainer receives. A ``MedTrainer`` of this checkout with the model
   replaced by a no-op (one parameter, its loss ignores the batch), fed as ``train_hf.py`` feeds it
   (``hfmed.training.Data.loader``); its ``get_train_dataloader()`` is iterated and every batch goes
@@ -24,6 +24,7 @@ the content is real grayscale texture), each run in a fresh interpreter, in rota
 Rates are images per second over every epoch of a run (worker start-up included).
 
     python benchmarks/bench_input.py --work /tmp/hfmed-input --before /work/main --json /tmp/bench_input.json
+    python benchmarks/bench_input.py --alternate 15    # both pipelines in one process per case, in turns
     python benchmarks/bench_input.py --tiny     # smoke test: 28 px, one repeat
 """
 
@@ -42,7 +43,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT.parent / "shared" / "data" / "medmnist" / "breastmnist.npz"
-EPOCHS = {28: 20, 224: 2}  # per timed run: enough images for a run of a few seconds
+EPOCHS = {28: 400, 224: 40}  # per timed run: a few seconds of batches, so one-off set-up is not the figure
 
 
 def make_data(work: Path, sizes: list[int]) -> Path:
@@ -94,17 +95,28 @@ def _noop_model():
     return NoOp()
 
 
-def run_loaders(case: dict) -> float:
+def _loaders_alone(case: dict):
     from hfmed import loaders
 
     side = case["size"]
-    loader = loaders.dataloader(case["data"], "breastmnist" if side == 28 else f"breastmnist_{side}", split="train", batch_size=128,
-                                num_workers=case["workers"], shuffle=True, streaming=False, mean=(0.5,), std=(0.5,), progress=False)
+    return loaders.dataloader(case["data"], "breastmnist" if side == 28 else f"breastmnist_{side}", split="train", batch_size=128,
+                                num_workers=case["workers"], persistent_workers=case["workers"] > 0, shuffle=True, streaming=False,
+                                mean=(0.5,), std=(0.5,), progress=False)
+
+
+def _epochs(loader, epochs: int, prepare=None) -> float:
+    """Images per second over ``epochs`` passes, every batch taken (through ``prepare`` if given)."""
     images, start = 0, time.perf_counter()
-    for _ in range(case["epochs"]):
+    for epoch in range(epochs):
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
         for batch in loader:
-            images += batch["pixel_values"].shape[0]
+            images += (prepare(batch) if prepare else batch)["pixel_values"].shape[0]
     return images / (time.perf_counter() - start)
+
+
+def run_loaders(case: dict) -> float:
+    return _epochs(_loaders_alone(case), case["epochs"])
 
 
 def _trainer(case: dict):
@@ -124,14 +136,23 @@ def _trainer(case: dict):
 def run_input(case: dict) -> float:
     """The batches the Trainer receives: its train dataloader, each batch through ``_prepare_inputs``."""
     trainer = _trainer(case)
-    loader = trainer.get_train_dataloader()
-    images, start = 0, time.perf_counter()
-    for epoch in range(case["epochs"]):
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        for batch in loader:
-            images += trainer._prepare_inputs(batch)["pixel_values"].shape[0]
-    return images / (time.perf_counter() - start)
+    return _epochs(trainer.get_train_dataloader(), case["epochs"], trainer._prepare_inputs)
+
+
+def run_alternating(case: dict) -> dict[str, list[float]]:
+    """Both pipelines in one process, built once (workers kept), timed in turns of ``epochs``.
+
+    Fresh-process runs carry each interpreter's own noise (its import state, where its memory
+    landed, what else the machine did in those seconds); alternating the two in one process on
+    the same pixel cache compares them under the same conditions, turn after turn."""
+    alone, trainer = _loaders_alone(case), _trainer(case)
+    fed = trainer.get_train_dataloader()
+    _epochs(alone, 1), _epochs(fed, 1, trainer._prepare_inputs)  # worker start-up and first reads, once each
+    rates: dict[str, list[float]] = {"loaders": [], "input": []}
+    for _ in range(case["turns"]):
+        rates["loaders"].append(_epochs(alone, case["epochs"]))
+        rates["input"].append(_epochs(fed, case["epochs"], trainer._prepare_inputs))
+    return rates
 
 
 def run_train(case: dict) -> float:
@@ -151,10 +172,10 @@ def run_train(case: dict) -> float:
     return trainer.images_seen / (time.perf_counter() - marks[0])
 
 
-RUNNERS = {"loaders": run_loaders, "input": run_input, "train": run_train}
+RUNNERS = {"loaders": run_loaders, "input": run_input, "train": run_train, "alternate": run_alternating}
 
 
-def spawn(case: dict, before: str | None) -> float:
+def spawn(case: dict, before: str | None):
     """One case in a fresh interpreter, importing hfmed from ``before`` when given."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(p for p in (before, str(ROOT)) if p)}
     done = subprocess.run([sys.executable, __file__, "--run-case", json.dumps(case)], capture_output=True, text=True, env=env, timeout=900,
@@ -162,7 +183,7 @@ def spawn(case: dict, before: str | None) -> float:
     lines = done.stdout.strip().splitlines()
     if done.returncode or not lines or not lines[-1].startswith("RATE "):
         raise RuntimeError(f"{case['kind']} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
-    return float(lines[-1].split()[1])
+    return json.loads(lines[-1].split(" ", 1)[1])
 
 
 def markdown(rows: list[dict], before: bool) -> str:
@@ -178,6 +199,28 @@ def markdown(rows: list[dict], before: bool) -> str:
     return "\n".join(lines)
 
 
+def alternate(data: Path, work: Path, args: argparse.Namespace) -> None:
+    """Per size and worker count: one process, the two pipelines in turns; medians of the turns."""
+    rows = []
+    for size in args.sizes:
+        for workers in args.workers:
+            case = {"kind": "alternate", "data": str(data), "size": size, "workers": workers, "epochs": max(1, EPOCHS[size] // 4),
+                    "turns": args.alternate, "out": str(work / "runs" / "alternate")}
+            rates = spawn(case, None)
+            ratios = [b / a for a, b in zip(rates["loaders"], rates["input"])]
+            row = {"size": size, "workers": workers, "loaders": statistics.median(rates["loaders"]),
+                   "input": statistics.median(rates["input"]), "ratio_median": statistics.median(ratios),
+                   "ratio_range": [min(ratios), max(ratios)], "all": rates}
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "all"}), flush=True)
+    print("| size | workers | loaders alone | Trainer input | input / loaders, median of turns (range) |\n|---|---|---|---|---|")
+    for r in rows:
+        low, high = r["ratio_range"]
+        print(f"| {r['size']} px | {r['workers']} | {r['loaders']:,.0f} | {r['input']:,.0f} | {r['ratio_median']:.3f} ({low:.2f}-{high:.2f}) |")
+    if args.json:
+        args.json.write_text(json.dumps({"loadavg_at_start": os.getloadavg()[0], "nproc": os.cpu_count(), "rows": rows}, indent=1))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, default=Path("/tmp/hfmed-input"))
@@ -186,18 +229,23 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--tiny", action="store_true", help="28 px, 0 workers, one repeat, two epochs")
+    p.add_argument("--alternate", type=int, metavar="TURNS",
+                   help="instead: loaders alone and the Trainer's input in one process per case, TURNS turns each")
     p.add_argument("--json", type=Path)
     p.add_argument("--run-case", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.run_case:
         case = json.loads(args.run_case)
-        print("RATE", RUNNERS[case["kind"]](case), flush=True)
+        print("RATE", json.dumps(RUNNERS[case["kind"]](case)), flush=True)
         return
     if args.tiny:
         args.sizes, args.workers, args.repeats = [28], [0], 1
     work = args.work.resolve()
     data = make_data(work, args.sizes)
     os.environ["HFMED_CACHE"] = str(work / "cache")
+    if args.alternate:
+        alternate(data, work, args)
+        return
     kinds = ["loaders", "input", "train"] + (["input_before", "train_before"] if args.before else [])
     rows = []
     for size in args.sizes:

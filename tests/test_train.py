@@ -120,6 +120,19 @@ def test_multi_label_targets_are_float_multi_hot_rows(small_npz, tmp_path):
     assert first["pixel_values"].dtype == torch.float32 and first["pixel_values"].shape == (8, 1, 28, 28)
 
 
+def test_training_workers_live_for_the_whole_run_unless_asked_otherwise(small_npz, tmp_path):
+    """Workers asked for on the CPU are kept across epochs (re-forking the Trainer's process each
+    epoch was the input pipeline's largest cost); evaluation loaders never keep theirs."""
+    data = build_small(small_npz, tmp_path, "pneumoniamnist")
+    loaded = training.open_data(training.DataArguments(dataset=str(data), subset="pneumoniamnist"), training.parse_args([])[3])
+    feed = training.Feed(image_size=28, channels=1, mean=(0.5,), std=(0.5,))
+    args = training.parse_args(["--dataloader_num_workers", "2", "--per_device_train_batch_size", "4", "--use_cpu", "true"])[3]
+    assert args.dataloader_persistent_workers
+    assert loaded.loader("train", feed, args).persistent_workers and not loaded.loader("validation", feed, args).persistent_workers
+    args = training.parse_args(["--dataloader_num_workers", "2", "--dataloader_persistent_workers", "false", "--use_cpu", "true"])[3]
+    assert not loaded.loader("train", feed, args).persistent_workers
+
+
 def test_the_trainer_receives_whole_batches_resized_repeated_to_rgb_and_normalised(small_npz, tmp_path):
     """The loaders give the model its input directly: 28 px grayscale fed to a 56 px RGB model."""
     data = build_small(small_npz, tmp_path, "pneumoniamnist")

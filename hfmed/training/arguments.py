@@ -139,6 +139,9 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "metric_for_best_model": "auc",
     "greater_is_better": True,
     "remove_unused_columns": False,  # batches come from hfmed's loaders, never from a datasets.Dataset
+    # Training workers live for the whole run: re-forking the Trainer's process (torch and
+    # transformers loaded) every epoch cost a third of the input rate at 28 px (BENCHMARKS.md).
+    "dataloader_persistent_workers": True,
     "report_to": "none",
     # Every rank's loader reads its own share (hfmed.loaders.plan): accelerate must neither send
     # batches from rank 0 nor cut them (the Trainer's loaders are never passed to it anyway).

@@ -97,6 +97,7 @@ def test_every_3d_subset_trains_on_volumes_and_reports_like_2d(small_npz, tmp_pa
     md = (out / "results.md").read_text()
     published = facts.load("baselines")["medmnist_v2_3d"]["rows"][0]["results"][flag]
     assert f"| ResNet-18 + 2.5D [1] | {published['auc']:.3f}" in md and "Google AutoML" not in md  # the 3D rows, no 2D table's
+    assert f"{side}³ input" in md and " px input" not in md  # a volume's side, not an image's
 
 
 def test_a_64_build_resized_to_28_through_the_loaders(small_npz, tmp_path):
@@ -184,7 +185,8 @@ def test_a_3d_ensemble_and_a_3d_cross_validation_fold(small_npz, tmp_path, capsy
     ensemble = json.loads((tmp_path / "ens" / "results.json").read_text())
     with np.load(tmp_path / "ens" / "predictions.npz") as e, np.load(runs[0] / "predictions.npz") as a, np.load(runs[1] / "predictions.npz") as b:
         assert np.allclose(e["test_scores"], (a["test_scores"] + b["test_scores"]) / 2)
-    assert ensemble["model"] == "ensemble of 2 runs" and "ResNet-18 + ACS" in (tmp_path / "ens" / "results.md").read_text()
+    ens_md = (tmp_path / "ens" / "results.md").read_text()
+    assert ensemble["model"] == "ensemble of 2 runs" and "ResNet-18 + ACS" in ens_md and "28³ input" in ens_md
 
     fold = tmp_path / "fold"
     results = train(["--dataset", str(data), "--subset", "adrenalmnist3d", "--cv_folds", "2", "--cv_fold", "1", "--output_dir", str(fold),
@@ -193,6 +195,23 @@ def test_a_3d_ensemble_and_a_3d_cross_validation_fold(small_npz, tmp_path, capsy
     assert results["num_samples"]["train"] + results["num_samples"]["validation"] == 8 + 5
     with np.load(fold / "predictions.npz") as saved:
         assert saved.files == ["validation_labels", "validation_scores"]
+    assert "28³ input" in (fold / "results.md").read_text()
+
+
+@pytest.mark.parametrize(("collection", "config", "side", "said"), [
+    ("medmnist", "adrenalmnist3d", 28, "28³ input"),
+    ("medmnist", "vesselmnist3d_64", 64, "64³ input"),  # the 64^3 build: a size suffix on the config
+    ("medmnist", "breastmnist_64", 64, "64 px input"),
+    ("medimeta", "bus", 224, "224 px input"),
+])
+def test_results_md_names_a_volume_by_its_cube_and_an_image_by_its_side(collection, config, side, said):
+    results = {"collection": collection, "config": config, "subset": config, "model": "scratch:resnet3d-small", "task_type": "binary",
+               "num_labels": 2, "image_size": side, "selection_metric": "auc", "test": {"auc": 0.8, "acc": 0.7},
+               "validation": {"auc": 0.9, "acc": 0.8}, "wall_time_seconds": 1.0, "device": "CPU", "num_processes": 1,
+               "train_images_per_second": 10.0, "eval_images_per_second": 30.0, "command": "python train_hf.py"}
+    assert f"binary (2 classes), {said}, " in training.results_markdown(results, [])
+    fold = {**results, "test": None, "cross_validation": {"folds": 5, "fold": 0, "seed": 0}, "num_samples": {"train": 8, "validation": 2}}
+    assert f"binary (2 classes), {said}. " in training.results_markdown(fold, [])
 
 
 def test_two_gloo_processes_train_a_3d_model_and_report_the_saved_one(small_npz, tmp_path):

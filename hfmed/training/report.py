@@ -137,6 +137,20 @@ def published_rows(collection: str, subset: str) -> list[dict[str, Any]]:
     return rows
 
 
+def input_description(results: dict[str, Any]) -> str:
+    """What the model was fed: ``28 px`` for images, ``28³`` for volumes (a cube of that side)."""
+    side = results["image_size"]
+    return f"{side}³" if is_volumetric_run(results) else f"{side} px"
+
+
+def is_volumetric_run(results: dict[str, Any]) -> bool:
+    """Whether a run's config holds volumes: the MedMNIST 3D subsets, at any size."""
+    if results.get("collection", "medmnist") != "medmnist":
+        return False
+    subset = (results.get("config") or results.get("subset") or "").split("_", 1)[0]
+    return bool(facts.load("medmnist")["subsets"].get(subset, {}).get("volumetric", False))
+
+
 def _fmt(value: Any) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
@@ -151,7 +165,7 @@ def results_markdown(results: dict[str, Any], published: list[dict[str, Any]]) -
     lines = [
         f"# {subset}: {results['model']}",
         "",
-        f"Task: {results['task_type']} ({results['num_labels']} classes), {results['image_size']} px input, "
+        f"Task: {results['task_type']} ({results['num_labels']} classes), {input_description(results)} input, "
         f"{chosen} selected on validation {results['selection_metric'].upper()}; test evaluated once.",
         "",
         "| | test AUC | test ACC | validation AUC | validation ACC |",
@@ -204,7 +218,7 @@ def _cv_markdown(results: dict[str, Any], subset: str, cv: dict[str, Any]) -> st
     return "\n".join([
         f"# {subset}: {results['model']}, cross-validation fold {cv['fold']} of {cv['folds']}",
         "",
-        f"Task: {results['task_type']} ({results['num_labels']} classes), {results['image_size']} px input. Train and validation "
+        f"Task: {results['task_type']} ({results['num_labels']} classes), {input_description(results)} input. Train and validation "
         f"were pooled and split into {cv['folds']} folds (stratified, seed {cv['seed']}); this run trained on "
         f"{results['num_samples']['train']} rows and validated on the {results['num_samples']['validation']} of fold {cv['fold']}, "
         f"its checkpoint chosen there on {results['selection_metric'].upper()}. The test split was not used. Compare recipes "

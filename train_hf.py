@@ -70,7 +70,7 @@ def run(argv: list[str] | None = None) -> dict:
             trainer.log_metrics("train", train_result.metrics)
             trainer.save_state()
         # predict, not evaluate: the scores are kept (predictions.npz) for `hfmed ensemble`. Under
-        # cross-validation the test split is never read.
+        # cross-validation or --eval_test false the test split is never opened.
         outputs = {split: trainer.predict(splits[split], metric_key_prefix=split) for split in data.splits if split != "train"}
         for split, output in outputs.items():
             trainer.log_metrics(split, output.metrics)
@@ -138,7 +138,12 @@ def _write_card(trainer, data, data_args, model_args, results: dict, out: Path) 
     trainer.create_model_card(**card)  # rank 0 only, inside
     if trainer.args.push_to_hub:
         cv = results["cross_validation"]
-        figure = f"fold {cv['fold']} of {cv['folds']}: validation AUC {_fmt(results['validation'].get('auc'))}" if cv else f"test AUC {_fmt(results['test'].get('auc'))}"
+        if cv:
+            figure = f"fold {cv['fold']} of {cv['folds']}: validation AUC {_fmt(results['validation'].get('auc'))}"
+        elif results["test"] is None:
+            figure = f"validation AUC {_fmt(results['validation'].get('auc'))}, test not read"
+        else:
+            figure = f"test AUC {_fmt(results['test'].get('auc'))}"
         trainer.push_to_hub(commit_message=f"{data.config}: {figure}", **card)
 
 

@@ -52,6 +52,21 @@ def test_search_selects_on_folds_then_reads_test_once_and_resumes(tiny_build, tm
     monkeypatch.setattr(np, "load", load)
     assert sorted(test_readers) == [("final.py", "seed100"), ("final.py", "seed101")]  # once per member, by the evaluation only
 
+    # Which run opened which split (every train_hf.py run appends to the log): test was opened by
+    # the two evaluation runs only, once each, after the selection was recorded.
+    log = [json.loads(line) for line in (out / "splits.jsonl").read_text().splitlines()]
+    selected = [i for i, line in enumerate(log) if line.get("step") == "selection"]
+    opened_test = [(i, Path(line["run"]).relative_to(out.resolve()).as_posix()) for i, line in enumerate(log) if line.get("split") == "test"]
+    assert len(selected) == 1 and sorted(run for _, run in opened_test) == ["evaluation/seed100", "evaluation/seed101"]
+    assert all(i > selected[0] for i, _ in opened_test)
+    runs = {Path(line["run"]).relative_to(out.resolve()).as_posix() for line in log if "run" in line}
+    assert {"search/plain/fold0", "search/wd/fold1", "final/seed100", "final/seed101"} <= runs
+    for seed in (100, 101):  # the final seeds trained and validated without opening test
+        r = json.loads((out / f"final/seed{seed}/results.json").read_text())
+        assert r["test"] is None and r["cross_validation"] is None and "test not read" in (out / f"final/seed{seed}/results.md").read_text()
+        with np.load(out / f"final/seed{seed}/predictions.npz") as npz:
+            assert all(k.startswith("validation_") for k in npz.files)
+
     results, record = json.loads((out / "results.json").read_text()), json.loads((out / "search.json").read_text())
     assert results["test"]["auc"] == pytest.approx(done.results["test"]["auc"]) and 0 <= results["test"]["acc"] <= 1
     assert record["plan"] == {**record["plan"], "epochs": 1, "folds": 2, "candidates": ["plain", "wd"], "seeds": [100, 101], "cut": []}
@@ -72,9 +87,13 @@ def test_search_selects_on_folds_then_reads_test_once_and_resumes(tiny_build, tm
     for seed, member in zip((100, 101), fin["members"]):
         command = json.loads((out / member / "results.json").read_text())["command"]
         assert flags in command and f"--seed {seed}" in command and "--cv_fold" not in command
-    # The ensemble is the mean of the seeds' probabilities, scored once.
-    with np.load(out / "final/seed100/predictions.npz") as a, np.load(out / "final/seed101/predictions.npz") as b, np.load(out / "predictions.npz") as e:
+        evaluation = json.loads((out / "evaluation" / f"seed{seed}" / "results.json").read_text())
+        assert f"--model {(out / member).resolve()}" in evaluation["command"] and evaluation["best_validation_auc"] is None
+    # The ensemble is the mean of the seeds' evaluated probabilities, scored once.
+    with np.load(out / "evaluation/seed100/predictions.npz") as a, np.load(out / "evaluation/seed101/predictions.npz") as b, \
+            np.load(out / "predictions.npz") as e:
         np.testing.assert_allclose(e["test_scores"], (a["test_scores"] + b["test_scores"]) / 2)
+    assert [m["evaluation"] for m in results["members"]] == [str(out / "evaluation" / f"seed{s}") for s in (100, 101)]
     assert len(calls) == 1
     assert results["test"]["auc_95ci"][0] <= results["test"]["auc"] <= results["test"]["auc_95ci"][1]
     assert results["clinical"]["bootstrap_95"]["resamples"] == 1000 and (out / "reliability.png").stat().st_size > 0
@@ -145,7 +164,11 @@ def _fake_trainer(fold_auc: dict[str, list[float]], wall_seconds: float, started
                 continue
             started.append(str(job.out))
             job.out.mkdir(parents=True)
-            cv = "--cv_fold" in job.args
+            cv, evaluation = "--cv_fold" in job.args, "--model" in job.args
+            log = job.args[job.args.index("--split_log") + 1]
+            with open(log, "a") as handle:  # the splits it opens, as train_hf.py logs them
+                for split in ("train", "validation") + (("test",) if evaluation else ()):
+                    handle.write(json.dumps({"split": split, "run": str(job.out.resolve()), "rank": 0}) + "\n")
             results = {"collection": "medmnist", "config": "breastmnist", "subset": "breastmnist", "task": "label", "task_type": "binary",
                        "num_labels": 2, "label_names": ["malignant", "benign"], "image_size": 28, "wall_time_seconds": wall_seconds,
                        "command": " ".join(job.args), "best_validation_auc": 0.9}
@@ -154,9 +177,11 @@ def _fake_trainer(fold_auc: dict[str, list[float]], wall_seconds: float, started
             if cv:
                 fold = int(job.args[job.args.index("--cv_fold") + 1])
                 results |= {"cross_validation": {"fold": fold}, "test": None, "validation": {"auc": fold_auc[job.out.parent.name][fold], "acc": 0.5}}
-            else:
+            elif evaluation:
                 arrays |= {"test_labels": y, "test_scores": rng.random((20, 2))}
                 results |= {"cross_validation": None, "validation": {"auc": 0.9, "acc": 0.8}, "test": {"auc": 0.5, "acc": 0.5}}
+            else:  # a final seed: --eval_test false
+                results |= {"cross_validation": None, "validation": {"auc": 0.9, "acc": 0.8}, "test": None}
             np.savez(job.out / "predictions.npz", **arrays)
             (job.out / "results.json").write_text(json.dumps(results))
             status[job.out] = "done"
@@ -195,7 +220,7 @@ def test_a_round_that_no_longer_fits_the_budget_is_skipped_and_recorded(tiny_bui
     assert record["slowdown"] > 100
     # The final seeds, re-estimated with that slowdown, no longer fit either: one is kept, the other recorded.
     assert record["final"]["seeds"] == [100] and record["skipped"][-1]["final_seed"] == 101
-    assert sum("final" in s for s in started) == 1 and len(started) == 4
+    assert sum("final" in s for s in started) == 1 and sum("evaluation" in s for s in started) == 1 and len(started) == 5
 
 
 def test_free_slots_take_several_folds_per_round(tiny_build, tmp_path, monkeypatch):

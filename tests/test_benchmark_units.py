@@ -3,6 +3,8 @@ plan, early drops, ranks."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -183,3 +185,26 @@ def test_train_hf_is_found_in_the_checkout_or_the_current_folder_else_one_line(t
         scheduler.train_script()
     (tmp_path / "train_hf.py").write_text("")
     assert scheduler.train_script() == tmp_path / "train_hf.py"
+
+
+def test_a_test_opening_outside_the_final_evaluation_stops_the_benchmark(tmp_path):
+    from hfmed.benchmark.protocol import check_test_openings
+
+    evaluation, search = tmp_path / "evaluation/seed100", tmp_path / "search/wd/fold0"
+    log = tmp_path / "splits.jsonl"
+
+    def write(*lines):
+        log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    opened = {"split": "test", "run": str(evaluation.resolve()), "rank": 0}
+    write({"split": "validation", "run": str(search.resolve())}, {"step": "selection", "winner": "wd"}, opened)
+    assert check_test_openings(log, [evaluation]) == [opened]
+    write({"split": "test", "run": str(search.resolve())}, {"step": "selection", "winner": "wd"}, opened)
+    with pytest.raises(RuntimeError, match="outside the final evaluation"):
+        check_test_openings(log, [evaluation])
+    write(opened, {"step": "selection", "winner": "wd"})
+    with pytest.raises(RuntimeError, match="before the selection"):
+        check_test_openings(log, [evaluation])
+    write({"step": "selection", "winner": "wd"})
+    with pytest.raises(RuntimeError, match="left no record of reading test"):
+        check_test_openings(log, [evaluation])

@@ -2,9 +2,13 @@
 evaluate once on test. Every step is recorded in ``<out>/search.json``; a rerun of the same command
 keeps every finished run and continues from the record (the plan is kept, spent time adds up).
 
-The test split: search runs are train_hf.py cross-validation runs, which never read it (checked
-after every round). The winner is written into the record before any run on the official split
-starts; :func:`hfmed.benchmark.final.evaluate` then scores the final model on test, once.
+The test split is opened by one step only. Search runs are train_hf.py cross-validation runs and
+the final seeds are ``--eval_test false`` runs: neither opens test. The winner is written into the
+record before any run on the official split starts; once every seed has finished, one evaluation
+run per seed (``--model <seed> --do_train false``) scores its saved model on validation and test,
+and :func:`hfmed.benchmark.final.evaluate` averages them. Every run appends the splits it opens to
+``<out>/splits.jsonl``; the protocol checks there that test was opened by evaluation runs only,
+after the selection, before it reports.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from hfmed.benchmark.space import Candidate
 from hfmed.errors import UserError
 
 RECORD_FILE = "search.json"
+SPLIT_LOG = "splits.jsonl"
 
 
 @dataclass
@@ -76,12 +81,15 @@ def run_subset(
         record["plan"] = budget.make_plan(budget_seconds, space, dict(info.splits), len(pool), epoch_tiers, fold_tiers,
                                           space_mod.FINAL_SEEDS, seed_tiers).as_dict()
     _save(out, record, clock)
-    common = [*space_mod.COMMON_FLAGS, *target.flags(), *space_mod.schedule_flags(record["plan"]["epochs"]), *extra_flags]
+    common = [*space_mod.COMMON_FLAGS, *target.flags(), *space_mod.schedule_flags(record["plan"]["epochs"]), *extra_flags,
+              "--split_log", str((out / SPLIT_LOG).resolve())]
     chosen = [space_mod.by_name(space, name) for name in record["plan"]["candidates"]]
 
     winner = _search(out, record, clock, chosen, common, pool, info)
     members = _final_runs(out, record, clock, winner, common, pool, info)
-    results = final.evaluate(members, out, record)
+    evaluations = _evaluation_runs(out, record, clock, winner, common, pool, members)
+    record["test_openings"] = check_test_openings(out / SPLIT_LOG, evaluations)
+    results = final.evaluate(members, evaluations, out, record)
     record["complete"] = True
     _save(out, record, clock)
     return BenchmarkResult(out, results, record)
@@ -246,6 +254,8 @@ def _select(out, record, clock, chosen, alive, scores) -> Candidate:
         "decided_after_seconds": clock.spent(),
     }
     _save(out, record, clock)  # the choice is on disk before the official split is trained on
+    with (out / SPLIT_LOG).open("a", encoding="utf-8") as log:
+        log.write(json.dumps({"step": "selection", "winner": winner}) + "\n")
     return next(c for c in chosen if c.name == winner)
 
 
@@ -253,7 +263,7 @@ def _final_runs(out, record, clock, winner, common, pool, info) -> list[Path]:
     seeds = list(record["plan"]["seeds"])
     started = clock.spent()
     estimate = budget.run_seconds(winner, info.splits["train"], record["plan"]["epochs"], record.get("slowdown", 1.0))
-    jobs = [Job(out / "final" / f"seed{s}", [*common, *winner.flags, "--seed", str(s)], estimate) for s in seeds]
+    jobs = [Job(out / "final" / f"seed{s}", [*common, *winner.flags, "--seed", str(s), "--eval_test", "false"], estimate) for s in seeds]
     done = [j for j in jobs if j.done]
     while len(jobs) > 1 and len(jobs) > len(done) and budget.wave_seconds([j.estimate for j in jobs if not j.done], len(pool)) > clock.remaining():
         dropped = jobs.pop()
@@ -263,4 +273,43 @@ def _final_runs(out, record, clock, winner, common, pool, info) -> list[Path]:
     record["final"] = {"winner": winner.name, "flags": list(winner.flags), "seeds": [int(j.out.name[4:]) for j in jobs],
                        "members": [str(j.out.relative_to(out)) for j in jobs], "started_after_seconds": started}
     _save(out, record, clock)
+    for job in jobs:
+        _untested(job.out)
     return [j.out for j in jobs]
+
+
+def _evaluation_runs(out, record, clock, winner, common, pool, members: list[Path]) -> list[Path]:
+    """The one step that opens test: each final seed's saved model (its checkpoint chosen on
+    validation) scored on validation and test, as ``--model <seed> --do_train false``."""
+    jobs = [Job(out / "evaluation" / member.name, [*common, *winner.flags, "--model", str(member.resolve()), "--do_train", "false"])
+            for member in members]
+    status = run_jobs(jobs, pool)
+    _check(status)
+    record["evaluation"] = {"runs": [str(j.out.relative_to(out)) for j in jobs], "started_after_seconds": clock.spent()}
+    _save(out, record, clock)
+    return [j.out for j in jobs]
+
+
+def check_test_openings(log: Path, evaluations: list[Path]) -> list[dict[str, Any]]:
+    """Every opening of test in the benchmark's split log, checked: by an evaluation run only,
+    after the selection was recorded, and by every evaluation run. Returns the openings."""
+    lines = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()] if log.is_file() else []
+    selected = next((i for i, line in enumerate(lines) if line.get("step") == "selection"), None)
+    allowed = {str(p.resolve()) for p in evaluations}
+    openings = [(i, line) for i, line in enumerate(lines) if line.get("split") == "test"]
+    for i, line in openings:
+        if line["run"] not in allowed or selected is None or i < selected:
+            raise RuntimeError(f"{line['run']} opened the test split {'before the selection' if line['run'] in allowed else 'outside the final evaluation'}; "
+                               f"the protocol forbids it ({log})")
+    missing = allowed - {line["run"] for _, line in openings}
+    if missing:
+        raise RuntimeError(f"the evaluation run(s) {', '.join(sorted(missing))} left no record of reading test in {log}")
+    return [line for _, line in openings]
+
+
+def _untested(run: Path) -> None:
+    """A final seed's run must hold no test figures or predictions: it never opened test."""
+    with np.load(run / "predictions.npz") as npz:
+        touched = [name for name in npz.files if not name.startswith("validation_")]
+    if _read(run).get("test") is not None or touched:
+        raise RuntimeError(f"{run} is a final seed's training run but holds test results ({touched or 'test'}); the protocol forbids it")

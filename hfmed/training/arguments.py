@@ -57,6 +57,17 @@ class DataArguments:
         },
     )
     cv_fold: int | None = field(default=None, metadata={"help": "with --cv_folds K: the held-out fold, 0 to K-1"})
+    eval_test: bool = field(
+        default=True,
+        metadata={
+            "help": "false: train and validate on the official split without opening test (no test rows are read); score the "
+            "chosen model once later with `--model <this run's folder> --do_train false`"
+        },
+    )
+    split_log: str | None = field(
+        default=None,
+        metadata={"help": "append one JSON line per split this run opens (split, run folder, rank) to this file: a record of which run read test"},
+    )
 
 
 @dataclass

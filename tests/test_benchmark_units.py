@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from hfmed import benchmark
-from hfmed.benchmark import budget, clinical, decathlon, folds, selection, space
+from hfmed.benchmark import budget, clinical, decathlon, selection, space
+from hfmed.training import folds
 
 # Binary: 6 images, positive probability as the second column.
 Y = np.array([1, 1, 1, 0, 0, 0])
@@ -72,18 +73,18 @@ def test_bootstrap_is_seeded_and_brackets_the_figure():
 
 def test_folds_are_stratified_and_never_split_a_patient():
     labels = np.array([0] * 40 + [1] * 20)
-    plain = folds.assign(labels, 5, seed=1)
+    plain = folds.grouped_assignment(labels, 5, seed=1)
     for f in range(5):
         assert (labels[plain == f] == 0).sum() == 8 and (labels[plain == f] == 1).sum() == 4
-    assert np.array_equal(plain, folds.assign(labels, 5, seed=1))
+    assert np.array_equal(plain, folds.grouped_assignment(labels, 5, seed=1))
     groups = np.repeat(np.arange(20), 3)  # 20 patients, 3 images each, one label per patient
-    grouped = folds.assign(labels, 4, groups=groups, seed=0)
+    grouped = folds.grouped_assignment(labels, 4, groups=groups, seed=0)
     for g in range(20):
         assert len(set(grouped[groups == g])) == 1
     counts = [np.bincount(labels[grouped == f], minlength=2) for f in range(4)]
     assert all(abs(c[0] - 10) <= 3 and abs(c[1] - 5) <= 3 for c in counts)
     with pytest.raises(ValueError, match="groups cannot fill"):
-        folds.assign(labels, 5, groups=np.repeat([0, 1, 2], 20))
+        folds.grouped_assignment(labels, 5, groups=np.repeat([0, 1, 2], 20))
     # multi-label rows stratify as combinations
     assert folds.strata(np.array([[1, 0], [0, 1], [1, 0]])).tolist() == [1, 0, 1]
 

@@ -60,7 +60,7 @@ def run_subset(
     budget_seconds: float,
     out: Path,
     *,
-    space: tuple[Candidate, ...] = space_mod.SPACE,
+    space: tuple[Candidate, ...] | None = None,
     epoch_tiers: tuple[int, ...] = space_mod.EPOCH_TIERS,
     fold_tiers: tuple[int, ...] = space_mod.FOLD_TIERS,
     seed_tiers: tuple[int, ...] = space_mod.SEED_TIERS,
@@ -76,7 +76,9 @@ def run_subset(
     pool = slots(parallel)
     info = _prepare_data(target)
     record["task_type"] = info.task
+    record["cv_groups"] = group_column(target)
     record["slots"] = [{"threads": s.threads, "gpu": s.gpu} for s in pool]
+    space = space or space_mod.for_data(info.volumetric)  # 3D networks for a 3D config
     if record.get("plan") is None:
         record["plan"] = budget.make_plan(budget_seconds, space, dict(info.splits), len(pool), epoch_tiers, fold_tiers,
                                           space_mod.FINAL_SEEDS, seed_tiers).as_dict()
@@ -140,7 +142,7 @@ def _prepare_data(target: Target):
     from hfmed.builder import builder_class
 
     location = Path(target.dataset or target.collection)
-    config = target.subset if target.collection != "medmnist" or target.size == 28 else f"{target.subset}_{target.size}"
+    config = _config(target)
     folder = location / config
     if not (folder.is_dir() and any(folder.glob("*.parquet"))):
         if not target.source:
@@ -149,6 +151,22 @@ def _prepare_data(target: Target):
 
         build_config(builder_class(target.collection)(config, target.source), location, progress=False)
     return loaders.task_info(str(location), config, target.task)
+
+
+#: Columns that name a patient: where a build has one, the search's folds keep each patient in one fold.
+PATIENT_COLUMNS = ("patient_id",)
+
+
+def group_column(target: Target) -> str | None:
+    """The patient column of the target's build, if it has one (MedIMeta's ``patient_id``)."""
+    from hfmed.loaders.sources import config_files, split_source
+
+    names = split_source(config_files(target.dataset or target.collection, _config(target)), "train").schema.names
+    return next((c for c in PATIENT_COLUMNS if c in names), None)
+
+
+def _config(target: Target) -> str:
+    return target.subset if target.collection != "medmnist" or target.size == 28 else f"{target.subset}_{target.size}"
 
 
 def _search(out, record, clock, chosen, common, pool, info) -> Candidate:
@@ -165,8 +183,9 @@ def _search(out, record, clock, chosen, common, pool, info) -> Candidate:
     while fold < plan["folds"] and len(alive) >= 2:  # one survivor: nothing left to compare
         batch = list(range(fold, min(plan["folds"], fold + max(1, len(pool) // len(alive)))))
         slow = budget.slowdown(observed)
+        grouped = ["--cv_groups", record["cv_groups"]] if record.get("cv_groups") else []
         jobs = [Job(out / "search" / c.name / f"fold{f}",
-                    [*common, *c.flags, "--cv_folds", str(plan["folds"]), "--cv_fold", str(f), "--seed", str(f)],
+                    [*common, *c.flags, "--cv_folds", str(plan["folds"]), "--cv_fold", str(f), "--seed", str(f), *grouped],
                     budget.run_seconds(c, train_images, plan["epochs"])) for f in batch for c in alive]
         reserve = budget.final_seconds(dearest, len(plan["seeds"]), info.splits["train"], plan["epochs"], len(pool), slow)
         needed = budget.wave_seconds([j.estimate * slow for j in jobs if not j.done], len(pool))

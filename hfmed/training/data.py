@@ -49,6 +49,7 @@ class Data:
     streaming: bool = False
     cv_folds: int | None = None  # cross-validation: train and validation pooled, fold cv_fold held out
     cv_fold: int | None = None
+    cv_groups: str | None = None  # a column whose rows share a fold (patient_id)
     eval_test: bool = True  # false: test is never opened (its model is scored later, once)
     split_log: str | None = None  # where each opening of a split is recorded (``--split_log``)
     _fold: Any = field(default=None, repr=False)
@@ -63,7 +64,7 @@ class Data:
         if self._fold is None:
             from hfmed.training.folds import Fold
 
-            self._fold = Fold.read(self.location, self.config, self.info, self.cv_folds, self.cv_fold)
+            self._fold = Fold.read(self.location, self.config, self.info, self.cv_folds, self.cv_fold, self.cv_groups)
             self.sizes = self._fold.sizes
         return self._fold
 
@@ -184,7 +185,7 @@ def open_data(data_args: DataArguments, training_args: TrainingArguments, model_
     if missing:
         raise UserError(f"{config} in {location} has no {' or '.join(missing)} split; train_hf.py needs train, validation and test")
     return Data(location, config, info, dict(info.splits), data_args.streaming, data_args.cv_folds, data_args.cv_fold,
-                data_args.eval_test, data_args.split_log)
+                data_args.cv_groups, data_args.eval_test, data_args.split_log)
 
 
 def log_opening(path: str | None, split: str, config: str, args: TrainingArguments, folds: tuple[int, int] | None = None) -> None:

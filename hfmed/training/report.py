@@ -40,7 +40,7 @@ SCHEMA: dict[str, str] = {
     "best_validation_auc": "its validation figure",
     "validation": "validation metrics (auc, acc, ...)",
     "test": "test metrics; null under cross-validation or --eval_test false",
-    "cross_validation": "folds, fold, seed, pooled splits; null for a run on the official splits",
+    "cross_validation": "folds, fold, seed, pooled splits, the column folds are grouped by; null for a run on the official splits",
     "num_samples": "rows per split evaluated (train: rows trained on)",
     "wall_time_seconds": "the whole run (an ensemble: the sum of its members')",
     "train_seconds": "training alone, without evaluation and checkpointing",
@@ -207,7 +207,8 @@ def _cv_markdown(results: dict[str, Any], subset: str, cv: dict[str, Any]) -> st
         f"# {subset}: {results['model']}, cross-validation fold {cv['fold']} of {cv['folds']}",
         "",
         f"Task: {results['task_type']} ({results['num_labels']} classes), {results['image_size']} px input. Train and validation "
-        f"were pooled and split into {cv['folds']} folds (stratified, seed {cv['seed']}); this run trained on "
+        f"were pooled and split into {cv['folds']} folds (stratified, seed {cv['seed']}"
+        f"{', no ' + cv['groups'] + ' in two folds' if cv.get('groups') else ''}); this run trained on "
         f"{results['num_samples']['train']} rows and validated on the {results['num_samples']['validation']} of fold {cv['fold']}, "
         f"its checkpoint chosen there on {results['selection_metric'].upper()}. The test split was not used. Compare recipes "
         "by the mean of their folds; published figures are test figures and are not shown beside these.",

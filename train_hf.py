@@ -60,6 +60,8 @@ def run(argv: list[str] | None = None) -> dict:
         tta=recipe_args.tta,
         channels_last=channels_last,
     )
+    if training_args.do_train:
+        trainer.add_callback(training.ProgressFile(training_args.output_dir, started, data.sizes["train"]))
     try:
         train_seconds = None
         if training_args.do_train:

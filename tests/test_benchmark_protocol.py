@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from hfmed import benchmark, cli
-from hfmed.benchmark import decathlon, final, protocol, space
+from hfmed.benchmark import budget, decathlon, final, protocol, space
 from hfmed.errors import UserError
 from hfmed.writer import build_config
 from loading_scripts.medmnist import MedMNIST
@@ -70,6 +70,11 @@ def test_search_selects_on_folds_then_reads_test_once_and_resumes(tiny_build, tm
     results, record = json.loads((out / "results.json").read_text()), json.loads((out / "search.json").read_text())
     assert results["test"]["auc"] == pytest.approx(done.results["test"]["auc"]) and 0 <= results["test"]["acc"] <= 1
     assert record["plan"] == {**record["plan"], "epochs": 1, "folds": 2, "candidates": ["plain", "wd"], "seeds": [100, 101], "cut": []}
+    # The first round's runs reported their epoch (progress.json) and calibrated the budget; a
+    # million seconds still fit, so nothing was cut.
+    calibration = record["calibration"]
+    assert not calibration["replanned"] and {m["run"] for m in calibration["measured"]} <= {f"search/{c}/fold{f}" for c in ("plain", "wd") for f in (0, 1)}
+    assert all(m["epochs_done"] == 1 and m["rows"] == 17 for m in calibration["measured"]) and calibration["measured"]
     # Search runs: cross-validation folds, no test figures and no test predictions.
     for name in ("plain", "wd"):
         for fold in (0, 1):
@@ -151,19 +156,31 @@ def test_an_unrelated_out_folder_is_refused_untouched(tiny_build, tmp_path):
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
-def _fake_trainer(fold_auc: dict[str, list[float]], wall_seconds: float, started: list[str]):
+def _fake_trainer(fold_auc: dict[str, list[float]], wall_seconds: float, started: list[str], epoch_seconds: float | None = None, clock=None):
     """A stand-in for scheduler.run_jobs that writes what train_hf.py would, instantly: search runs
-    get the given fold AUCs and validation predictions only; final runs get test predictions too."""
+    get the given fold AUCs and validation predictions only; final runs none on test, evaluation
+    runs test predictions too. With ``epoch_seconds``, each training run first reports its first
+    epoch in progress.json, and ``watch`` is asked, as the real scheduler asks it while runs go;
+    ``clock`` (a FakeClock) is moved on by what each run takes."""
     rng = np.random.default_rng(0)
 
-    def run_jobs(jobs, pool, deadline=None, poll=0.5):
+    def run_jobs(jobs, pool, deadline=None, poll=0.5, watch=None):
         status = {}
         for job in jobs:
             if job.done:
                 status[job.out] = "kept"
                 continue
             started.append(str(job.out))
-            job.out.mkdir(parents=True)
+            job.out.mkdir(parents=True, exist_ok=True)
+            if epoch_seconds is not None and "--model" not in job.args:
+                (job.out / "progress.json").write_text(json.dumps({"epoch": 1.0, "seconds": 10 + epoch_seconds, "train_started": 10.0, "rows": 20}))
+                if clock is not None:
+                    clock.advance(10 + epoch_seconds)
+                if watch is not None and watch():
+                    status.update({j.out: "cancelled" for j in jobs if j.out not in status})
+                    return status
+            if clock is not None:
+                clock.advance(wall_seconds)
             cv, evaluation = "--cv_fold" in job.args, "--model" in job.args
             log = job.args[job.args.index("--split_log") + 1]
             with open(log, "a") as handle:  # the splits it opens, as train_hf.py logs them
@@ -231,3 +248,65 @@ def test_free_slots_take_several_folds_per_round(tiny_build, tmp_path, monkeypat
     done = benchmark.run_subset(benchmark.Target("breastmnist", dataset=str(tiny_build)), 1e9, tmp_path / "b", **options)
     assert [r["folds"] for r in done.record["rounds"]] == [[0, 1], [2]] and len(done.record["slots"]) == 4
     assert done.record["selection"]["folds_compared"] == [0, 1, 2] and done.record["dropped"] == {}
+
+
+class FakeClock:
+    """protocol.now: budget time that moves only when a fake run says it took time."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def test_the_first_epochs_speed_cuts_the_plan_and_the_record_says_why(tiny_build, tmp_path, monkeypatch):
+    """Runs far slower than the prior: the first search run's first epoch (injected: 400 s) shows
+    it, the plan is cut before the round goes on, and the search restarts under the new plan."""
+    started: list[str] = []
+    clock = FakeClock()
+    monkeypatch.setattr(protocol, "now", clock)
+    aucs = {"plain": [0.80, 0.82, 0.81], "wd": [0.83, 0.84, 0.86], "big": [0.82, 0.83, 0.84]}
+    monkeypatch.setattr(protocol, "run_jobs", _fake_trainer(aucs, 100.0, started, epoch_seconds=400.0, clock=clock))
+    options = {**FAKE, "epoch_tiers": (4, 1), "fold_tiers": (3, 2), "parallel": 1}
+    target = benchmark.Target("breastmnist", dataset=str(tiny_build))
+    done = benchmark.run_subset(target, 15000, tmp_path / "b", **options)
+    record = done.record
+    calibration = record["calibration"]
+    before = calibration["plan_before"]
+    assert (before["epochs"], before["folds"], before["candidates"], len(before["seeds"])) == (4, 3, ["plain", "wd", "big"], 2)
+    # Measured: the first run alone (20 rows, 10 s of start-up, then 400 s for its first epoch), projected
+    # to its 4 epochs against the prior estimate of them (20 s + 4 x 20 images at 150 per second).
+    assert [m["run"] for m in calibration["measured"]] == ["search/plain/fold0"]
+    assert calibration["slowdown"] == pytest.approx((10 + 4 * 400) / (20 + 4 * 20 / 150)) and calibration["replanned"]
+    # At that speed the plan (about 18,300 s) no longer fits the 14,590 s left; without the dearest
+    # candidate it does (about 13,000 s): the first cut in the budget's order.
+    plan = record["plan"]
+    assert (plan["epochs"], plan["folds"], plan["candidates"], plan["seeds"]) == (4, 3, ["plain", "wd"], before["seeds"])
+    sizes = {"train": 24, "validation": 11}
+    assert budget.plan_seconds(plan, SPACE3, sizes, 1, calibration["slowdown"]) <= 15000 - 410 < budget.plan_seconds(before, SPACE3, sizes, 1, calibration["slowdown"])
+    assert plan["cut"] == ["after measuring the first runs: candidates big not searched"]
+    assert record["skipped"][0]["replanned"] and "took 78.41x the prior estimate" in record["skipped"][0]["why"]
+    # The search ran under the new plan only: its first run was started again with the new flags.
+    assert started[0].endswith("search/plain/fold0") and started[1].endswith("search/plain/fold0")
+    for name in plan["candidates"][: 2 if plan["folds"] else 0]:
+        args = json.loads((tmp_path / "b" / "search" / name / "fold0" / "results.json").read_text())["command"]
+        assert f"--num_train_epochs {plan['epochs']} " in args and f"--cv_folds {plan['folds']} " in args
+    assert done.results["benchmark"]["skipped"][0]["replanned"]
+    assert "took 78.41x" in (tmp_path / "b" / "results.md").read_text()
+
+
+def test_a_plan_that_still_fits_at_the_measured_speed_is_kept(tiny_build, tmp_path, monkeypatch):
+    started: list[str] = []
+    clock = FakeClock()
+    monkeypatch.setattr(protocol, "now", clock)
+    aucs = {"plain": [0.80, 0.82, 0.81], "wd": [0.83, 0.84, 0.86], "big": [0.82, 0.83, 0.84]}
+    monkeypatch.setattr(protocol, "run_jobs", _fake_trainer(aucs, 1.0, started, epoch_seconds=30.0, clock=clock))
+    done = benchmark.run_subset(benchmark.Target("breastmnist", dataset=str(tiny_build)), 1e6, tmp_path / "b", **FAKE)
+    calibration = done.record["calibration"]
+    assert not calibration["replanned"] and calibration["slowdown"] == pytest.approx((10 + 30) / (20 + 20 / 150))
+    assert [m["run"] for m in calibration["measured"]] == ["search/plain/fold0"] and done.record["plan"]["cut"] == []
+    assert len(set(started)) == len(started)  # nothing started twice

@@ -209,3 +209,24 @@ def test_a_test_opening_outside_the_final_evaluation_stops_the_benchmark(tmp_pat
     write({"step": "selection", "winner": "wd"})
     with pytest.raises(RuntimeError, match="left no record of reading test"):
         check_test_openings(log, [evaluation])
+
+
+def test_a_measured_slowdown_cuts_the_plan_in_order_and_never_grows_it():
+    sizes = {"train": 546, "validation": 78}
+    args = (space.SPACE, sizes, 2, space.EPOCH_TIERS, space.FOLD_TIERS, space.FINAL_SEEDS, space.SEED_TIERS)
+    plan = budget.make_plan(3600, *args).as_dict()
+    assert budget.replan(plan, *args, remaining_seconds=3600, slowdown=1.0) is None  # as fast as assumed: kept
+    assert budget.replan(plan, *args, remaining_seconds=3600, slowdown=0.2) is None  # faster: kept, not grown
+    slower = budget.replan(plan, *args, remaining_seconds=3600, slowdown=3.0)
+    assert slower is not None and slower.estimated_seconds <= 3600 and slower.cut
+    assert budget.plan_seconds(slower.as_dict(), space.SPACE, sizes, 2, 3.0) == pytest.approx(slower.estimated_seconds)
+    assert slower.epochs <= plan["epochs"] and slower.folds <= plan["folds"] and len(slower.seeds) <= len(plan["seeds"])
+    assert set(slower.candidates) <= set(plan["candidates"])
+    # 20x slower: no search left, and 30 epochs (100 x 20 would not fit an hour for even one seed).
+    crawl = budget.replan(plan, *args, remaining_seconds=3600, slowdown=20.0)
+    assert (crawl.epochs, crawl.folds, crawl.candidates, crawl.seeds) == (30, 0, ["wd_ls"], [100, 101])
+    assert "30 epochs per run instead of 100" in crawl.cut and crawl.estimated_seconds <= 3600
+    # 60x slower: the smallest protocol, and the record says it is still over budget.
+    smallest = budget.replan(plan, *args, remaining_seconds=3600, slowdown=60.0)
+    assert (smallest.epochs, smallest.folds, smallest.seeds) == (15, 0, [100]) and "over budget" in smallest.cut[-1]
+    assert budget.replan(smallest.as_dict(), *args, remaining_seconds=3600, slowdown=60.0) is None  # nothing left to cut

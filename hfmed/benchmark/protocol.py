@@ -83,11 +83,17 @@ def run_subset(
         record["plan"] = budget.make_plan(budget_seconds, space, dict(info.splits), len(pool), epoch_tiers, fold_tiers,
                                           space_mod.FINAL_SEEDS, seed_tiers).as_dict()
     _save(out, record, clock)
-    common = [*space_mod.COMMON_FLAGS, *target.flags(), *space_mod.schedule_flags(record["plan"]["epochs"]), *extra_flags,
-              "--split_log", str((out / SPLIT_LOG).resolve())]
-    chosen = [space_mod.by_name(space, name) for name in record["plan"]["candidates"]]
 
-    winner = _search(out, record, clock, chosen, common, pool, info)
+    def replan(slowdown: float) -> budget.Plan | None:
+        return budget.replan(record["plan"], space, dict(info.splits), len(pool), epoch_tiers, fold_tiers, space_mod.FINAL_SEEDS,
+                             seed_tiers, clock.remaining(), slowdown)
+
+    winner = None
+    while winner is None:  # a second pass only when the first round's speed cut the plan
+        common = [*space_mod.COMMON_FLAGS, *target.flags(), *space_mod.schedule_flags(record["plan"]["epochs"]), *extra_flags,
+                  "--split_log", str((out / SPLIT_LOG).resolve())]
+        chosen = [space_mod.by_name(space, name) for name in record["plan"]["candidates"]]
+        winner = _search(out, record, clock, chosen, common, pool, info, replan)
     members = _final_runs(out, record, clock, winner, common, pool, info)
     evaluations = _evaluation_runs(out, record, clock, winner, common, pool, members)
     record["test_openings"] = check_test_openings(out / SPLIT_LOG, evaluations)
@@ -97,14 +103,18 @@ def run_subset(
     return BenchmarkResult(out, results, record)
 
 
+#: The clock budget time is read from (a test may give another).
+now = time.monotonic
+
+
 class _Clock:
     """Budget time: what earlier sessions spent plus this session's wall time."""
 
     def __init__(self, spent_before: float, budget_seconds: float):
-        self.started, self.before, self.budget = time.monotonic(), spent_before, budget_seconds
+        self.started, self.before, self.budget = now(), spent_before, budget_seconds
 
     def spent(self) -> float:
-        return self.before + time.monotonic() - self.started
+        return self.before + now() - self.started
 
     def remaining(self) -> float:
         return self.budget - self.spent()
@@ -169,9 +179,11 @@ def _config(target: Target) -> str:
     return target.subset if target.collection != "medmnist" or target.size == 28 else f"{target.subset}_{target.size}"
 
 
-def _search(out, record, clock, chosen, common, pool, info) -> Candidate:
+def _search(out, record, clock, chosen, common, pool, info, replan) -> Candidate | None:
     """Rounds of folds for the surviving candidates; as many folds per round as the slots allow,
-    so every core works, and a drop check between rounds."""
+    so every core works, and a drop check between rounds. While the first round runs, its first
+    epochs calibrate the budget (:func:`_calibrate`); None when that cut the plan and the search
+    must start again under the new one."""
     plan = record["plan"]
     alive = [c for c in chosen if c.name not in record["dropped"]]
     scores: dict[str, dict[int, float]] = {}
@@ -184,15 +196,24 @@ def _search(out, record, clock, chosen, common, pool, info) -> Candidate:
         batch = list(range(fold, min(plan["folds"], fold + max(1, len(pool) // len(alive)))))
         slow = budget.slowdown(observed)
         grouped = ["--cv_groups", record["cv_groups"]] if record.get("cv_groups") else []
-        jobs = [Job(out / "search" / c.name / f"fold{f}",
-                    [*common, *c.flags, "--cv_folds", str(plan["folds"]), "--cv_fold", str(f), "--seed", str(f), *grouped],
-                    budget.run_seconds(c, train_images, plan["epochs"])) for f in batch for c in alive]
+        runs = [(c, Job(out / "search" / c.name / f"fold{f}",
+                        [*common, *c.flags, "--cv_folds", str(plan["folds"]), "--cv_fold", str(f), "--seed", str(f), *grouped],
+                        budget.run_seconds(c, train_images, plan["epochs"]))) for f in batch for c in alive]
+        jobs, costs = [j for _, j in runs], {j.out: c.cost for c, j in runs}
         reserve = budget.final_seconds(dearest, len(plan["seeds"]), info.splits["train"], plan["epochs"], len(pool), slow)
         needed = budget.wave_seconds([j.estimate * slow for j in jobs if not j.done], len(pool))
         if needed and needed + reserve > clock.remaining():
             _skip(record, fold, plan["folds"], alive, f"estimated {needed:.0f} s for the round and {reserve:.0f} s for the final model, {clock.remaining():.0f} s left")
             break
-        status = run_jobs(jobs, pool, deadline=clock.deadline(reserve))
+        calibrating = record.get("calibration") is None
+        status = run_jobs(jobs, pool, deadline=clock.deadline(reserve),
+                          watch=(lambda: record.get("calibration") is None and _calibrate(out, record, jobs, costs, replan)) if calibrating else None)
+        if calibrating and record.get("calibration") is None:
+            _calibrate(out, record, jobs, costs, replan)  # runs that ended between two polls
+        if calibrating and record.get("calibration", {}).get("replanned"):
+            _discard_round(record, jobs, status)
+            _save(out, record, clock)
+            return None
         _check(status)
         observed += [(j.estimate, _read(j.out)["wall_time_seconds"]) for j in jobs if status[j.out] in ("done", "kept")]
         record["slowdown"] = budget.slowdown(observed)  # actual over estimated time, for the final runs' estimate
@@ -209,6 +230,60 @@ def _search(out, record, clock, chosen, common, pool, info) -> Candidate:
         _save(out, record, clock)
     _collect(out, scores, chosen, plan["folds"])  # every finished fold, dropped candidates' too, for the record
     return _select(out, record, clock, chosen, [c for c in alive if c.name not in record["dropped"]], scores)
+
+
+def _progress(run: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run / "progress.json").read_text())
+    except (OSError, ValueError):  # not written yet, or being replaced
+        return None
+
+
+def _calibrate(out: Path, record: dict[str, Any], jobs: list[Job], costs: dict[Path, float], replan) -> bool:
+    """Learn the machine's speed from the first round's first epochs (each run's progress.json):
+    its start-up and seconds per epoch project the whole run, set against the prior estimate of
+    it. If the plan no longer fits the time left at that speed, cut it (``replan``) and say why in
+    the record; True then, so that the round is stopped and started again under the new plan (at
+    most one epoch of it lost)."""
+    samples = []
+    epochs = record["plan"]["epochs"]
+    for job in jobs:
+        progress = _progress(job.out)
+        if progress and progress.get("epoch", 0) >= 1:
+            startup = progress.get("train_started", 0.0)
+            per_epoch = (progress["seconds"] - startup) / progress["epoch"]
+            cost = space_mod.Candidate("", (), costs[job.out])
+            samples.append({"run": str(job.out.relative_to(out)), "epochs_done": progress["epoch"], "startup_seconds": startup,
+                            "seconds_per_epoch": per_epoch, "rows": progress["rows"], "projected_seconds": startup + per_epoch * epochs,
+                            "estimated_seconds": budget.run_seconds(cost, progress["rows"], epochs)})
+    if not samples:
+        return False
+    slowdown = sum(s["projected_seconds"] for s in samples) / sum(s["estimated_seconds"] for s in samples)
+    before = {k: record["plan"][k] for k in ("epochs", "folds", "candidates", "seeds")}
+    new = replan(slowdown)
+    record["slowdown"] = slowdown
+    record["calibration"] = {"measured": samples, "slowdown": slowdown, "plan_before": before, "replanned": new is not None}
+    if new is not None:
+        why = (f"the first round's runs took {slowdown:.2f}x the prior estimate, so the plan ({before['epochs']} epochs, "
+               f"{before['folds']} folds, {len(before['candidates'])} candidates, {len(before['seeds'])} seeds) no longer fitted the "
+               f"time left; cut: {'; '.join(new.cut)}")
+        record["calibration"]["why"] = why
+        record["skipped"].append({"replanned": True, "why": why})
+        record["plan"] = {**new.as_dict(), "cut": record["plan"]["cut"] + [f"after measuring the first runs: {c}" for c in new.cut]}
+    return new is not None
+
+
+def _discard_round(record: dict[str, Any], jobs: list[Job], status: dict[Path, str]) -> None:
+    """The runs of a round the plan changed under: unfinished ones, and all of them when their
+    epochs or folds no longer are the plan's (the benchmark's own folders, nothing else)."""
+    import shutil
+
+    changed = any(f"--num_train_epochs {record['plan']['epochs']} " not in " ".join(j.args) + " " for j in jobs) or any(
+        f"--cv_folds {record['plan']['folds']} " not in " ".join(j.args) + " " for j in jobs)
+    for job in jobs:
+        if changed or status.get(job.out) not in ("done", "kept"):
+            shutil.rmtree(job.out, ignore_errors=True)
+            job.log.unlink(missing_ok=True)
 
 
 def _collect(out: Path, scores: dict[str, dict[int, float]], candidates: list[Candidate], folds: int) -> None:

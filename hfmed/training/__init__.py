@@ -7,6 +7,7 @@
 - ``models``: from-scratch ViT/ConvNeXt/ResNet sized to the data, or a pretrained checkpoint, and what each must be fed.
 - ``trainer``: ``MedTrainer`` (loaders in, per-rank evaluation gathered once, step decay, EMA, TTA, timing).
 - ``averaging``, ``losses``, ``distributed``: weight averaging, extra losses, what ranks share.
+- ``progress``: progress.json after every epoch (epochs done, seconds so far), for a scheduler watching the run.
 - ``report`` and ``plots``: results.json (one schema, shared with ``hfmed ensemble``), results.md,
   predictions.npz and the figures; these two import neither torch nor transformers.
 
@@ -30,6 +31,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "trainer": ("MedTrainer",),
     "averaging": ("WeightAverage",),
     "losses": ("ordinal_emd_loss",),
+    "progress": ("PROGRESS_FILE", "ProgressFile"),
     "report": ("PREDICTIONS_FILE", "SCHEMA", "arguments_record", "published_for", "published_rows", "redacted_command",
                "results_markdown", "results_record", "scored", "write_json", "write_predictions", "write_report"),
     "plots": ("plot_confusion", "plot_roc"),

@@ -230,3 +230,22 @@ def test_a_measured_slowdown_cuts_the_plan_in_order_and_never_grows_it():
     smallest = budget.replan(plan, *args, remaining_seconds=3600, slowdown=60.0)
     assert (smallest.epochs, smallest.folds, smallest.seeds) == (15, 0, [100]) and "over budget" in smallest.cut[-1]
     assert budget.replan(smallest.as_dict(), *args, remaining_seconds=3600, slowdown=60.0) is None  # nothing left to cut
+
+
+def test_the_scheduler_stops_every_run_when_the_watch_says_the_plan_changed(tmp_path, monkeypatch):
+    from hfmed.benchmark import scheduler
+
+    script = tmp_path / "train_hf.py"  # stands in for train_hf.py: reports an epoch, then would run long
+    script.write_text("import sys, time, pathlib\nout = pathlib.Path(sys.argv[sys.argv.index('--output_dir') + 1])\n"
+                      "out.mkdir(parents=True)\n(out / 'progress.json').write_text('{}')\ntime.sleep(60)\n")
+    monkeypatch.setattr(scheduler, "train_script", lambda: script)
+    jobs = [scheduler.Job(tmp_path / f"run{i}", []) for i in range(3)]
+    asked = []
+
+    def watch() -> bool:  # the plan changes once the first run has reported
+        asked.append(1)
+        return (tmp_path / "run0" / "progress.json").is_file()
+
+    status = scheduler.run_jobs(jobs, [scheduler.Slot(1)], poll=0.05, watch=watch)
+    assert status == {job.out: "cancelled" for job in jobs} and asked
+    assert not (tmp_path / "run1").exists()  # never started

@@ -36,8 +36,9 @@ TINY_2D = (
 OPTIONS = dict(epoch_tiers=(1,), fold_tiers=(2,), seed_tiers=(1,), parallel=1)
 
 
-def in_process(jobs, pool, deadline=None, poll=0.5):
-    """scheduler.run_jobs, each train_hf.py run called in this process, one after another."""
+def in_process(jobs, pool, deadline=None, poll=0.5, watch=None):
+    """scheduler.run_jobs, each train_hf.py run called in this process, one after another; the
+    budget's ``watch`` is asked after each, as the scheduler asks it while runs go."""
     status = {}
     for job in jobs:
         if job.done:
@@ -45,6 +46,9 @@ def in_process(jobs, pool, deadline=None, poll=0.5):
             continue
         code = train_hf.main([*job.args, "--output_dir", str(job.out)])
         status[job.out] = "done" if code == 0 and job.done else "failed"
+        if watch is not None and watch():
+            status.update({j.out: "cancelled" for j in jobs if j.out not in status})
+            break
     return status
 
 
@@ -84,6 +88,7 @@ def check_protocol(done, out: Path, task_type: str, candidates: list[str], label
     opened = [json.loads(line) for line in (out / "splits.jsonl").read_text().splitlines()]
     test_runs = sorted(Path(line["run"]).relative_to(out.resolve()).as_posix() for line in opened if line.get("split") == "test")
     assert test_runs == ["evaluation/seed100"] and record["test_openings"][0]["run"].endswith("evaluation/seed100")
+    assert record["calibration"]["measured"][0]["run"] == f"search/{candidates[0]}/fold0"  # progress.json of a real run
     with np.load(out / "predictions.npz") as npz:
         scores = npz["test_scores"]
         assert scores.shape == (results["num_samples"]["test"], labels)

@@ -310,3 +310,21 @@ def test_a_plan_that_still_fits_at_the_measured_speed_is_kept(tiny_build, tmp_pa
     assert not calibration["replanned"] and calibration["slowdown"] == pytest.approx((10 + 30) / (20 + 20 / 150))
     assert [m["run"] for m in calibration["measured"]] == ["search/plain/fold0"] and done.record["plan"]["cut"] == []
     assert len(set(started)) == len(started)  # nothing started twice
+
+
+def test_without_a_search_the_final_seeds_first_epochs_cut_the_plan(tiny_build, tmp_path, monkeypatch):
+    """A budget with room for no search: the final seed is the first run, and its first epoch
+    (10 s start-up, 20 s per epoch: 4.4x the prior) shows that 4 epochs no longer fit."""
+    started: list[str] = []
+    clock = FakeClock()
+    monkeypatch.setattr(protocol, "now", clock)
+    monkeypatch.setattr(protocol, "run_jobs", _fake_trainer({}, 5.0, started, epoch_seconds=20.0, clock=clock))
+    options = {**FAKE, "epoch_tiers": (4, 1), "fold_tiers": (3,), "seed_tiers": (2, 1), "parallel": 1}
+    done = benchmark.run_subset(benchmark.Target("breastmnist", dataset=str(tiny_build)), 100, tmp_path / "b", **options)
+    record = done.record
+    assert record["calibration"]["plan_before"] == {"epochs": 4, "folds": 0, "candidates": ["plain"], "seeds": [100]}
+    assert [m["run"] for m in record["calibration"]["measured"]] == ["final/seed100"]
+    assert record["calibration"]["slowdown"] == pytest.approx((10 + 4 * 20) / (20 + 4 * 20 / 150))
+    assert record["plan"]["epochs"] == 1 and "after measuring the first runs: 1 epochs per run instead of 4" in record["plan"]["cut"]
+    assert [Path(s).relative_to(tmp_path / "b").as_posix() for s in started] == ["final/seed100", "final/seed100", "evaluation/seed100"]
+    assert "--num_train_epochs 1 " in json.loads((tmp_path / "b/final/seed100/results.json").read_text())["command"] + " "

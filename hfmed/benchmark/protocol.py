@@ -88,13 +88,14 @@ def run_subset(
         return budget.replan(record["plan"], space, dict(info.splits), len(pool), epoch_tiers, fold_tiers, space_mod.FINAL_SEEDS,
                              seed_tiers, clock.remaining(), slowdown)
 
-    winner = None
-    while winner is None:  # a second pass only when the first round's speed cut the plan
+    members = None
+    while members is None:  # a second pass only when the first runs' speed cut the plan
         common = [*space_mod.COMMON_FLAGS, *target.flags(), *space_mod.schedule_flags(record["plan"]["epochs"]), *extra_flags,
                   "--split_log", str((out / SPLIT_LOG).resolve())]
         chosen = [space_mod.by_name(space, name) for name in record["plan"]["candidates"]]
         winner = _search(out, record, clock, chosen, common, pool, info, replan)
-    members = _final_runs(out, record, clock, winner, common, pool, info)
+        if winner is not None:
+            members = _final_runs(out, record, clock, winner, common, pool, info, replan)
     evaluations = _evaluation_runs(out, record, clock, winner, common, pool, members)
     record["test_openings"] = check_test_openings(out / SPLIT_LOG, evaluations)
     results = final.evaluate(members, evaluations, out, record)
@@ -240,7 +241,7 @@ def _progress(run: Path) -> dict[str, Any] | None:
 
 
 def _calibrate(out: Path, record: dict[str, Any], jobs: list[Job], costs: dict[Path, float], replan) -> bool:
-    """Learn the machine's speed from the first round's first epochs (each run's progress.json):
+    """Learn the machine's speed from the first runs' first epochs (each run's progress.json):
     its start-up and seconds per epoch project the whole run, set against the prior estimate of
     it. If the plan no longer fits the time left at that speed, cut it (``replan``) and say why in
     the record; True then, so that the round is stopped and started again under the new plan (at
@@ -264,12 +265,13 @@ def _calibrate(out: Path, record: dict[str, Any], jobs: list[Job], costs: dict[P
     record["slowdown"] = slowdown
     record["calibration"] = {"measured": samples, "slowdown": slowdown, "plan_before": before, "replanned": new is not None}
     if new is not None:
-        why = (f"the first round's runs took {slowdown:.2f}x the prior estimate, so the plan ({before['epochs']} epochs, "
+        why = (f"the first runs took {slowdown:.2f}x the prior estimate, so the plan ({before['epochs']} epochs, "
                f"{before['folds']} folds, {len(before['candidates'])} candidates, {len(before['seeds'])} seeds) no longer fitted the "
                f"time left; cut: {'; '.join(new.cut)}")
         record["calibration"]["why"] = why
         record["skipped"].append({"replanned": True, "why": why})
-        record["plan"] = {**new.as_dict(), "cut": record["plan"]["cut"] + [f"after measuring the first runs: {c}" for c in new.cut]}
+        record["plan"] = {**new.as_dict(), "cut": record["plan"]["cut"] + [f"after measuring the first runs: {c}" for c in new.cut
+                                                                           if c not in record["plan"]["cut"]]}
     return new is not None
 
 
@@ -278,8 +280,11 @@ def _discard_round(record: dict[str, Any], jobs: list[Job], status: dict[Path, s
     epochs or folds no longer are the plan's (the benchmark's own folders, nothing else)."""
     import shutil
 
-    changed = any(f"--num_train_epochs {record['plan']['epochs']} " not in " ".join(j.args) + " " for j in jobs) or any(
-        f"--cv_folds {record['plan']['folds']} " not in " ".join(j.args) + " " for j in jobs)
+    def stale(args: list[str]) -> bool:
+        folds = args[args.index("--cv_folds") + 1] if "--cv_folds" in args else None
+        return float(args[args.index("--num_train_epochs") + 1]) != record["plan"]["epochs"] or (folds is not None and int(folds) != record["plan"]["folds"])
+
+    changed = any(stale(j.args) for j in jobs)
     for job in jobs:
         if changed or status.get(job.out) not in ("done", "kept"):
             shutil.rmtree(job.out, ignore_errors=True)
@@ -353,7 +358,9 @@ def _select(out, record, clock, chosen, alive, scores) -> Candidate:
     return next(c for c in chosen if c.name == winner)
 
 
-def _final_runs(out, record, clock, winner, common, pool, info) -> list[Path]:
+def _final_runs(out, record, clock, winner, common, pool, info, replan) -> list[Path] | None:
+    """The winner's seeds on the official split, test not opened. With no search before them they
+    are the first runs, and their first epochs calibrate the budget: None when that cut the plan."""
     seeds = list(record["plan"]["seeds"])
     started = clock.spent()
     estimate = budget.run_seconds(winner, info.splits["train"], record["plan"]["epochs"], record.get("slowdown", 1.0))
@@ -362,7 +369,13 @@ def _final_runs(out, record, clock, winner, common, pool, info) -> list[Path]:
     while len(jobs) > 1 and len(jobs) > len(done) and budget.wave_seconds([j.estimate for j in jobs if not j.done], len(pool)) > clock.remaining():
         dropped = jobs.pop()
         record["skipped"].append({"final_seed": int(dropped.out.name[4:]), "why": f"{clock.remaining():.0f} s of budget left"})
-    status = run_jobs(jobs, pool)
+    calibrating, costs = record.get("calibration") is None, {j.out: winner.cost for j in jobs}
+    status = run_jobs(jobs, pool, watch=(lambda: record.get("calibration") is None and _calibrate(out, record, jobs, costs, replan))
+                      if calibrating else None)
+    if calibrating and (record.get("calibration") or {}).get("replanned"):
+        _discard_round(record, jobs, status)
+        _save(out, record, clock)
+        return None
     _check(status)
     record["final"] = {"winner": winner.name, "flags": list(winner.flags), "seeds": [int(j.out.name[4:]) for j in jobs],
                        "members": [str(j.out.relative_to(out)) for j in jobs], "started_after_seconds": started}

@@ -60,6 +60,8 @@ def run(argv: list[str] | None = None) -> dict:
         tta=recipe_args.tta,
         channels_last=channels_last,
     )
+    if training_args.do_train:
+        trainer.add_callback(training.ProgressFile(training_args.output_dir, started, data.sizes["train"]))
     try:
         train_seconds = None
         if training_args.do_train:
@@ -70,7 +72,7 @@ def run(argv: list[str] | None = None) -> dict:
             trainer.log_metrics("train", train_result.metrics)
             trainer.save_state()
         # predict, not evaluate: the scores are kept (predictions.npz) for `hfmed ensemble`. Under
-        # cross-validation the test split is never read.
+        # cross-validation or --eval_test false the test split is never opened.
         outputs = {split: trainer.predict(splits[split], metric_key_prefix=split) for split in data.splits if split != "train"}
         for split, output in outputs.items():
             trainer.log_metrics(split, output.metrics)
@@ -109,7 +111,8 @@ def _results(argv, data, data_args, model_args, recipe_args, training_args, bund
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "best_validation_auc": trainer.state.best_metric,
         **{split: _strip(output.metrics, split) for split, output in outputs.items()},
-        "cross_validation": {"folds": data.cv_folds, "fold": data.cv_fold, "seed": training.CV_SEED, "pooled": ["train", "validation"]} if cv else None,
+        "cross_validation": {"folds": data.cv_folds, "fold": data.cv_fold, "seed": training.CV_SEED, "pooled": ["train", "validation"],
+                             "groups": data.cv_groups} if cv else None,
         "num_samples": {"train": data.sizes["train"], "validation": data.sizes["validation"],
                         "test": int(len(outputs["test"].label_ids)) if "test" in outputs else None},
         "eval_images_per_second": outputs[last].metrics.get(f"{last}_samples_per_second"),
@@ -138,7 +141,12 @@ def _write_card(trainer, data, data_args, model_args, results: dict, out: Path) 
     trainer.create_model_card(**card)  # rank 0 only, inside
     if trainer.args.push_to_hub:
         cv = results["cross_validation"]
-        figure = f"fold {cv['fold']} of {cv['folds']}: validation AUC {_fmt(results['validation'].get('auc'))}" if cv else f"test AUC {_fmt(results['test'].get('auc'))}"
+        if cv:
+            figure = f"fold {cv['fold']} of {cv['folds']}: validation AUC {_fmt(results['validation'].get('auc'))}"
+        elif results["test"] is None:
+            figure = f"validation AUC {_fmt(results['validation'].get('auc'))}, test not read"
+        else:
+            figure = f"test AUC {_fmt(results['test'].get('auc'))}"
         trainer.push_to_hub(commit_message=f"{data.config}: {figure}", **card)
 
 

@@ -3,11 +3,14 @@ plan, early drops, ranks."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from hfmed import benchmark
-from hfmed.benchmark import budget, clinical, decathlon, folds, selection, space
+from hfmed.benchmark import budget, clinical, decathlon, selection, space
+from hfmed.training import folds
 
 # Binary: 6 images, positive probability as the second column.
 Y = np.array([1, 1, 1, 0, 0, 0])
@@ -70,18 +73,18 @@ def test_bootstrap_is_seeded_and_brackets_the_figure():
 
 def test_folds_are_stratified_and_never_split_a_patient():
     labels = np.array([0] * 40 + [1] * 20)
-    plain = folds.assign(labels, 5, seed=1)
+    plain = folds.grouped_assignment(labels, 5, seed=1)
     for f in range(5):
         assert (labels[plain == f] == 0).sum() == 8 and (labels[plain == f] == 1).sum() == 4
-    assert np.array_equal(plain, folds.assign(labels, 5, seed=1))
+    assert np.array_equal(plain, folds.grouped_assignment(labels, 5, seed=1))
     groups = np.repeat(np.arange(20), 3)  # 20 patients, 3 images each, one label per patient
-    grouped = folds.assign(labels, 4, groups=groups, seed=0)
+    grouped = folds.grouped_assignment(labels, 4, groups=groups, seed=0)
     for g in range(20):
         assert len(set(grouped[groups == g])) == 1
     counts = [np.bincount(labels[grouped == f], minlength=2) for f in range(4)]
     assert all(abs(c[0] - 10) <= 3 and abs(c[1] - 5) <= 3 for c in counts)
     with pytest.raises(ValueError, match="groups cannot fill"):
-        folds.assign(labels, 5, groups=np.repeat([0, 1, 2], 20))
+        folds.grouped_assignment(labels, 5, groups=np.repeat([0, 1, 2], 20))
     # multi-label rows stratify as combinations
     assert folds.strata(np.array([[1, 0], [0, 1], [1, 0]])).tolist() == [1, 0, 1]
 
@@ -183,3 +186,66 @@ def test_train_hf_is_found_in_the_checkout_or_the_current_folder_else_one_line(t
         scheduler.train_script()
     (tmp_path / "train_hf.py").write_text("")
     assert scheduler.train_script() == tmp_path / "train_hf.py"
+
+
+def test_a_test_opening_outside_the_final_evaluation_stops_the_benchmark(tmp_path):
+    from hfmed.benchmark.protocol import check_test_openings
+
+    evaluation, search = tmp_path / "evaluation/seed100", tmp_path / "search/wd/fold0"
+    log = tmp_path / "splits.jsonl"
+
+    def write(*lines):
+        log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    opened = {"split": "test", "run": str(evaluation.resolve()), "rank": 0}
+    write({"split": "validation", "run": str(search.resolve())}, {"step": "selection", "winner": "wd"}, opened)
+    assert check_test_openings(log, [evaluation]) == [opened]
+    write({"split": "test", "run": str(search.resolve())}, {"step": "selection", "winner": "wd"}, opened)
+    with pytest.raises(RuntimeError, match="outside the final evaluation"):
+        check_test_openings(log, [evaluation])
+    write(opened, {"step": "selection", "winner": "wd"})
+    with pytest.raises(RuntimeError, match="before the selection"):
+        check_test_openings(log, [evaluation])
+    write({"step": "selection", "winner": "wd"})
+    with pytest.raises(RuntimeError, match="left no record of reading test"):
+        check_test_openings(log, [evaluation])
+
+
+def test_a_measured_slowdown_cuts_the_plan_in_order_and_never_grows_it():
+    sizes = {"train": 546, "validation": 78}
+    args = (space.SPACE, sizes, 2, space.EPOCH_TIERS, space.FOLD_TIERS, space.FINAL_SEEDS, space.SEED_TIERS)
+    plan = budget.make_plan(3600, *args).as_dict()
+    assert budget.replan(plan, *args, remaining_seconds=3600, slowdown=1.0) is None  # as fast as assumed: kept
+    assert budget.replan(plan, *args, remaining_seconds=3600, slowdown=0.2) is None  # faster: kept, not grown
+    slower = budget.replan(plan, *args, remaining_seconds=3600, slowdown=3.0)
+    assert slower is not None and slower.estimated_seconds <= 3600 and slower.cut
+    assert budget.plan_seconds(slower.as_dict(), space.SPACE, sizes, 2, 3.0) == pytest.approx(slower.estimated_seconds)
+    assert slower.epochs <= plan["epochs"] and slower.folds <= plan["folds"] and len(slower.seeds) <= len(plan["seeds"])
+    assert set(slower.candidates) <= set(plan["candidates"])
+    # 20x slower: no search left, and 30 epochs (100 x 20 would not fit an hour for even one seed).
+    crawl = budget.replan(plan, *args, remaining_seconds=3600, slowdown=20.0)
+    assert (crawl.epochs, crawl.folds, crawl.candidates, crawl.seeds) == (30, 0, ["wd_ls"], [100, 101])
+    assert "30 epochs per run instead of 100" in crawl.cut and crawl.estimated_seconds <= 3600
+    # 60x slower: the smallest protocol, and the record says it is still over budget.
+    smallest = budget.replan(plan, *args, remaining_seconds=3600, slowdown=60.0)
+    assert (smallest.epochs, smallest.folds, smallest.seeds) == (15, 0, [100]) and "over budget" in smallest.cut[-1]
+    assert budget.replan(smallest.as_dict(), *args, remaining_seconds=3600, slowdown=60.0) is None  # nothing left to cut
+
+
+def test_the_scheduler_stops_every_run_when_the_watch_says_the_plan_changed(tmp_path, monkeypatch):
+    from hfmed.benchmark import scheduler
+
+    script = tmp_path / "train_hf.py"  # stands in for train_hf.py: reports an epoch, then would run long
+    script.write_text("import sys, time, pathlib\nout = pathlib.Path(sys.argv[sys.argv.index('--output_dir') + 1])\n"
+                      "out.mkdir(parents=True)\n(out / 'progress.json').write_text('{}')\ntime.sleep(60)\n")
+    monkeypatch.setattr(scheduler, "train_script", lambda: script)
+    jobs = [scheduler.Job(tmp_path / f"run{i}", []) for i in range(3)]
+    asked = []
+
+    def watch() -> bool:  # the plan changes once the first run has reported
+        asked.append(1)
+        return (tmp_path / "run0" / "progress.json").is_file()
+
+    status = scheduler.run_jobs(jobs, [scheduler.Slot(1)], poll=0.05, watch=watch)
+    assert status == {job.out: "cancelled" for job in jobs} and asked
+    assert not (tmp_path / "run1").exists()  # never started

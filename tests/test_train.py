@@ -393,6 +393,7 @@ def test_a_medimeta_task_is_chosen_by_name_with_its_declared_type(tmp_path):
         (["--subset", "breastmnist", "--dataset", "./not-here"], "no such folder"),
         (["--collection", "medimeta"], "--subset"),
         (["--subset", "breastmnist", "--cv_fold", "1"], "needs --cv_folds"),
+        (["--subset", "breastmnist", "--cv_groups", "patient_id"], "give it with --cv_folds K --cv_fold i"),
         (["--subset", "breastmnist", "--cv_folds", "1", "--cv_fold", "0"], "at least 2"),
         (["--subset", "breastmnist", "--cv_folds", "5"], "0 to 4"),
         (["--subset", "breastmnist", "--cv_folds", "5", "--cv_fold", "5"], "0 to 4"),
@@ -632,7 +633,7 @@ def test_a_cross_validation_run_reports_its_fold_and_no_test_figures(small_npz, 
     out = tmp_path / "fold1"
     results = train(["--dataset", str(data), "--subset", "breastmnist", "--cv_folds", "5", "--cv_fold", "1",
                      "--output_dir", str(out), "--arch", "resnet", *QUICK[2:]])
-    assert results["cross_validation"] == {"folds": 5, "fold": 1, "seed": 0, "pooled": ["train", "validation"]}
+    assert results["cross_validation"] == {"folds": 5, "fold": 1, "seed": 0, "pooled": ["train", "validation"], "groups": None}
     assert results["test"] is None and results["num_samples"]["test"] is None
     assert results["num_samples"]["train"] + results["num_samples"]["validation"] == 24 + 11
     with np.load(out / "predictions.npz") as saved:

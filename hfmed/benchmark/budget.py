@@ -2,7 +2,8 @@
 
 Estimates start from a prior rate (the small ResNet trains 170-206 images/s on one CPU thread at
 28 px, BENCHMARKS.md; 150 is used, with a fixed start-up per run) and are corrected by what the
-runs of this benchmark actually took, so a GPU or a busier machine is learned after one round.
+runs of this benchmark actually take: the first round's runs report their epochs as they go
+(progress.json), and when that speed no longer lets the plan fit, :func:`replan` cuts it.
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ def make_plan(
     fold_tiers: tuple[int, ...],
     seeds: tuple[int, ...],
     seed_tiers: tuple[int, ...],
+    slowdown: float = 1.0,
 ) -> Plan:
-    """The fullest protocol whose estimate fits the budget.
+    """The fullest protocol whose estimate fits the budget (runs ``slowdown`` times the prior estimate).
 
     Cuts, in this order until it fits: candidates from the end of the space, then final seeds,
     then folds, then epochs; with one candidate left there is nothing to search. If even the
@@ -85,7 +87,7 @@ def make_plan(
         chosen = list(space[:n])
         # The final model's recipe is not known yet: reserve time for the dearest candidate.
         dearest = max(chosen, key=lambda c: c.cost)
-        estimate = search_seconds(chosen, folds, pooled, epochs, slots) + final_seconds(dearest, n_seeds, train, epochs, slots)
+        estimate = search_seconds(chosen, folds, pooled, epochs, slots, slowdown) + final_seconds(dearest, n_seeds, train, epochs, slots, slowdown)
         if estimate <= budget_seconds or (epochs, folds, n, n_seeds) == ladder[-1]:
             break
     plan = Plan(epochs, folds, [c.name for c in chosen], list(seeds[:n_seeds]), estimate)
@@ -102,6 +104,43 @@ def make_plan(
     if estimate > budget_seconds:
         plan.cut.append(f"over budget: even the smallest protocol is estimated at {estimate:.0f} s against {budget_seconds:.0f} s")
     return plan
+
+
+def plan_seconds(plan: dict, space: tuple[Candidate, ...], sizes: dict[str, int], slots: int, slowdown: float = 1.0) -> float:
+    """What ``plan`` (a Plan's dict) takes from its start, its runs ``slowdown`` times the prior estimate."""
+    chosen = [c for c in space if c.name in plan["candidates"]]
+    dearest = max(chosen, key=lambda c: c.cost)
+    pooled, train = sizes["train"] + sizes["validation"], sizes["train"]
+    return (search_seconds(chosen, plan["folds"], pooled, plan["epochs"], slots, slowdown)
+            + final_seconds(dearest, len(plan["seeds"]), train, plan["epochs"], slots, slowdown))
+
+
+def replan(
+    plan: dict,
+    space: tuple[Candidate, ...],
+    sizes: dict[str, int],
+    slots: int,
+    epoch_tiers: tuple[int, ...],
+    fold_tiers: tuple[int, ...],
+    seeds: tuple[int, ...],
+    seed_tiers: tuple[int, ...],
+    remaining_seconds: float,
+    slowdown: float,
+) -> Plan | None:
+    """The plan cut to what ``remaining_seconds`` allows at the measured ``slowdown``, or None when
+    it still fits (or nothing can be cut). It only cuts, never grows: the same order as
+    :func:`make_plan` (candidates, seeds, folds, epochs), starting from the plan as it is."""
+    if plan_seconds(plan, space, sizes, slots, slowdown) <= remaining_seconds:
+        return None
+    chosen = tuple(c for c in space if c.name in plan["candidates"])
+    epochs = tuple(e for e in epoch_tiers if e < plan["epochs"])
+    folds = tuple(f for f in fold_tiers if 0 < f < plan["folds"])
+    n_seeds = tuple(s for s in seed_tiers if s < len(plan["seeds"]))
+    new = make_plan(remaining_seconds, chosen, sizes, slots, (plan["epochs"], *epochs), ((plan["folds"], *folds) if plan["folds"] else ()),
+                    seeds, (len(plan["seeds"]), *n_seeds), slowdown)
+    if (new.epochs, new.folds, new.candidates, new.seeds) == (plan["epochs"], plan["folds"], plan["candidates"], plan["seeds"]):
+        return None
+    return new
 
 
 def slowdown(observed: list[tuple[float, float]]) -> float:

@@ -1,7 +1,9 @@
-"""The final model's one look at the test split: average the seeds, score, report.
+"""The final model's one look at the test split: average the seeds' evaluations, score, report.
 
-This is the only code of the protocol that opens test predictions; it runs after the winner is
-recorded and the final seeds have finished, and nothing it computes feeds back into a choice.
+The evaluation runs (each final seed's saved model scored once on validation and test) are the
+only runs that open test, and this is the only code of the protocol that reads their test
+predictions; it runs after the winner is recorded and every seed has finished, and nothing it
+computes feeds back into a choice.
 """
 
 from __future__ import annotations
@@ -43,26 +45,29 @@ def clinical_figures(task: str, y_true: np.ndarray, y_score: np.ndarray) -> dict
     }
 
 
-def evaluate(members: list[Path], out: Path, record: dict[str, Any]) -> dict[str, Any]:
-    """Score the average of the final runs; writes results.json, results.md, reliability.png and predictions.npz."""
+def evaluate(members: list[Path], evaluations: list[Path], out: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Score the average of the final seeds' evaluations (``evaluations[i]`` scored ``members[i]``'s
+    model); writes results.json, results.md, reliability.png and predictions.npz."""
     from hfmed import metrics
     from hfmed.benchmark import report
 
-    first = json.loads((members[0] / "results.json").read_text())
+    first = json.loads((evaluations[0] / "results.json").read_text())
     task = first["task_type"]
-    combined = _combined(members)
+    combined = _combined(evaluations)
     scores = {split: metrics.compute(task, *combined[split]) for split in SPLITS}
     figures = clinical_figures(task, *combined["test"])
     scores["test"] = {**scores["test"], "balanced_accuracy": figures["balanced_accuracy"], "ece": figures["reliability"]["ece"],
                       "auc_95ci": [figures["bootstrap_95"]["auc"]["low"], figures["bootstrap_95"]["auc"]["high"]],
                       "acc_95ci": [figures["bootstrap_95"]["acc"]["low"], figures["bootstrap_95"]["acc"]["high"]]}
     members_record = []
-    for member in members:
-        r = json.loads((member / "results.json").read_text())
-        members_record.append({"folder": str(member), "command": r.get("command"), "best_validation_auc": r.get("best_validation_auc"),
-                               "validation": {k: r["validation"].get(k) for k in ("auc", "acc")},
-                               "test": {k: (r.get("test") or {}).get(k) for k in ("auc", "acc")},
-                               "wall_time_seconds": r.get("wall_time_seconds")})
+    for member, evaluation in zip(members, evaluations):
+        trained = json.loads((member / "results.json").read_text())
+        scored = json.loads((evaluation / "results.json").read_text())
+        members_record.append({"folder": str(member), "evaluation": str(evaluation), "command": trained.get("command"),
+                               "best_validation_auc": trained.get("best_validation_auc"),
+                               "validation": {k: scored["validation"].get(k) for k in ("auc", "acc")},
+                               "test": {k: (scored.get("test") or {}).get(k) for k in ("auc", "acc")},
+                               "wall_time_seconds": trained.get("wall_time_seconds")})
     results = {
         **{key: first.get(key) for key in CARRIED},
         "model": f"hfmed benchmark: {record['final']['winner']}, mean of {len(members)} seed(s)",

@@ -2,9 +2,13 @@
 evaluate once on test. Every step is recorded in ``<out>/search.json``; a rerun of the same command
 keeps every finished run and continues from the record (the plan is kept, spent time adds up).
 
-The test split: search runs are train_hf.py cross-validation runs, which never read it (checked
-after every round). The winner is written into the record before any run on the official split
-starts; :func:`hfmed.benchmark.final.evaluate` then scores the final model on test, once.
+The test split is opened by one step only. Search runs are train_hf.py cross-validation runs and
+the final seeds are ``--eval_test false`` runs: neither opens test. The winner is written into the
+record before any run on the official split starts; once every seed has finished, one evaluation
+run per seed (``--model <seed> --do_train false``) scores its saved model on validation and test,
+and :func:`hfmed.benchmark.final.evaluate` averages them. Every run appends the splits it opens to
+``<out>/splits.jsonl``; the protocol checks there that test was opened by evaluation runs only,
+after the selection, before it reports.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from hfmed.benchmark.space import Candidate
 from hfmed.errors import UserError
 
 RECORD_FILE = "search.json"
+SPLIT_LOG = "splits.jsonl"
 
 
 @dataclass
@@ -55,7 +60,7 @@ def run_subset(
     budget_seconds: float,
     out: Path,
     *,
-    space: tuple[Candidate, ...] = space_mod.SPACE,
+    space: tuple[Candidate, ...] | None = None,
     epoch_tiers: tuple[int, ...] = space_mod.EPOCH_TIERS,
     fold_tiers: tuple[int, ...] = space_mod.FOLD_TIERS,
     seed_tiers: tuple[int, ...] = space_mod.SEED_TIERS,
@@ -71,30 +76,46 @@ def run_subset(
     pool = slots(parallel)
     info = _prepare_data(target)
     record["task_type"] = info.task
+    record["cv_groups"] = group_column(target)
     record["slots"] = [{"threads": s.threads, "gpu": s.gpu} for s in pool]
+    space = space or space_mod.for_data(info.volumetric)  # 3D networks for a 3D config
     if record.get("plan") is None:
         record["plan"] = budget.make_plan(budget_seconds, space, dict(info.splits), len(pool), epoch_tiers, fold_tiers,
                                           space_mod.FINAL_SEEDS, seed_tiers).as_dict()
     _save(out, record, clock)
-    common = [*space_mod.COMMON_FLAGS, *target.flags(), *space_mod.schedule_flags(record["plan"]["epochs"]), *extra_flags]
-    chosen = [space_mod.by_name(space, name) for name in record["plan"]["candidates"]]
 
-    winner = _search(out, record, clock, chosen, common, pool, info)
-    members = _final_runs(out, record, clock, winner, common, pool, info)
-    results = final.evaluate(members, out, record)
+    def replan(slowdown: float) -> budget.Plan | None:
+        return budget.replan(record["plan"], space, dict(info.splits), len(pool), epoch_tiers, fold_tiers, space_mod.FINAL_SEEDS,
+                             seed_tiers, clock.remaining(), slowdown)
+
+    members = None
+    while members is None:  # a second pass only when the first runs' speed cut the plan
+        common = [*space_mod.COMMON_FLAGS, *target.flags(), *space_mod.schedule_flags(record["plan"]["epochs"]), *extra_flags,
+                  "--split_log", str((out / SPLIT_LOG).resolve())]
+        chosen = [space_mod.by_name(space, name) for name in record["plan"]["candidates"]]
+        winner = _search(out, record, clock, chosen, common, pool, info, replan)
+        if winner is not None:
+            members = _final_runs(out, record, clock, winner, common, pool, info, replan)
+    evaluations = _evaluation_runs(out, record, clock, winner, common, pool, members)
+    record["test_openings"] = check_test_openings(out / SPLIT_LOG, evaluations)
+    results = final.evaluate(members, evaluations, out, record)
     record["complete"] = True
     _save(out, record, clock)
     return BenchmarkResult(out, results, record)
+
+
+#: The clock budget time is read from (a test may give another).
+now = time.monotonic
 
 
 class _Clock:
     """Budget time: what earlier sessions spent plus this session's wall time."""
 
     def __init__(self, spent_before: float, budget_seconds: float):
-        self.started, self.before, self.budget = time.monotonic(), spent_before, budget_seconds
+        self.started, self.before, self.budget = now(), spent_before, budget_seconds
 
     def spent(self) -> float:
-        return self.before + time.monotonic() - self.started
+        return self.before + now() - self.started
 
     def remaining(self) -> float:
         return self.budget - self.spent()
@@ -132,7 +153,7 @@ def _prepare_data(target: Target):
     from hfmed.builder import builder_class
 
     location = Path(target.dataset or target.collection)
-    config = target.subset if target.collection != "medmnist" or target.size == 28 else f"{target.subset}_{target.size}"
+    config = _config(target)
     folder = location / config
     if not (folder.is_dir() and any(folder.glob("*.parquet"))):
         if not target.source:
@@ -143,9 +164,27 @@ def _prepare_data(target: Target):
     return loaders.task_info(str(location), config, target.task)
 
 
-def _search(out, record, clock, chosen, common, pool, info) -> Candidate:
+#: Columns that name a patient: where a build has one, the search's folds keep each patient in one fold.
+PATIENT_COLUMNS = ("patient_id",)
+
+
+def group_column(target: Target) -> str | None:
+    """The patient column of the target's build, if it has one (MedIMeta's ``patient_id``)."""
+    from hfmed.loaders.sources import config_files, split_source
+
+    names = split_source(config_files(target.dataset or target.collection, _config(target)), "train").schema.names
+    return next((c for c in PATIENT_COLUMNS if c in names), None)
+
+
+def _config(target: Target) -> str:
+    return target.subset if target.collection != "medmnist" or target.size == 28 else f"{target.subset}_{target.size}"
+
+
+def _search(out, record, clock, chosen, common, pool, info, replan) -> Candidate | None:
     """Rounds of folds for the surviving candidates; as many folds per round as the slots allow,
-    so every core works, and a drop check between rounds."""
+    so every core works, and a drop check between rounds. While the first round runs, its first
+    epochs calibrate the budget (:func:`_calibrate`); None when that cut the plan and the search
+    must start again under the new one."""
     plan = record["plan"]
     alive = [c for c in chosen if c.name not in record["dropped"]]
     scores: dict[str, dict[int, float]] = {}
@@ -157,15 +196,25 @@ def _search(out, record, clock, chosen, common, pool, info) -> Candidate:
     while fold < plan["folds"] and len(alive) >= 2:  # one survivor: nothing left to compare
         batch = list(range(fold, min(plan["folds"], fold + max(1, len(pool) // len(alive)))))
         slow = budget.slowdown(observed)
-        jobs = [Job(out / "search" / c.name / f"fold{f}",
-                    [*common, *c.flags, "--cv_folds", str(plan["folds"]), "--cv_fold", str(f), "--seed", str(f)],
-                    budget.run_seconds(c, train_images, plan["epochs"])) for f in batch for c in alive]
+        grouped = ["--cv_groups", record["cv_groups"]] if record.get("cv_groups") else []
+        runs = [(c, Job(out / "search" / c.name / f"fold{f}",
+                        [*common, *c.flags, "--cv_folds", str(plan["folds"]), "--cv_fold", str(f), "--seed", str(f), *grouped],
+                        budget.run_seconds(c, train_images, plan["epochs"]))) for f in batch for c in alive]
+        jobs, costs = [j for _, j in runs], {j.out: c.cost for c, j in runs}
         reserve = budget.final_seconds(dearest, len(plan["seeds"]), info.splits["train"], plan["epochs"], len(pool), slow)
         needed = budget.wave_seconds([j.estimate * slow for j in jobs if not j.done], len(pool))
         if needed and needed + reserve > clock.remaining():
             _skip(record, fold, plan["folds"], alive, f"estimated {needed:.0f} s for the round and {reserve:.0f} s for the final model, {clock.remaining():.0f} s left")
             break
-        status = run_jobs(jobs, pool, deadline=clock.deadline(reserve))
+        calibrating = record.get("calibration") is None
+        status = run_jobs(jobs, pool, deadline=clock.deadline(reserve),
+                          watch=(lambda: record.get("calibration") is None and _calibrate(out, record, jobs, costs, replan)) if calibrating else None)
+        if calibrating and record.get("calibration") is None:
+            _calibrate(out, record, jobs, costs, replan)  # runs that ended between two polls
+        if calibrating and record.get("calibration", {}).get("replanned"):
+            _discard_round(record, jobs, status)
+            _save(out, record, clock)
+            return None
         _check(status)
         observed += [(j.estimate, _read(j.out)["wall_time_seconds"]) for j in jobs if status[j.out] in ("done", "kept")]
         record["slowdown"] = budget.slowdown(observed)  # actual over estimated time, for the final runs' estimate
@@ -182,6 +231,64 @@ def _search(out, record, clock, chosen, common, pool, info) -> Candidate:
         _save(out, record, clock)
     _collect(out, scores, chosen, plan["folds"])  # every finished fold, dropped candidates' too, for the record
     return _select(out, record, clock, chosen, [c for c in alive if c.name not in record["dropped"]], scores)
+
+
+def _progress(run: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run / "progress.json").read_text())
+    except (OSError, ValueError):  # not written yet, or being replaced
+        return None
+
+
+def _calibrate(out: Path, record: dict[str, Any], jobs: list[Job], costs: dict[Path, float], replan) -> bool:
+    """Learn the machine's speed from the first runs' first epochs (each run's progress.json):
+    its start-up and seconds per epoch project the whole run, set against the prior estimate of
+    it. If the plan no longer fits the time left at that speed, cut it (``replan``) and say why in
+    the record; True then, so that the round is stopped and started again under the new plan (at
+    most one epoch of it lost)."""
+    samples = []
+    epochs = record["plan"]["epochs"]
+    for job in jobs:
+        progress = _progress(job.out)
+        if progress and progress.get("epoch", 0) >= 1:
+            startup = progress.get("train_started", 0.0)
+            per_epoch = (progress["seconds"] - startup) / progress["epoch"]
+            cost = space_mod.Candidate("", (), costs[job.out])
+            samples.append({"run": str(job.out.relative_to(out)), "epochs_done": progress["epoch"], "startup_seconds": startup,
+                            "seconds_per_epoch": per_epoch, "rows": progress["rows"], "projected_seconds": startup + per_epoch * epochs,
+                            "estimated_seconds": budget.run_seconds(cost, progress["rows"], epochs)})
+    if not samples:
+        return False
+    slowdown = sum(s["projected_seconds"] for s in samples) / sum(s["estimated_seconds"] for s in samples)
+    before = {k: record["plan"][k] for k in ("epochs", "folds", "candidates", "seeds")}
+    new = replan(slowdown)
+    record["slowdown"] = slowdown
+    record["calibration"] = {"measured": samples, "slowdown": slowdown, "plan_before": before, "replanned": new is not None}
+    if new is not None:
+        why = (f"the first runs took {slowdown:.2f}x the prior estimate, so the plan ({before['epochs']} epochs, "
+               f"{before['folds']} folds, {len(before['candidates'])} candidates, {len(before['seeds'])} seeds) no longer fitted the "
+               f"time left; cut: {'; '.join(new.cut)}")
+        record["calibration"]["why"] = why
+        record["skipped"].append({"replanned": True, "why": why})
+        record["plan"] = {**new.as_dict(), "cut": record["plan"]["cut"] + [f"after measuring the first runs: {c}" for c in new.cut
+                                                                           if c not in record["plan"]["cut"]]}
+    return new is not None
+
+
+def _discard_round(record: dict[str, Any], jobs: list[Job], status: dict[Path, str]) -> None:
+    """The runs of a round the plan changed under: unfinished ones, and all of them when their
+    epochs or folds no longer are the plan's (the benchmark's own folders, nothing else)."""
+    import shutil
+
+    def stale(args: list[str]) -> bool:
+        folds = args[args.index("--cv_folds") + 1] if "--cv_folds" in args else None
+        return float(args[args.index("--num_train_epochs") + 1]) != record["plan"]["epochs"] or (folds is not None and int(folds) != record["plan"]["folds"])
+
+    changed = any(stale(j.args) for j in jobs)
+    for job in jobs:
+        if changed or status.get(job.out) not in ("done", "kept"):
+            shutil.rmtree(job.out, ignore_errors=True)
+            job.log.unlink(missing_ok=True)
 
 
 def _collect(out: Path, scores: dict[str, dict[int, float]], candidates: list[Candidate], folds: int) -> None:
@@ -246,21 +353,70 @@ def _select(out, record, clock, chosen, alive, scores) -> Candidate:
         "decided_after_seconds": clock.spent(),
     }
     _save(out, record, clock)  # the choice is on disk before the official split is trained on
+    with (out / SPLIT_LOG).open("a", encoding="utf-8") as log:
+        log.write(json.dumps({"step": "selection", "winner": winner}) + "\n")
     return next(c for c in chosen if c.name == winner)
 
 
-def _final_runs(out, record, clock, winner, common, pool, info) -> list[Path]:
+def _final_runs(out, record, clock, winner, common, pool, info, replan) -> list[Path] | None:
+    """The winner's seeds on the official split, test not opened. With no search before them they
+    are the first runs, and their first epochs calibrate the budget: None when that cut the plan."""
     seeds = list(record["plan"]["seeds"])
     started = clock.spent()
     estimate = budget.run_seconds(winner, info.splits["train"], record["plan"]["epochs"], record.get("slowdown", 1.0))
-    jobs = [Job(out / "final" / f"seed{s}", [*common, *winner.flags, "--seed", str(s)], estimate) for s in seeds]
+    jobs = [Job(out / "final" / f"seed{s}", [*common, *winner.flags, "--seed", str(s), "--eval_test", "false"], estimate) for s in seeds]
     done = [j for j in jobs if j.done]
     while len(jobs) > 1 and len(jobs) > len(done) and budget.wave_seconds([j.estimate for j in jobs if not j.done], len(pool)) > clock.remaining():
         dropped = jobs.pop()
         record["skipped"].append({"final_seed": int(dropped.out.name[4:]), "why": f"{clock.remaining():.0f} s of budget left"})
-    status = run_jobs(jobs, pool)
+    calibrating, costs = record.get("calibration") is None, {j.out: winner.cost for j in jobs}
+    status = run_jobs(jobs, pool, watch=(lambda: record.get("calibration") is None and _calibrate(out, record, jobs, costs, replan))
+                      if calibrating else None)
+    if calibrating and (record.get("calibration") or {}).get("replanned"):
+        _discard_round(record, jobs, status)
+        _save(out, record, clock)
+        return None
     _check(status)
     record["final"] = {"winner": winner.name, "flags": list(winner.flags), "seeds": [int(j.out.name[4:]) for j in jobs],
                        "members": [str(j.out.relative_to(out)) for j in jobs], "started_after_seconds": started}
     _save(out, record, clock)
+    for job in jobs:
+        _untested(job.out)
     return [j.out for j in jobs]
+
+
+def _evaluation_runs(out, record, clock, winner, common, pool, members: list[Path]) -> list[Path]:
+    """The one step that opens test: each final seed's saved model (its checkpoint chosen on
+    validation) scored on validation and test, as ``--model <seed> --do_train false``."""
+    jobs = [Job(out / "evaluation" / member.name, [*common, *winner.flags, "--model", str(member.resolve()), "--do_train", "false"])
+            for member in members]
+    status = run_jobs(jobs, pool)
+    _check(status)
+    record["evaluation"] = {"runs": [str(j.out.relative_to(out)) for j in jobs], "started_after_seconds": clock.spent()}
+    _save(out, record, clock)
+    return [j.out for j in jobs]
+
+
+def check_test_openings(log: Path, evaluations: list[Path]) -> list[dict[str, Any]]:
+    """Every opening of test in the benchmark's split log, checked: by an evaluation run only,
+    after the selection was recorded, and by every evaluation run. Returns the openings."""
+    lines = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()] if log.is_file() else []
+    selected = next((i for i, line in enumerate(lines) if line.get("step") == "selection"), None)
+    allowed = {str(p.resolve()) for p in evaluations}
+    openings = [(i, line) for i, line in enumerate(lines) if line.get("split") == "test"]
+    for i, line in openings:
+        if line["run"] not in allowed or selected is None or i < selected:
+            raise RuntimeError(f"{line['run']} opened the test split {'before the selection' if line['run'] in allowed else 'outside the final evaluation'}; "
+                               f"the protocol forbids it ({log})")
+    missing = allowed - {line["run"] for _, line in openings}
+    if missing:
+        raise RuntimeError(f"the evaluation run(s) {', '.join(sorted(missing))} left no record of reading test in {log}")
+    return [line for _, line in openings]
+
+
+def _untested(run: Path) -> None:
+    """A final seed's run must hold no test figures or predictions: it never opened test."""
+    with np.load(run / "predictions.npz") as npz:
+        touched = [name for name in npz.files if not name.startswith("validation_")]
+    if _read(run).get("test") is not None or touched:
+        raise RuntimeError(f"{run} is a final seed's training run but holds test results ({touched or 'test'}); the protocol forbids it")

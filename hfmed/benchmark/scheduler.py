@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from hfmed.errors import UserError
 
@@ -75,23 +76,28 @@ def _launch(job: Job, slot: Slot) -> subprocess.Popen:
         return subprocess.Popen(command, cwd=script.parent, stdout=handle, stderr=subprocess.STDOUT, env=env)
 
 
-def run_jobs(jobs: list[Job], pool: list[Slot], deadline: float | None = None, poll: float = 0.5) -> dict[Path, str]:
+def run_jobs(jobs: list[Job], pool: list[Slot], deadline: float | None = None, poll: float = 0.5,
+             watch: Callable[[], bool] | None = None) -> dict[Path, str]:
     """Run the jobs that have no results.json yet; returns each job's status:
-    ``kept`` (done before), ``done``, ``failed`` or ``stopped`` (the deadline, a ``time.monotonic()``
-    value, passed while it ran, or before it could start)."""
+    ``kept`` (done before), ``done``, ``failed``, ``stopped`` (the deadline, a ``time.monotonic()``
+    value, passed while it ran, or before it could start) or ``cancelled`` (``watch``, called at
+    every poll while jobs run, returned True: the caller has changed its plan)."""
     status = {job.out: "kept" for job in jobs if job.done}
     pending = [job for job in jobs if not job.done]
     free = list(pool)
     running: list[tuple[subprocess.Popen, Job, Slot]] = []
+    cancelled = False
     try:
         while pending or running:
             late = deadline is not None and time.monotonic() > deadline
-            while pending and free and not late:
+            while pending and free and not late and not cancelled:
                 job, slot = pending.pop(0), free.pop(0)
                 running.append((_launch(job, slot), job, slot))
-            if late:
+            if not cancelled and running and watch is not None and watch():
+                cancelled = True
+            if late or cancelled:
                 for job in pending:
-                    status[job.out] = "stopped"
+                    status[job.out] = "cancelled" if cancelled else "stopped"
                 pending = []
                 for process, job, _ in running:
                     process.terminate()
@@ -102,7 +108,8 @@ def run_jobs(jobs: list[Job], pool: list[Slot], deadline: float | None = None, p
                     continue
                 running.remove(entry)
                 free.append(slot)
-                status[job.out] = "done" if process.returncode == 0 and job.done else ("stopped" if late else "failed")
+                ended = "done" if process.returncode == 0 and job.done else None
+                status[job.out] = ended or ("cancelled" if cancelled else "stopped" if late else "failed")
     except BaseException:
         for process, _, _ in running:
             process.terminate()

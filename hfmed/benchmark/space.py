@@ -34,6 +34,25 @@ SPACE: tuple[Candidate, ...] = (
     Candidate("wd_ls_resnet18", ("--arch", "resnet", "--arch_size", "base", *REGULARISED), cost=2.9),
 )
 
+#: The 3D subsets' space (``--preset medmnist`` is then the published 3D protocol: batch 32, x0.1
+#: at half and three quarters). The small 3D ResNet, train_hf.py's 3D default, trained 13.9
+#: volumes/s at 28^3 in train_hf.py on one shared core (BENCHMARKS.md), so its cost is about
+#: 150 / 14; ACS-small (the published rows' default family) ran at half its rate in bench_3d.py.
+#: The ResNet-18 widths (1.15 volumes/s, 18x slower) are left out: 100 epochs of them are out of
+#: reach on a CPU, and a budget would cut them first anyway.
+SPACE_3D: tuple[Candidate, ...] = (
+    Candidate("r3d_wd_ls", ("--arch", "resnet3d", "--arch_size", "small", *REGULARISED), cost=11.0),
+    Candidate("r3d_published", ("--arch", "resnet3d", "--arch_size", "small"), cost=11.0),
+    Candidate("r3d_wd_ls_flip_crop", ("--arch", "resnet3d", "--arch_size", "small", *REGULARISED, "--augment", "flip_crop"), cost=11.5),
+    Candidate("acs_wd_ls", ("--arch", "acs", "--arch_size", "small", *REGULARISED), cost=21.0),
+)
+
+
+def for_data(volumetric: bool) -> tuple[Candidate, ...]:
+    """The space of a config: 3D networks for volumes, 2D ones for images."""
+    return SPACE_3D if volumetric else SPACE
+
+
 #: Epochs per run, most first; the budget picks the largest that fits. The published 100 first;
 #: on BreastMNIST the best epoch of 22 runs was 13-52, so 50 loses little.
 EPOCH_TIERS: tuple[int, ...] = (100, 50, 30, 15)

@@ -3,10 +3,11 @@
 - ``arguments``: the command line (argument dataclasses, presets) and the flag combinations refused.
 - ``hardware``: speed defaults for the machine at hand, and its description for the report.
 - ``data``: opening a config (local build or Hub repo) and its splits as ``hfmed.loaders`` batch loaders.
-- ``folds``: cross-validation (train and validation pooled, stratified folds) through the same batch transform.
+- ``folds``: cross-validation (train and validation pooled, stratified folds, grouped by patient on request) through the same batch transform.
 - ``models``: from-scratch ViT/ConvNeXt/ResNet sized to the data, or a pretrained checkpoint, and what each must be fed.
 - ``trainer``: ``MedTrainer`` (loaders in, per-rank evaluation gathered once, step decay, EMA, TTA, timing).
 - ``averaging``, ``losses``, ``distributed``: weight averaging, extra losses, what ranks share.
+- ``progress``: progress.json after every epoch (epochs done, seconds so far), for a scheduler watching the run.
 - ``report`` and ``plots``: results.json (one schema, shared with ``hfmed ensemble``), results.md,
   predictions.npz and the figures; these two import neither torch nor transformers.
 
@@ -24,12 +25,13 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
                   "check_cv", "default_output_dir", "parse_args", "refuse_impossible"),
     "hardware": ("device_description", "hardware_defaults", "versions"),
     "data": ("SPLITS", "Data", "Feed", "close_loaders", "config_name", "ensure_built", "locate", "medmnist_config", "open_data"),
-    "folds": ("CV_SEED", "Fold", "cv_assignment"),
+    "folds": ("CV_SEED", "Fold", "cv_assignment", "grouped_assignment", "read_groups", "strata"),
     "models": ("ARCH_DIMENSIONS", "ARCH_SIZES", "ModelBundle", "build_model", "check_dimensions", "fitted_input_size", "fitted_patch",
                "problem_type", "scratch_config", "wants_channels_last"),
     "trainer": ("MedTrainer",),
     "averaging": ("WeightAverage",),
     "losses": ("ordinal_emd_loss",),
+    "progress": ("PROGRESS_FILE", "ProgressFile"),
     "report": ("PREDICTIONS_FILE", "SCHEMA", "arguments_record", "published_for", "published_rows", "redacted_command",
                "results_markdown", "results_record", "scored", "write_json", "write_predictions", "write_report"),
     "plots": ("plot_confusion", "plot_roc"),

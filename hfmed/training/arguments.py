@@ -57,6 +57,22 @@ class DataArguments:
         },
     )
     cv_fold: int | None = field(default=None, metadata={"help": "with --cv_folds K: the held-out fold, 0 to K-1"})
+    cv_groups: str | None = field(
+        default=None,
+        metadata={"help": "with --cv_folds: a column (e.g. patient_id, as MedIMeta has) whose rows always share a fold, so no patient "
+                  "is both trained on and held out; folds stay as close to stratified by label as the groups allow"},
+    )
+    eval_test: bool = field(
+        default=True,
+        metadata={
+            "help": "false: train and validate on the official split without opening test (no test rows are read); score the "
+            "chosen model once later with `--model <this run's folder> --do_train false`"
+        },
+    )
+    split_log: str | None = field(
+        default=None,
+        metadata={"help": "append one JSON line per split this run opens (split, run folder, rank) to this file: a record of which run read test"},
+    )
 
 
 @dataclass
@@ -318,6 +334,8 @@ def check_cv(data_args: DataArguments) -> None:
     if folds is None:
         if fold is not None:
             raise UserError(f"--cv_fold {fold} needs --cv_folds (the number of folds), e.g. --cv_folds 5 --cv_fold {fold}")
+        if data_args.cv_groups is not None:
+            raise UserError(f"--cv_groups {data_args.cv_groups} groups cross-validation folds; give it with --cv_folds K --cv_fold i")
         return
     if folds < 2:
         raise UserError(f"--cv_folds must be at least 2, got {folds}")

@@ -49,24 +49,30 @@ class Data:
     streaming: bool = False
     cv_folds: int | None = None  # cross-validation: train and validation pooled, fold cv_fold held out
     cv_fold: int | None = None
+    cv_groups: str | None = None  # a column whose rows share a fold (patient_id)
+    eval_test: bool = True  # false: test is never opened (its model is scored later, once)
+    split_log: str | None = None  # where each opening of a split is recorded (``--split_log``)
     _fold: Any = field(default=None, repr=False)
 
     @property
     def splits(self) -> tuple[str, ...]:
-        """The splits a run evaluates: cross-validation never reads test."""
-        return ("train", "validation") if self.cv_folds is not None else SPLITS
+        """The splits a run opens: cross-validation and ``--eval_test false`` never open test."""
+        return ("train", "validation") if self.cv_folds is not None or not self.eval_test else SPLITS
 
     def fold(self):
         """The pooled rows and this run's fold of them (read once, on first use)."""
         if self._fold is None:
             from hfmed.training.folds import Fold
 
-            self._fold = Fold.read(self.location, self.config, self.info, self.cv_folds, self.cv_fold)
+            self._fold = Fold.read(self.location, self.config, self.info, self.cv_folds, self.cv_fold, self.cv_groups)
             self.sizes = self._fold.sizes
         return self._fold
 
     def loader(self, split: str, feed: Feed, args: TrainingArguments):
         """Whole batches of ``split`` for this process's rank, as the model takes them."""
+        if split not in self.splits:
+            raise ValueError(f"this run does not open the {split} split (cross-validation or --eval_test false)")
+        log_opening(self.split_log, split, self.config, args, folds=(self.cv_folds, self.cv_fold) if self.cv_folds is not None else None)
         train = split == "train"
         batch = args.per_device_train_batch_size if train else args.per_device_eval_batch_size
         device = args.device if args.device.type != "cpu" else None
@@ -178,7 +184,25 @@ def open_data(data_args: DataArguments, training_args: TrainingArguments, model_
     missing = [s for s in SPLITS if not info.splits.get(s)]
     if missing:
         raise UserError(f"{config} in {location} has no {' or '.join(missing)} split; train_hf.py needs train, validation and test")
-    return Data(location, config, info, dict(info.splits), data_args.streaming, data_args.cv_folds, data_args.cv_fold)
+    return Data(location, config, info, dict(info.splits), data_args.streaming, data_args.cv_folds, data_args.cv_fold,
+                data_args.cv_groups, data_args.eval_test, data_args.split_log)
+
+
+def log_opening(path: str | None, split: str, config: str, args: TrainingArguments, folds: tuple[int, int] | None = None) -> None:
+    """One JSON line per split a rank opens, appended to ``path``: which run read which split.
+
+    ``hfmed benchmark`` gives every run the same file and checks from it that only the final
+    evaluation opened test. One short line per write: appends from parallel runs do not interleave.
+    """
+    if not path:
+        return
+    import json
+    import os
+
+    line = {"split": split, "config": config, "run": str(Path(args.output_dir).resolve()), "rank": args.process_index,
+            "fold": list(folds) if folds else None, "pid": os.getpid()}
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(line) + "\n")
 
 
 def close_loaders(batch_loaders) -> None:

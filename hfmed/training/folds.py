@@ -48,6 +48,72 @@ def cv_assignment(labels: np.ndarray, folds: int, seed: int = CV_SEED) -> np.nda
     return fold_of
 
 
+# Grouped folds (``--cv_groups``). Images of one patient are alike; a patient in both the training
+# and the held-out part of a fold makes the fold's score too good, and too good by more for
+# recipes that memorise. So a group (``patient_id`` in MedIMeta) is never split, and within that
+# constraint every fold gets close to the same share of each label.
+
+
+def strata(labels: np.ndarray) -> np.ndarray:
+    """One stratum per distinct label (a row of a multi-label matrix counts as one label)."""
+    labels = np.asarray(labels)
+    rows = labels.reshape(len(labels), -1)
+    _, inverse = np.unique(rows, axis=0, return_inverse=True)
+    return inverse.reshape(-1)
+
+
+def grouped_assignment(labels: np.ndarray, folds: int, groups: np.ndarray | None = None, seed: int = CV_SEED) -> np.ndarray:
+    """The fold (0..folds-1) of every sample, no group split between two folds.
+
+    Groups are placed largest first (ties in a seeded random order), each into the fold where it
+    leaves the label counts closest to an equal share, with the fold's size as the tie-break.
+    Without groups each sample is its own group, which gives a plain stratified split.
+    """
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}")
+    stratum = strata(labels)
+    n = len(stratum)
+    group_ids = np.arange(n) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1].reshape(-1)
+    n_groups = int(group_ids.max()) + 1 if n else 0
+    if n_groups < folds:
+        raise ValueError(f"{n_groups} groups cannot fill {folds} folds")
+    classes = int(stratum.max()) + 1
+    counts = np.zeros((n_groups, classes))
+    np.add.at(counts, (group_ids, stratum), 1)
+    share = counts.sum(axis=0) / folds  # what each fold should hold of each label
+
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n_groups)
+    order = order[np.argsort(-counts[order].sum(axis=1), kind="stable")]
+    fold_counts = np.zeros((folds, classes))
+    fold_of_group = np.empty(n_groups, dtype=np.int64)
+    for g in order:
+        after = fold_counts + counts[g]
+        excess = np.clip(after - share, 0, None).sum(axis=1)  # how far past its share each fold would go
+        sizes = fold_counts.sum(axis=1)
+        best = np.lexsort((sizes, excess))[0]
+        fold_of_group[g] = best
+        fold_counts[best] += counts[g]
+    return fold_of_group[group_ids]
+
+
+def read_groups(location: str, config: str, column: str) -> np.ndarray:
+    """``column`` of every train then validation row of a local build, in the order ``read_pooled`` reads them."""
+    from hfmed.loaders.sources import config_files, split_source
+
+    files = config_files(location, config)
+    values = []
+    for split in POOLED:
+        source = split_source(files, split)
+        if column not in source.schema.names:
+            names = ", ".join(n for n in source.schema.names if n not in ("image", "volume"))
+            raise UserError(f"{config} in {location} has no {column!r} column to group folds by (--cv_groups); its columns: {names}")
+        for unit in source.units:
+            with source.location.opened(source.files[unit.file]) as parquet:
+                values.append(parquet.read_row_group(unit.group, columns=[column]).column(0).to_numpy(zero_copy_only=False))
+    return np.concatenate(values)
+
+
 def read_pooled(location: str, config: str, info: TaskInfo) -> tuple[torch.Tensor, torch.Tensor]:
     """Every train then validation row of a local build: uint8 pixels (N, C, *S) and labels, in source order."""
     pixels, labels = [], []
@@ -72,12 +138,21 @@ class Fold:
     fold: int
 
     @classmethod
-    def read(cls, location: str, config: str, info: TaskInfo, folds: int, fold: int) -> "Fold":
+    def read(cls, location: str, config: str, info: TaskInfo, folds: int, fold: int, groups: str | None = None) -> "Fold":
+        """``groups``: a column whose value (a patient) keeps its rows in one fold; None: rows are dealt alone."""
         pixels, labels = read_pooled(location, config, info)
         if len(labels) < 2 * folds:
             raise UserError(f"{config} in {location} has {len(labels)} train and validation rows, too few for --cv_folds {folds}; use fewer folds")
-        held_out = cv_assignment(labels.numpy(), folds) == fold
-        return cls(config, pixels, labels, held_out, folds, fold)
+        if groups is None:
+            assignment = cv_assignment(labels.numpy(), folds)
+        else:
+            group_of = read_groups(location, config, groups)
+            if len(group_of) != len(labels) or any(v is None for v in group_of):
+                raise UserError(f"{config} in {location}: the {groups!r} column is empty for some rows; group folds by a column every row has")
+            if len(np.unique(group_of)) < folds:
+                raise UserError(f"{config} in {location} has {len(np.unique(group_of))} distinct {groups} values, too few for --cv_folds {folds}; use fewer folds")
+            assignment = grouped_assignment(labels.numpy(), folds, group_of)
+        return cls(config, pixels, labels, assignment == fold, folds, fold)
 
     def rows(self, split: str) -> np.ndarray:
         """Pooled row ids of the fold's ``train`` (all but the held-out fold) or ``validation`` (the held-out fold)."""

@@ -39,8 +39,8 @@ SCHEMA: dict[str, str] = {
     "best_checkpoint": "the chosen checkpoint folder",
     "best_validation_auc": "its validation figure",
     "validation": "validation metrics (auc, acc, ...)",
-    "test": "test metrics; null under cross-validation",
-    "cross_validation": "folds, fold, seed, pooled splits; null for a run on the official splits",
+    "test": "test metrics; null under cross-validation or --eval_test false",
+    "cross_validation": "folds, fold, seed, pooled splits, the column folds are grouped by; null for a run on the official splits",
     "num_samples": "rows per split evaluated (train: rows trained on)",
     "wall_time_seconds": "the whole run (an ensemble: the sum of its members')",
     "train_seconds": "training alone, without evaluation and checkpointing",
@@ -101,7 +101,7 @@ def write_report(out: Path, results: dict[str, Any], scores: dict[str, tuple[np.
     names, task = tuple(results["label_names"]), results["task_type"]
     plots.plot_roc(out / "roc_curve.png", task, names, y_true, y_score, title)
     plots.plot_confusion(out / "confusion_matrix.png", task, names, y_true, y_score, title)
-    results["published"] = published_for(results) if not cv else []
+    results["published"] = published_for(results) if results.get("test") is not None else []
     record = results_record(results)
     write_json(out / "results.json", record)
     (out / "results.md").write_text(results_markdown(record, record["published"]), encoding="utf-8")
@@ -161,6 +161,8 @@ def results_markdown(results: dict[str, Any], published: list[dict[str, Any]]) -
     cv = results.get("cross_validation")
     if cv:
         return _cv_markdown(results, subset, cv)
+    if results.get("test") is None:
+        return _untested_markdown(results, subset)
     chosen = "each member's checkpoint" if results.get("members") else "model"
     lines = [
         f"# {subset}: {results['model']}",
@@ -219,12 +221,29 @@ def _cv_markdown(results: dict[str, Any], subset: str, cv: dict[str, Any]) -> st
         f"# {subset}: {results['model']}, cross-validation fold {cv['fold']} of {cv['folds']}",
         "",
         f"Task: {results['task_type']} ({results['num_labels']} classes), {input_description(results)} input. Train and validation "
-        f"were pooled and split into {cv['folds']} folds (stratified, seed {cv['seed']}); this run trained on "
+        f"were pooled and split into {cv['folds']} folds (stratified, seed {cv['seed']}"
+        f"{', no ' + cv['groups'] + ' in two folds' if cv.get('groups') else ''}); this run trained on "
         f"{results['num_samples']['train']} rows and validated on the {results['num_samples']['validation']} of fold {cv['fold']}, "
         f"its checkpoint chosen there on {results['selection_metric'].upper()}. The test split was not used. Compare recipes "
         "by the mean of their folds; published figures are test figures and are not shown beside these.",
         "",
         "| | fold AUC | fold ACC |",
+        "|---|---|---|",
+        f"| **this run** ({results['model']}) | **{_fmt(results['validation'].get('auc'))}** | **{_fmt(results['validation'].get('acc'))}** |",
+        *_run_footer(results),
+    ])
+
+
+def _untested_markdown(results: dict[str, Any], subset: str) -> str:
+    """A run on the official split that did not open test (--eval_test false): validation only."""
+    return "\n".join([
+        f"# {subset}: {results['model']}, test not read",
+        "",
+        f"Task: {results['task_type']} ({results['num_labels']} classes), {results['image_size']} px input, model selected on "
+        f"validation {results['selection_metric'].upper()}. The test split was not opened (--eval_test false); score this model "
+        "once with `--model <this folder> --do_train false`. Published figures are test figures and are not shown beside these.",
+        "",
+        "| | validation AUC | validation ACC |",
         "|---|---|---|",
         f"| **this run** ({results['model']}) | **{_fmt(results['validation'].get('auc'))}** | **{_fmt(results['validation'].get('acc'))}** |",
         *_run_footer(results),

@@ -1,0 +1,44 @@
+"""``progress.json`` in a run's folder after every epoch: how far it is and how long it took.
+
+``hfmed benchmark`` reads it while its runs are still going, to learn the machine's real speed
+from the first epochs (rather than from finished runs only) and cut its plan in time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+PROGRESS_FILE = "progress.json"
+
+
+class ProgressFile(TrainerCallback):
+    """Writes ``{"epoch", "seconds", "train_started", "rows"}`` after each epoch's training and
+    again after its checkpoint: epochs done, seconds since ``started`` (a ``time.perf_counter()``
+    value: the start of the run), when training began (what came before is start-up), training
+    rows per epoch."""
+
+    def __init__(self, folder: str | Path, started: float, rows: int):
+        self.path, self.started, self.rows = Path(folder) / PROGRESS_FILE, started, int(rows)
+        self.train_started: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.train_started = time.perf_counter() - self.started
+
+    def _write(self, state) -> None:
+        if not state.is_world_process_zero or not state.epoch:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"epoch": float(state.epoch), "seconds": time.perf_counter() - self.started,
+                                   "train_started": self.train_started or 0.0, "rows": self.rows}))
+        tmp.replace(self.path)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self._write(state)
+
+    def on_save(self, args, state, control, **kwargs):
+        self._write(state)  # after the epoch's evaluation and checkpoint: the whole cost of an epoch

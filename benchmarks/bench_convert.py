@@ -33,7 +33,7 @@ REAL = ROOT.parent / "shared" / "data" / "medmnist"
 
 def run_hfmed(source: str, config: str, out: str, unofficial: bool) -> dict:
     import hfmed.writer as writer
-    from loading_scripts.medmnist import MedMNIST
+    from hfmed.loading_scripts.medmnist import MedMNIST
 
     card_seconds = 0.0
     write_card = writer.cards.write_card

@@ -145,7 +145,7 @@ def make_data(work: Path, sizes=(28, 224)) -> dict[tuple[str, int], dict]:
     from conftest import write_npz
 
     from hfmed.writer import build_config
-    from loading_scripts.medmnist import MedMNIST
+    from hfmed.loading_scripts.medmnist import MedMNIST
 
     npz_dir, out = work / "npz", work / "medmnist"
     npz_dir.mkdir(parents=True, exist_ok=True)

@@ -61,7 +61,7 @@ def generate(work: Path, n: int) -> Path:
 
 def run_hfmed(source: str, out: str, threads: int | None) -> dict:
     import hfmed.writer as writer
-    from loading_scripts.medimeta import MedIMeta
+    from hfmed.loading_scripts.medimeta import MedIMeta
 
     card_seconds = 0.0
     write_card = writer.cards.write_card

@@ -43,7 +43,7 @@ def measure(variant: str, source: str, config: str, out: str) -> dict:
     import torch
 
     from hfmed import parquet_options, writer
-    from loading_scripts.medmnist import MedMNIST
+    from hfmed.loading_scripts.medmnist import MedMNIST
 
     parquet_options.CHOSEN = variant
     write_card = writer.cards.write_card

@@ -82,7 +82,7 @@ def build(work: Path, tiny: bool) -> Path:
     from conftest import make_medmnist_npz
 
     from hfmed.writer import build_config
-    from loading_scripts.medmnist import MedMNIST
+    from hfmed.loading_scripts.medmnist import MedMNIST
 
     out = work / "medmnist"
     if not (out / "pneumoniamnist_224").is_dir():

@@ -32,7 +32,7 @@ COPIES = 30  # of each real config: 60 configs in all
 def build_60(work: Path) -> Path:
     sys.path.insert(0, str(ROOT))
     from hfmed.writer import build_config
-    from loading_scripts.medmnist import MedMNIST
+    from hfmed.loading_scripts.medmnist import MedMNIST
 
     real = work / "real"
     if not (real / "README.md").exists():

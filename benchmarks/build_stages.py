@@ -29,7 +29,7 @@ def stages(source: Path, config: str, out: Path) -> dict[str, float]:
     """CPU seconds of each stage of a one-thread build."""
     import hfmed.writer as writer
 
-    from loading_scripts.medmnist import MedMNIST
+    from hfmed.loading_scripts.medmnist import MedMNIST
 
     encode = 0.0
     encode_batch = writer.encode_batch
@@ -55,7 +55,7 @@ def stages(source: Path, config: str, out: Path) -> dict[str, float]:
 def all_cores(source: Path, config: str, out: Path) -> tuple[float, float, float]:
     import hfmed.writer as writer
 
-    from loading_scripts.medmnist import MedMNIST
+    from hfmed.loading_scripts.medmnist import MedMNIST
 
     shutil.rmtree(out, ignore_errors=True)
     load = os.getloadavg()[0]

@@ -306,12 +306,13 @@ def build_config(builder: Builder, out_dir: str | Path, *, overwrite: bool = Fal
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()  # the folder as it was: absent
         if isinstance(e, OSError):  # reading errors are UserErrors already; this is the output
-            raise UserError(f"cannot write into {out_dir} ({os.strerror(e.errno) if e.errno else _first_line(e)}); free some space, or choose a writable --out, and rerun") from None
+            raise UserError(f"cannot write into {out_dir} ({os.strerror(e.errno) if e.errno else _os_reason(e)}); free some space, or choose a writable --out, and rerun") from None
         raise
     return out_dir / builder.config_name
 
 
-def _first_line(e: BaseException) -> str:
+def _os_reason(e: BaseException) -> str:
+    """Why writing failed, as the OS says it (pyarrow's OSErrors carry the errno in their text only)."""
     text = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    code = re.search(r"\[errno (\d+)\]", text)  # pyarrow's OSErrors carry the errno in their text only
+    code = re.search(r"\[errno (\d+)\]", text)
     return os.strerror(int(code.group(1))) if code else text

@@ -115,7 +115,7 @@ def test_two_default_configs(folder):
 
 
 def test_more_configs_than_the_hub_shows(folder, monkeypatch):
-    monkeypatch.setattr(hub, "MAX_CONFIGS", 1)
+    monkeypatch.setattr(hub.readiness, "MAX_CONFIGS", 1)
     assert only_problem(folder, "declares 2 configs", "at most 1")
 
 

@@ -33,7 +33,7 @@ BATCH = 8
 
 def _build(out: Path, src: Path, name: str, rows: dict[str, int], shard_rows: int, group_rows: int) -> Path:
     import hfmed.writer as writer
-    from loading_scripts.medmnist import MedMNIST
+    from hfmed.loading_scripts.medmnist import MedMNIST
 
     with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the generated file is not an official one, by design

@@ -22,7 +22,7 @@ from PIL import Image
 from hfmed import metrics, training
 from hfmed.errors import UserError
 from hfmed.writer import build_config
-from loading_scripts.medmnist import MedMNIST
+from hfmed.loading_scripts.medmnist import MedMNIST
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -356,7 +356,7 @@ def test_ordinal_emd_loss_charges_distant_grades_more():
 def test_a_medimeta_task_is_chosen_by_name_with_its_declared_type(tmp_path):
     """--collection medimeta --subset dr_regular --task dr_level: the ordinal task of a MedIMeta build."""
     from conftest import MEDIMETA_INFO
-    from loading_scripts.medimeta import MedIMeta
+    from hfmed.loading_scripts.medimeta import MedIMeta
     from medimeta_fixtures import make_medimeta_folder
 
     source = make_medimeta_folder(tmp_path / "src", MEDIMETA_INFO / "dr_regular.yaml", {"train": 10, "val": 5, "test": 5}, tiff=False)

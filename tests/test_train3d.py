@@ -19,7 +19,7 @@ import torch
 
 from hfmed import facts, loaders, metrics, models3d, training
 from hfmed.writer import build_config
-from loading_scripts.medmnist import MedMNIST
+from hfmed.loading_scripts.medmnist import MedMNIST
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -95,7 +95,7 @@ def test_every_3d_subset_trains_on_volumes_and_reports_like_2d(small_npz, tmp_pa
         assert saved["test_scores"].shape == (6, len(entry["labels"]))
         assert metrics.compute(entry["task"], saved["test_labels"], saved["test_scores"])["acc"] == pytest.approx(results["test"]["acc"])
     md = (out / "results.md").read_text()
-    published = facts.load("baselines")["medmnist_v2_3d"]["rows"][0]["results"][flag]
+    published = facts.baselines()["medmnist_v2_3d"]["rows"][0]["results"][flag]
     assert f"| ResNet-18 + 2.5D [1] | {published['auc']:.3f}" in md and "Google AutoML" not in md  # the 3D rows, no 2D table's
 
 

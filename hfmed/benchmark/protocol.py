@@ -129,7 +129,7 @@ def _save(out: Path, record: dict[str, Any], clock: _Clock) -> None:
 def _prepare_data(target: Target):
     """Build the config once here (not in parallel runs racing each other); its TaskInfo."""
     from hfmed import loaders
-    from hfmed.builder import builder_class
+    from hfmed import registry
 
     location = Path(target.dataset or target.collection)
     config = target.subset if target.collection != "medmnist" or target.size == 28 else f"{target.subset}_{target.size}"
@@ -139,7 +139,7 @@ def _prepare_data(target: Target):
             raise UserError(f"{location} has no {config} build; build it with `hfmed build {target.collection} {config} --out {location}` or pass --source")
         from hfmed.writer import build_config
 
-        build_config(builder_class(target.collection)(config, target.source), location, progress=False)
+        build_config(registry.get(target.collection).create(config, target.source), location, progress=False)
     return loaders.task_info(str(location), config, target.task)
 
 

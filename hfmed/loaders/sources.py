@@ -28,7 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Array3D, ClassLabel, Image, List, Sequence
 
-from hfmed import facts
+from hfmed import registry
+from hfmed.builder import Builder
 from hfmed.errors import UserError
 from hfmed.features import read_metadata
 
@@ -341,20 +342,13 @@ def _is_label(feature) -> bool:
 
 
 def declared_task_types(meta: dict[str, Any]) -> dict[str, str]:
-    """Task types a build declares, by column.
+    """Task types a build declares, by column ("*": every column), as its collection reads them.
 
-    MedIMeta shards list their tasks under ``tasks`` (``{column, type}``); MedMNIST's come from
-    the collection's facts table, keyed by the subset (the config name up to its ``_size``).
+    A build of a collection not registered here (made elsewhere) keeps the ``tasks`` its shards list.
     """
-    declared = {str(t["column"]): str(t["type"]) for t in meta.get("tasks") or [] if isinstance(t, dict) and "column" in t and "type" in t}
-    if declared or not meta.get("collection"):
-        return declared
-    try:
-        table = facts.load(str(meta["collection"]))
-    except (FileNotFoundError, ModuleNotFoundError, OSError):
-        return {}
-    subset = (table.get("subsets") or {}).get(str(meta.get("config", "")).split("_", 1)[0]) or {}
-    return {"*": subset["task"]} if subset.get("task") in TASK_TYPES else {}
+    collection = str(meta.get("collection") or "")
+    reader = registry.get(collection) if collection in registry.names() else Builder
+    return {column: kind for column, kind in reader.task_types(meta).items() if kind in TASK_TYPES}
 
 
 def _first_image(source: SplitSource, column: str) -> tuple[int, tuple[int, int]]:

@@ -199,7 +199,7 @@ class MedIMeta(Builder):
                 f"{self.folder.path / 'original_splits'}: the original splits hold the same images as splits/; "
                 f"build {self.info.id} instead of {self.config_name}"
             )
-        self.folder.check(self.kind)
+        self.folder.validate(self.kind)
         plan = []
         for split in SPLIT_FILES:
             indices = self.folder.split_indices(self.kind, split)

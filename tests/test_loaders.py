@@ -24,7 +24,7 @@ from conftest import ROOT, make_medmnist_npz
 
 from hfmed import loaders
 from hfmed.errors import UserError
-from hfmed.loaders import plan, sources
+from hfmed.loaders import built, plan
 from hfmed.loaders.dataset import StreamingImageDataset
 
 ROWS = {"train": 103, "val": 17, "test": 9}
@@ -437,7 +437,7 @@ def hub(build, monkeypatch):
     for path in out.rglob("*"):
         if path.is_file() and not any(part.startswith(".") for part in path.relative_to(out).parts):
             fs.pipe(f"/datasets/my-org/medmnist/{path.relative_to(out).as_posix()}", path.read_bytes())
-    monkeypatch.setattr(sources, "hub_filesystem", lambda token: fs)
+    monkeypatch.setattr(built, "hub_filesystem", lambda token: fs)
     yield "my-org/medmnist"
     fs.store.clear()
 
@@ -454,7 +454,7 @@ def test_hub_repositories_are_read_through_the_hub_filesystem(build, hub):
 def test_hub_shards_are_closed_once_read(build, hub, monkeypatch):
     """Every shard the loader opens on the Hub is closed by the loader itself (not left to garbage
     collection, or to interpreter exit), after listing the split and after each pass, finished or not."""
-    fs = sources.hub_filesystem(None)
+    fs = built.hub_filesystem(None)
     opened, closed = [], set()
     real_open = fs.open
 

@@ -234,7 +234,7 @@ def test_rgb_split_in_several_shards_keeps_the_split_file_order(tmp_path, hf_cac
 
     monkeypatch.setattr(writer, "SHARD_MAX_ROWS", 4)
     monkeypatch.setattr(writer, "ROW_GROUP_MAX_ROWS", 2)
-    monkeypatch.setattr(source, "WINDOW_BYTES", 3 * 224 * 224 * 3)  # three images per read window
+    monkeypatch.setattr(source.folder, "WINDOW_BYTES", 3 * 224 * 224 * 3)  # three images per read window
     folder = make_medimeta_folder(tmp_path / "src", MEDIMETA_INFO / "derm.yaml", {"train": 11, "val": 2, "test": 3})
     order = split_indices(folder, "splits", "train")
     assert order != sorted(order)

@@ -1,4 +1,4 @@
-"""Where a split's rows live, and what they mean.
+"""Where a built split's rows live, and what they mean: `hfmed build` output (its inputs are `hfmed.sources`).
 
 A local build folder and a Hub dataset repository have the same shape (a ``README.md`` whose YAML
 lists ``configs`` with their ``data_files``, and Parquet shards), so both resolve to the same
@@ -91,7 +91,7 @@ def _hub_failure(repo: str, e: Exception) -> UserError:
     )
 
 
-def locate(source: str | os.PathLike, *, revision: str | None = None, token: str | bool | None = None) -> Location:
+def resolve_location(source: str | os.PathLike, *, revision: str | None = None, token: str | bool | None = None) -> Location:
     """A folder that exists wins; anything else must be a Hub dataset id such as ``my-org/medmnist``."""
     path = Path(source).expanduser()
     if path.is_dir():
@@ -191,7 +191,7 @@ class ConfigFiles:
 
 
 def config_files(source: str | os.PathLike, config: str | None, *, revision=None, token=None, streaming: bool = True) -> ConfigFiles:
-    location = locate(source, revision=revision, token=token)
+    location = resolve_location(source, revision=revision, token=token)
     card = read_card(location)
     configs = card_configs(card)
     if config is None:
@@ -364,7 +364,7 @@ def _first_image(source: SplitSource, column: str) -> tuple[int, tuple[int, int]
         return channels, (im.size[1], im.size[0])
 
 
-def describe(source: SplitSource, task: str | None = None, split_sizes: dict[str, int] | None = None) -> TaskInfo:
+def read_task_info(source: SplitSource, task: str | None = None, split_sizes: dict[str, int] | None = None) -> TaskInfo:
     """Image column, label column and task type of a split, from its schema (and one image)."""
     features, meta = read_metadata(source.schema)
     where = f"{source.location.name} config {source.config!r}"

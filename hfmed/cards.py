@@ -354,7 +354,9 @@ def render_card(
 def _collection_of(out_dir: str | Path, configs: list[ConfigSummary]) -> str | None:
     collections = {c.meta.get("collection") for c in configs}
     if len(collections) > 1:
-        raise UserError(f"{out_dir} mixes configs of several collections ({', '.join(sorted(map(str, collections)))}); build each collection into its own folder")
+        raise UserError(f"{out_dir} mixes configs of several collections "
+            f"({', '.join(sorted(map(str, collections)))}); build each collection into its "
+            "own folder")
     return collections.pop() if collections else None
 
 

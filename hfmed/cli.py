@@ -105,7 +105,8 @@ def cmd_push(args) -> int:
             print(f"{(result.folder / f).stat().st_size:>14,}  {f.as_posix()}")
         total = result.total_bytes
         print(
-            f"dry run: {len(result.files)} files, {_size(total)} ({total:,} bytes) would be uploaded to {result.target}; "
+            f"dry run: {len(result.files)} files, {_size(total)} ({total:,} bytes) would be "
+                f"uploaded to {result.target}; "
             f"the card's loading examples would name {result.repo}"
         )
         return 0
@@ -186,7 +187,8 @@ def _add_hub_commands(sub) -> None:
     c = sub.add_parser(
         "check",
         help="check offline that a built folder is ready for the Hub and its viewer",
-        description="Check a built folder offline: card YAML, data_files globs, schemas, embedded images, row-group sizes, "
+        description="Check a built folder offline: card YAML, data_files globs, schemas, embedded "
+            "images, row-group sizes, "
         "config count, no .py files, and that every config streams with load_dataset. Prints one line per problem; "
         "exit code 0 when clean, 1 when problems were found, 2 when the folder cannot be checked. The Hub's online "
         "YAML validation is not contacted.",
@@ -211,8 +213,10 @@ def _add_hub_commands(sub) -> None:
     p.add_argument(
         "--create-pr",
         action="store_true",
-        help="open a pull request against the default branch instead of committing to it; to continue an interrupted one, "
-        "rerun with --revision refs/pr/N instead. With huggingface_hub older than 2 this is a single, non-resumable commit "
+        help="open a pull request against the default branch instead of committing to it; "
+            "to continue an interrupted one, "
+        "rerun with --revision refs/pr/N instead. With huggingface_hub older than 2 "
+            "this is a single, non-resumable commit "
         "(upload_folder), since upload_large_folder cannot open pull requests",
     )
     p.add_argument("--message", default="Upload dataset with hfmed", help="commit message")
@@ -220,7 +224,8 @@ def _add_hub_commands(sub) -> None:
     p.add_argument("--force", action="store_true", help="push even if `hfmed check` finds problems")
     p.add_argument(
         "--token",
-        help="Hugging Face token (default: HF_TOKEN or the stored login); prefer HF_TOKEN, a command line is visible to other users",
+        help="Hugging Face token (default: HF_TOKEN or the stored login); prefer HF_TOKEN, "
+            "a command line is visible to other users",
     )
     p.set_defaults(func=cmd_push)
 

@@ -34,7 +34,8 @@ def _member(folder: Path) -> dict[str, Any]:
     if not predictions_file.is_file():
         raise UserError(
             f"{predictions_file} not found; evaluate that run again to write it: "
-            f"python train_hf.py --model {folder} --do_train false --output_dir <new folder> (plus its --subset and --dataset)"
+            f"python train_hf.py --model {folder} --do_train false --output_dir <new "
+                "folder> (plus its --subset and --dataset)"
         )
     try:
         results = json.loads(results_file.read_text(encoding="utf-8"))

@@ -56,7 +56,8 @@ def resolve(config_name: str, source: Path | None) -> tuple[Path, bool]:
     """The dataset folder of a config, and whether the config uses the original splits."""
     _check_name(config_name)
     if source is None:
-        raise UserError("MedIMeta is downloaded by hand (Zenodo record 7884735); pass --source the folder holding its dataset folders")
+        raise UserError("MedIMeta is downloaded by hand (Zenodo record 7884735); pass --source the "
+            "folder holding its dataset folders")
     folders = dataset_folders(source)
     if not (source / INFO_FILE).is_file():  # a dataset folder without info.yaml is still that dataset's folder
         folders.update({p.name: p for p in (source / config_name, source / config_name.removesuffix(ORIGINAL_SUFFIX)) if p.is_dir()})
@@ -65,7 +66,8 @@ def resolve(config_name: str, source: Path | None) -> tuple[Path, bool]:
     if config_name.endswith(ORIGINAL_SUFFIX) and config_name[: -len(ORIGINAL_SUFFIX)] in folders:
         return folders[config_name[: -len(ORIGINAL_SUFFIX)]], True
     if (source / INFO_FILE).is_file():
-        raise UserError(f"{source} is the dataset folder of {source.name}, not of {config_name!r}; pass the folder that holds {config_name}/")
+        raise UserError(f"{source} is the dataset folder of {source.name}, not of {config_name!r}; pass "
+            f"the folder that holds {config_name}/")
     found = ", ".join(folders) or "none"
     raise UserError(f"{source}: no MedIMeta dataset folder {config_name!r} (a folder with info.yaml); found: {found}")
 
@@ -110,7 +112,7 @@ def _task(task: dict, counts: LabelCounts) -> dict[str, Any]:
 
 
 def _description(ds_id: str, facts: dict) -> str:
-    """Prose from datasets/<id>.md; a dataset without one (a 20th folder in the same layout) shows its info.yaml summary."""
+    """Prose from datasets/<id>.md; a dataset without one (a 20th folder, same layout) shows its info.yaml summary."""
     if has_source("medimeta", "datasets", f"{ds_id}.md"):
         return source_text("medimeta", "datasets", f"{ds_id}.md")
     return facts.get("summary") or ""
@@ -171,7 +173,8 @@ class MedIMeta(Builder):
         self.folder = MedIMetaFolder(path)
         self.info = self.folder.info
         if self.info.id != path.name:
-            raise UserError(f"{path / INFO_FILE}: declares id {self.info.id!r} but its folder is {path.name!r}; rename the folder to {self.info.id}")
+            raise UserError(f"{path / INFO_FILE}: declares id {self.info.id!r} but its folder is "
+                f"{path.name!r}; rename the folder to {self.info.id}")
         self.kind = SPLIT_KIND[self.original]
         self._features: Features | None = None
 
@@ -193,7 +196,8 @@ class MedIMeta(Builder):
     # --- splits and rows --------------------------------------------------------------------
     def _split_generators(self) -> list[SplitGenerator]:
         if self.original and not (self.folder.path / "original_splits").is_dir():
-            raise UserError(f"{self.folder.path / 'original_splits'}: missing; download the complete dataset folder to build {self.config_name}")
+            raise UserError(f"{self.folder.path / 'original_splits'}: missing; download the complete "
+                f"dataset folder to build {self.config_name}")
         if self.original and not self.folder.original_differs():
             raise UserError(
                 f"{self.folder.path / 'original_splits'}: the original splits hold the same images as splits/; "
@@ -279,6 +283,7 @@ class MedIMeta(Builder):
     def config_for(cls, subset: str | None, size: int) -> str:
         if not subset:
             raise UserError(
-                "name a MedIMeta dataset with --subset (e.g. --subset dr_regular --task dr_level); `hfmed list medimeta` shows them"
+                "name a MedIMeta dataset with --subset (e.g. --subset dr_regular --task "
+                    "dr_level); `hfmed list medimeta` shows them"
             )
         return subset

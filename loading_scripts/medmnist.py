@@ -221,10 +221,12 @@ class MedMNIST(Builder):
         k = len(self.facts["labels"])
         want_l = (k,) if self.facts["task"] == "multi-label" else (1,)
         if labels.shape[1:] != want_l and not (want_l == (1,) and labels.shape[1:] == ()):
-            raise UserError(f"{path}: '{prefix}_labels' rows are {labels.shape[1:]}, expected {want_l} for a {self.facts['task']} subset")
+            raise UserError(f"{path}: '{prefix}_labels' rows are {labels.shape[1:]}, expected {want_l} for "
+                f"a {self.facts['task']} subset")
         n = images.shape[0]
         if labels.shape[0] != n:
-            raise UserError(f"{path}: '{prefix}_images' has {n} rows but '{prefix}_labels' has {labels.shape[0]}; the file is inconsistent")
+            raise UserError(f"{path}: '{prefix}_images' has {n} rows but '{prefix}_labels' has "
+                f"{labels.shape[0]}; the file is inconsistent")
         official = self.facts["splits"][split]
         if n != official and not self.unofficial:
             raise UserError(
@@ -242,7 +244,8 @@ class MedMNIST(Builder):
             lo, hi = int(chunk.min()), int(chunk.max())
             if lo < 0 or hi > (1 if multi else k - 1):
                 allowed = "0 or 1" if multi else f"0..{k - 1}"
-                raise UserError(f"{archive.path}: '{prefix}_labels' holds {lo if lo < 0 else hi}, outside {allowed} for {self.flag}; the labels are not MedMNIST's")
+                raise UserError(f"{archive.path}: '{prefix}_labels' holds {lo if lo < 0 else hi}, outside "
+                    f"{allowed} for {self.flag}; the labels are not MedMNIST's")
 
     def _split_generators(self) -> list[SplitGenerator]:
         path = self.source_path()
@@ -255,7 +258,8 @@ class MedMNIST(Builder):
             self._check_label_range(archive, s.gen_kwargs["prefix"])
         self._md5 = download.md5sum(path)
         if self._md5 not in self.official_md5s and not self.unofficial:
-            logger.warning(f"{path}: md5 {self._md5} is not an official {self.file_name}; the structure is valid, building it anyway")
+            logger.warning(f"{path}: md5 {self._md5} is not an official {self.file_name}; the structure is "
+                "valid, building it anyway")
         return plan
 
     def _generate_batches(self, archive: NpzArchive, prefix: str) -> Iterator[dict[str, Any]]:

@@ -105,7 +105,8 @@ TEMPLATE = """---
 
 {{ intro }}
 
-{% for r in rows %}- {{ r.name }}: {{ r.splits.train }} train rows{% if r.montage %} ![{{ r.name }}]({{ r.montage }}){% endif %}
+{% for r in rows %}- {{ r.name }}: {{ r.splits.train }} train rows
+{%- if r.montage %} ![{{ r.name }}]({{ r.montage }}){% endif %}
 {% endfor %}
 """
 

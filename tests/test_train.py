@@ -595,7 +595,7 @@ def test_cross_validation_holds_out_each_train_or_validation_row_once_and_never_
     raw = training.Feed(image_size=28, channels=1, mean=(0.0,), std=(1 / 255,))  # x * 255: the stored bytes back
 
     def rows(loader) -> list[bytes]:
-        return [p.round().to(torch.uint8).numpy().tobytes() + bytes([int(l)]) for b in loader for p, l in zip(b["pixel_values"], b["labels"])]
+        return [p.round().to(torch.uint8).numpy().tobytes() + bytes([int(label)]) for b in loader for p, label in zip(b["pixel_values"], b["labels"])]
 
     plain = training.open_data(training.DataArguments(dataset=str(data), subset="breastmnist"), args)
     pooled = sorted(rows(plain.loader("train", raw, args)) + rows(plain.loader("validation", raw, args)))

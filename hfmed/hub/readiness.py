@@ -40,7 +40,8 @@ HUB_LICENSES = frozenset(
     """.split()
 )
 SIZE_CATEGORIES = frozenset(
-    "n<1K 1K<n<10K 10K<n<100K 100K<n<1M 1M<n<10M 10M<n<100M 100M<n<1B 1B<n<10B 10B<n<100B 100B<n<1T n>1T other unknown".split()
+    "n<1K 1K<n<10K 10K<n<100K 100K<n<1M 1M<n<10M 10M<n<100M 100M<n<1B 1B<n<10B "
+        "10B<n<100B 100B<n<1T n>1T other unknown".split()
 )
 
 
@@ -175,7 +176,9 @@ def _check_hub_fields(data, report: CheckReport, known_tasks: dict) -> None:
         report.add(CARD, "has no `license`; the Hub shows the dataset as unlicensed")
     for lic in licenses:
         if lic not in HUB_LICENSES:
-            report.add(CARD, f"license {lic!r} is not a Hub license id; use one from https://huggingface.co/docs/hub/repositories-licenses or `other` with license_name")
+            report.add(CARD, f"license {lic!r} is not a Hub license id; use one from "
+                "https://huggingface.co/docs/hub/repositories-licenses or `other` with "
+                "license_name")
     if "other" in licenses and not (data.get("license_name") or data.get("license_details")):
         report.add(CARD, "license is `other` but neither license_name nor license_details says what it is")
     for task in _as_list(data.get("task_categories")):
@@ -239,12 +242,14 @@ def _check_shard_set(config: str, split: str, files: list[Path], report: CheckRe
     for f in files:
         m = SHARD_NAME.fullmatch(f.name)
         if m is None or m["split"] != split:
-            report.add(f, f"matched by the data_files of {config}/{split} but not named {split}-NNNNN-of-MMMMM.parquet: a stray file would load as data")
+            report.add(f, f"matched by the data_files of {config}/{split} but not named "
+                f"{split}-NNNNN-of-MMMMM.parquet: a stray file would load as data")
             continue
         counts.add(int(m["count"]))
         indices.add(int(m["index"]))
     if len(counts) > 1:
-        report.add(f"{config}/", f"split {split!r} mixes shards of {sorted(counts)} totals: leftovers of another build; rebuild it with --overwrite")
+        report.add(f"{config}/", f"split {split!r} mixes shards of {sorted(counts)} totals: leftovers of another "
+            "build; rebuild it with --overwrite")
     elif counts:
         total = counts.pop()
         missing = sorted(set(range(total)) - indices)
@@ -287,7 +292,8 @@ def _check_shards(folder: Path, config: str, splits: dict[str, list[Path]], decl
             try:
                 pf = pq.ParquetFile(folder / rel)
             except Exception as e:
-                report.add(rel, f"not a readable Parquet file ({first_line(e, with_type=True)}); rebuild the config with --overwrite")
+                report.add(rel, f"not a readable Parquet file ({first_line(e, with_type=True)}); rebuild the "
+                    "config with --overwrite")
                 continue
             md = pf.metadata
             rows += md.num_rows
@@ -295,7 +301,8 @@ def _check_shards(folder: Path, config: str, splits: dict[str, list[Path]], decl
             if first is None:
                 first = (rel, stored)
                 if declared is not None and stored != declared:
-                    report.add(f"{config}/", f"the shards' schema disagrees with the card's dataset_info: {_diff_features(declared, stored)}")
+                    report.add(f"{config}/", "the shards' schema disagrees with the card's dataset_info: "
+                        f"{_diff_features(declared, stored)}")
             elif stored != first[1]:
                 report.add(rel, f"schema differs from {first[0].name} of the same config: {_diff_features(first[1], stored)}")
             for col, feature in stored.items():
@@ -317,7 +324,8 @@ def _check_embedded(rel: Path, pf: pq.ParquetFile, column: str, report: CheckRep
         values = struct.flatten()[0]  # a null struct counts as null bytes
         missing = values.null_count + int(pc.sum(pc.equal(pc.binary_length(values), 0)).as_py() or 0)
         if missing:
-            report.add(rel, f"column {column!r} has {missing} row(s) without image bytes in row group {g}; the viewer cannot show them")
+            report.add(rel, f"column {column!r} has {missing} row(s) without image bytes in row group {g}; "
+                "the viewer cannot show them")
             return
 
 
@@ -379,10 +387,13 @@ def check(folder: str | Path, *, stream: bool = True) -> CheckReport:
     present = _visible_files(folder)
     links = _links(folder)
     for rel in links:
-        report.add(rel, f"is a symbolic link to {os.path.realpath(folder / rel)}; a dataset holds the files themselves (push would upload what the link points to), replace it with the file")
+        report.add(rel, f"is a symbolic link to {os.path.realpath(folder / rel)}; a dataset holds the "
+            "files themselves (push would upload what the link points to), replace it with "
+            "the file")
     for rel in present:
         if rel.suffix == ".py":
-            report.add(rel, "a Python file in a dataset repository makes the Hub look for a loading script, which datasets no longer runs; remove it")
+            report.add(rel, "a Python file in a dataset repository makes the Hub look for a loading "
+                "script, which datasets no longer runs; remove it")
     card = _load_card(folder, report)
     if card is None:
         return report

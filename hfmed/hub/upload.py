@@ -93,7 +93,7 @@ class _Target:
 
 
 def _upload(api, folder: Path, report: CheckReport, to: _Target) -> Any:
-    """Resumable upload of exactly the report's files; shards of the pushed configs that the build no longer has are removed.
+    """Resumable upload of exactly the report's files; stale shards of the pushed configs are removed.
 
     huggingface_hub 2 made ``upload_folder`` itself resumable (re-running skips committed files)
     and able to open pull requests; older versions have a separate ``upload_large_folder`` that is
@@ -185,7 +185,8 @@ def _push(folder, repo, revision, private, create_pr, token, dry_run, force, mes
     report = check(folder)
     if report.problems and not force:
         raise PushRefused(
-            f"{folder} has {len(report.problems)} problem(s), listed above; fix them (see `hfmed check {folder}`) or pass --force",
+            f"{folder} has {len(report.problems)} problem(s), listed above; fix them (see "
+                f"`hfmed check {folder}`) or pass --force",
             report.problems,
         )
     for line in report.problems:

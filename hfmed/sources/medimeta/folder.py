@@ -83,7 +83,8 @@ class MedIMetaFolder:
         """The labels of a task, memory-mapped: (N,) keys, or (N, K) 0/1 for multi-label."""
         path = self.labels_path(task)
         if not path.is_file():
-            raise fail(path, f"missing: info.yaml declares task {task.name!r} but there is no labels file for it; download the complete task_labels/ folder")
+            raise fail(path, f"missing: info.yaml declares task {task.name!r} but there is no labels file "
+                "for it; download the complete task_labels/ folder")
         regular_file(path, self.path)
         try:  # numpy caps the header at max_header_size (10,000 bytes) and never unpickles here
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -94,7 +95,8 @@ class MedIMetaFolder:
         k = len(task.keys)
         if task.multi_label:
             if arr.ndim != 2 or arr.shape[1] != k:
-                raise fail(path, f"has shape {arr.shape}; multi-label task {task.name!r} needs (N, {k}) of 0/1, one column per label")
+                raise fail(path, f"has shape {arr.shape}; multi-label task {task.name!r} needs (N, {k}) of 0/1, "
+                    "one column per label")
         elif arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr.reshape(-1)
         elif arr.ndim != 1:
@@ -115,7 +117,8 @@ class MedIMetaFolder:
         else:
             idx = self._read_split_file(path)
             if len(idx) != declared:
-                raise fail(path, f"lists {len(idx)} images, info.yaml declares {declared}; the folder is incomplete or its info.yaml is not its own")
+                raise fail(path, f"lists {len(idx)} images, info.yaml declares {declared}; the folder is "
+                    "incomplete or its info.yaml is not its own")
         self._split_cache[key] = idx
         return idx
 
@@ -161,14 +164,18 @@ class MedIMetaFolder:
                         continue
                     m = _SPLIT_LINE.fullmatch(row[fcol].strip()) if len(row) > max(col, fcol) else None
                     if m is None:
-                        raise fail(path, f"line {line}: expected images/NNNNNN.tiff in column {header[fcol]!r} and a patient_id cell; restore the original annotations.csv")
+                        raise fail(path, f"line {line}: expected images/NNNNNN.tiff in column {header[fcol]!r} and a "
+                            "patient_id cell; restore the original annotations.csv")
                     i = int(m.group(1))
                     if i >= n or seen[i]:
-                        raise fail(path, f"line {line}: images/{i:06d}.tiff is {'out of range' if i >= n else 'listed twice'}; restore the original annotations.csv")
+                        raise fail(path, f"line {line}: images/{i:06d}.tiff is "
+                            f"{'out of range' if i >= n else 'listed twice'}; restore the original "
+                            "annotations.csv")
                     seen[i] = True
                     ids[i] = row[col] if row[col] != "" else None
             if not seen.all():
-                raise fail(path, f"has no row for images/{int(np.flatnonzero(~seen)[0]):06d}.tiff; restore the original annotations.csv")
+                raise fail(path, f"has no row for images/{int(np.flatnonzero(~seen)[0]):06d}.tiff; restore the "
+                    "original annotations.csv")
             self._patient_ids = ids
         return self._patient_ids
 
@@ -197,14 +204,16 @@ class MedIMetaFolder:
                 bad = task.undeclared(arr[a : a + LABEL_CHUNK_ROWS])
                 if bad is not None:
                     allowed = "0 or 1" if task.multi_label else ", ".join(map(str, task.keys))
-                    raise fail(self.labels_path(task), f"holds label {bad}, which info.yaml does not declare for task {task.name!r} (declared: {allowed})")
+                    raise fail(self.labels_path(task), f"holds label {bad}, which info.yaml does not declare for task {task.name!r} "
+                        f"(declared: {allowed})")
         seen: dict[int, str] = {}
         for split in SPLIT_FILES:
             idx = self.split_indices(kind, split)
             both = np.intersect1d(idx, np.fromiter(seen, dtype=np.int64, count=len(seen)))
             if len(both):
                 i = int(both[0])
-                raise fail(self.path / kind, f"images/{i:06d}.tiff is in both {SPLIT_FILES[seen[i]]}.txt and {SPLIT_FILES[split]}.txt; splits must not overlap")
+                raise fail(self.path / kind, f"images/{i:06d}.tiff is in both {SPLIT_FILES[seen[i]]}.txt and "
+                    f"{SPLIT_FILES[split]}.txt; splits must not overlap")
             seen.update(dict.fromkeys(idx.tolist(), split))
         self.patient_ids()
         self._checked = True

@@ -44,7 +44,8 @@ class Hdf5Images:
         link = self._file.get(HDF5_DATASET, getlink=True)
         if link is not None and not isinstance(link, h5py.HardLink):
             self.close()
-            raise fail(path, f"'{HDF5_DATASET}' is a {type(link).__name__} to another place; only an array stored in this file is read")
+            raise fail(path, f"'{HDF5_DATASET}' is a {type(link).__name__} to another place; only an array "
+                "stored in this file is read")
         ds = self._file.get(HDF5_DATASET)
         if not isinstance(ds, h5py.Dataset):
             self.close()
@@ -52,12 +53,14 @@ class Hdf5Images:
         if ds.external or ds.is_virtual:
             self.close()
             kind = "external storage (raw data in other files)" if ds.external else "a virtual dataset (data mapped from other files)"
-            raise fail(path, f"'{HDF5_DATASET}' uses {kind}; only pixels stored in images.hdf5 itself are read, download the original file")
+            raise fail(path, f"'{HDF5_DATASET}' uses {kind}; only pixels stored in images.hdf5 itself are "
+                "read, download the original file")
         want = info.image_shape
         ok = ds.shape[1:] == want or (info.channels == 1 and ds.shape[1:] == want + (1,))
         if len(ds.shape) < 1 or not ok:
             self.close()
-            raise fail(path, f"'{HDF5_DATASET}' has shape {ds.shape}, info.yaml input_size {list(info.input_size)} means (N, {', '.join(map(str, want))})")
+            raise fail(path, f"'{HDF5_DATASET}' has shape {ds.shape}, info.yaml input_size "
+                f"{list(info.input_size)} means (N, {', '.join(map(str, want))})")
         if ds.dtype != np.uint8:
             self.close()
             raise fail(path, f"'{HDF5_DATASET}' holds {ds.dtype}, expected uint8 pixels")

@@ -284,7 +284,8 @@ def parse_info(path: str | Path, root: Path | None = None) -> Info:
 
 def _info_from(path: Path, raw: Any) -> Info:
     if not isinstance(raw, dict) or not {"id", "tasks", "input_size"} <= set(map(str, raw)):
-        raise fail(path, "not a MedIMeta info.yaml (it needs id, tasks and input_size); point --source at the MedIMeta dataset folders")
+        raise fail(path, "not a MedIMeta info.yaml (it needs id, tasks and input_size); point --source "
+            "at the MedIMeta dataset folders")
     ds_id = raw["id"]
     if not isinstance(ds_id, str) or not is_dataset_id(ds_id):
         raise fail(path, f"id {ds_id!r} is not a dataset id (letters, digits, '_', '-', '.')")

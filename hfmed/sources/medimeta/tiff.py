@@ -18,7 +18,8 @@ class TiffImages:
         self.shape = info.image_shape
         self.mode = "L" if info.channels == 1 else "RGB"
         if not folder.resolve().is_relative_to(root.resolve()):
-            raise fail(folder, f"is a link to {folder.resolve()}, outside the dataset folder {root}; only files inside the folder are read")
+            raise fail(folder, f"is a link to {folder.resolve()}, outside the dataset folder {root}; only "
+                "files inside the folder are read")
         names = set()
         for e in os.scandir(folder):
             if e.name.endswith(".tiff"):
@@ -45,10 +46,12 @@ class TiffImages:
             try:
                 with Image.open(path) as im:
                     if im.mode != self.mode or im.size != (self.shape[1], self.shape[0]):
-                        raise fail(path, f"is a {im.size[0]}x{im.size[1]} {im.mode} image, info.yaml declares {self.shape[1]}x{self.shape[0]} {self.mode}")
+                        raise fail(path, f"is a {im.size[0]}x{im.size[1]} {im.mode} image, info.yaml declares "
+                            f"{self.shape[1]}x{self.shape[0]} {self.mode}")
                     out[j] = np.asarray(im)
             except Image.DecompressionBombError as e:
-                raise fail(path, f"declares an image far larger than {self.shape[1]}x{self.shape[0]} ({' '.join(str(e).split())[:80]}); restore the original TIFF") from None
+                raise fail(path, f"declares an image far larger than {self.shape[1]}x{self.shape[0]} "
+                    f"({' '.join(str(e).split())[:80]}); restore the original TIFF") from None
             except (OSError, UnidentifiedImageError) as e:
                 raise fail(path, f"not a readable TIFF image ({' '.join(str(e).split())}); download the images again") from None
         return out

@@ -24,14 +24,14 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def cmd_list(args) -> int:
+def cmd_list(args: argparse.Namespace) -> int:
     from hfmed import registry
 
     print(_table(registry.get(args.collection).listing()))
     return 0
 
 
-def cmd_build(args) -> int:
+def cmd_build(args: argparse.Namespace) -> int:
     from hfmed.build import build
 
     result = build(
@@ -52,7 +52,7 @@ def cmd_build(args) -> int:
     return 0
 
 
-def cmd_verify(args) -> int:
+def cmd_verify(args: argparse.Namespace) -> int:
     from hfmed.verify import verify
 
     for report in verify(args.folder, args.config, args.source):
@@ -69,7 +69,7 @@ def _size(n: float) -> str:
     return f"{n} B"
 
 
-def cmd_check(args) -> int:
+def cmd_check(args: argparse.Namespace) -> int:
     from hfmed.hub import check
 
     report = check(args.folder)
@@ -87,7 +87,7 @@ def cmd_check(args) -> int:
     return 0
 
 
-def cmd_push(args) -> int:
+def cmd_push(args: argparse.Namespace) -> int:
     from hfmed.hub import PushRefused, push
 
     def announce(plan) -> None:
@@ -114,7 +114,7 @@ def cmd_push(args) -> int:
     return 0
 
 
-def cmd_ensemble(args) -> int:
+def cmd_ensemble(args: argparse.Namespace) -> int:
     from hfmed.ensemble import SCORED_SPLITS, ensemble
 
     results = ensemble(args.runs, args.out, overwrite=args.overwrite)
@@ -125,7 +125,7 @@ def cmd_ensemble(args) -> int:
     return 0
 
 
-def cmd_view(args) -> int:
+def cmd_view(args: argparse.Namespace) -> int:
     from hfmed import view
 
     viewer = view.start(args.folder, host=args.host, port=args.port, config=args.config)

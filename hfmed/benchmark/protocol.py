@@ -132,7 +132,7 @@ def _prepare_data(target: Target):
     from hfmed import registry
 
     location = Path(target.dataset or target.collection)
-    config = target.subset if target.collection != "medmnist" or target.size == 28 else f"{target.subset}_{target.size}"
+    config = registry.get(target.collection).config_for(target.subset, target.size)
     folder = location / config
     if not (folder.is_dir() and any(folder.glob("*.parquet"))):
         if not target.source:

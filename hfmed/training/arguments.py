@@ -30,7 +30,7 @@ class DataArguments:
         default=None,
         metadata={"help": "MedMNIST subset (e.g. retinamnist) or MedIMeta dataset id (e.g. dr_regular); default: the collection's default config"},
     )
-    collection: Literal["medmnist", "medimeta"] = field(default="medmnist", metadata={"help": "which collection the subset belongs to"})
+    collection: str = field(default="medmnist", metadata={"help": "which collection the subset belongs to (`hfmed list` names them)"})
     dataset: str | None = field(
         default=None,
         metadata={"help": "a built dataset folder or a Hub dataset repo id (my-org/medmnist); default: ./<collection> when it exists"},

@@ -33,7 +33,7 @@ REAL = ROOT.parent / "shared" / "data" / "medmnist"
 
 def run_hfmed(source: str, config: str, out: str, unofficial: bool) -> dict:
     import hfmed.writer as writer
-    from loading_scripts.medmnist import MedMNIST
+    from hfmed.loading_scripts.medmnist import MedMNIST
 
     card_seconds = 0.0
     write_card = writer.cards.write_card
@@ -151,9 +151,13 @@ def compare(name: str, source: str, config: str, work: Path, unofficial: bool, n
         return f"{r['cpu_seconds']:.1f} s, {r['cpu_seconds'] / r['seconds']:.2f}"
 
     return (
-        f"| {name} | {n_images} | {n_images / p['seconds']:.0f} | {n_images / hp['seconds']:.0f} | {n_images / h['seconds']:.0f} | "
-        f"**{p['seconds'] / h['seconds']:.2f}x** | {hp['seconds'] / h['seconds']:.2f}x | {p['bytes'] / 1e6:.1f} | {h['bytes'] / p['bytes']:.3f}x | {h['bytes'] / hp['bytes']:.3f}x | "
-        f"{cores(p)} | {cores(hp)} | {cores(h)} | {h['card_seconds']:.2f} | {p['peak_rss_mb']:.0f} / {h['peak_rss_mb']:.0f} |"
+        f"| {name} | {n_images} | {n_images / p['seconds']:.0f} | "
+            f"{n_images / hp['seconds']:.0f} | {n_images / h['seconds']:.0f} | "
+        f"**{p['seconds'] / h['seconds']:.2f}x** | {hp['seconds'] / h['seconds']:.2f}x "
+            f"| {p['bytes'] / 1e6:.1f} | {h['bytes'] / p['bytes']:.3f}x | "
+            f"{h['bytes'] / hp['bytes']:.3f}x | "
+        f"{cores(p)} | {cores(hp)} | {cores(h)} | {h['card_seconds']:.2f} | "
+            f"{p['peak_rss_mb']:.0f} / {h['peak_rss_mb']:.0f} |"
     )
 
 
@@ -183,7 +187,9 @@ def micro(name: str, images, repeat: int = 3) -> str:
     enc_ours, enc_pil = best(lambda: png.encode_batch(images)), best(lambda: pillow_pngs(images))
     dec_ours, dec_pil = best(lambda: decode(ours)), best(lambda: decode(theirs))
     return (
-        f"| {name} | {len(images)} | {enc_pil:.2f} | {enc_ours:.2f} | **{enc_pil / enc_ours:.2f}x** | {sum(map(len, ours)) / sum(map(len, theirs)):.3f}x | "
+        f"| {name} | {len(images)} | {enc_pil:.2f} | {enc_ours:.2f} | "
+            f"**{enc_pil / enc_ours:.2f}x** | "
+            f"{sum(map(len, ours)) / sum(map(len, theirs)):.3f}x | "
         f"{dec_pil:.2f} | {dec_ours:.2f} | {dec_pil / dec_ours:.2f}x |"
     )
 
@@ -204,7 +210,9 @@ def main() -> None:
 
     import realistic
 
-    print(f"Machine: {machine()}; load average at start {os.getloadavg()[0]:.1f} (shared with other jobs); Pillow {PIL.__version__} with zlib-ng {PIL.features.version_feature('zlib_ng')}\n")
+    print(f"Machine: {machine()}; load average at start {os.getloadavg()[0]:.1f} (shared "
+        f"with other jobs); Pillow {PIL.__version__} with zlib-ng "
+        f"{PIL.features.version_feature('zlib_ng')}\n")
     b224 = args.work / "breastmnist_224.npz"
     if not b224.exists():
         realistic.breastmnist_224(b224)
@@ -213,12 +221,17 @@ def main() -> None:
     if not photos.exists():
         realistic.photos_224(photos, args.photos)
     if args.micro:
-        print("| input | images | Pillow encode ms | png.py encode ms | png.py faster | bytes png.py / Pillow | Pillow decode ms of Pillow's | of png.py's | decode faster |")
+        print("| input | images | Pillow encode ms | png.py encode ms | png.py faster | "
+            "bytes png.py / Pillow | Pillow decode ms of Pillow's | of png.py's | decode "
+            "faster |")
         print("|---|---|---|---|---|---|---|---|---|")
         print(micro("breastmnist resized to 224 px L", np.load(b224)["train_images"][:300]), flush=True)
         print(micro("photo tiles, 224 px RGB", np.load(photos)["train_images"][:300]), flush=True)
         return
-    print("| input | images | plain img/s | hfmed-pillow img/s | hfmed img/s | hfmed vs plain | hfmed vs hfmed-pillow | plain MB | hfmed bytes / plain | hfmed / hfmed-pillow | plain CPU s, cores | hfmed-pillow CPU s, cores | hfmed CPU s, cores | card s | peak RSS MB plain / hfmed |")
+    print("| input | images | plain img/s | hfmed-pillow img/s | hfmed img/s | hfmed vs "
+        "plain | hfmed vs hfmed-pillow | plain MB | hfmed bytes / plain | hfmed / "
+        "hfmed-pillow | plain CPU s, cores | hfmed-pillow CPU s, cores | hfmed CPU s, "
+        "cores | card s | peak RSS MB plain / hfmed |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print(compare("breastmnist (real, 28 px L)", str(REAL / "breastmnist.npz"), "breastmnist", args.work, False, 780), flush=True)
     print(compare("breastmnist resized to 224 px L", str(b224), "breastmnist_224", args.work, True, 780), flush=True)

@@ -7,7 +7,7 @@ rank has its own (NCCL). With one GPU (``--share-gpu``) both ranks run on it: NC
 ranks on one device, so the ranks talk through gloo, and the GPU's compute is shared, so the
 ratio then measures what the input pipeline and the shared device allow, not scaling.
 
-    python benchmarks/bench_ddp.py --data /tmp/hfmed-bench/medmnist --json $OUT/ddp.json            # GPU: ViT-B/16, bf16
+    python benchmarks/bench_ddp.py --data /tmp/hfmed-bench/medmnist --json $OUT/ddp.json           # GPU: ViT-B/16, bf16
     python benchmarks/bench_ddp.py --data /tmp/hfmed-bench/tiny/medmnist --tiny                       # CPU smoke test
 """
 

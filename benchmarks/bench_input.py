@@ -52,7 +52,7 @@ def make_data(work: Path, sizes: list[int]) -> Path:
     from PIL import Image
 
     from hfmed.writer import build_config
-    from loading_scripts.medmnist import MedMNIST
+    from hfmed.loading_scripts.medmnist import MedMNIST
 
     out = work / "medmnist"
     for size in sizes:

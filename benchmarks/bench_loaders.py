@@ -145,7 +145,7 @@ def make_data(work: Path, sizes=(28, 224)) -> dict[tuple[str, int], dict]:
     from conftest import write_npz
 
     from hfmed.writer import build_config
-    from loading_scripts.medmnist import MedMNIST
+    from hfmed.loading_scripts.medmnist import MedMNIST
 
     npz_dir, out = work / "npz", work / "medmnist"
     npz_dir.mkdir(parents=True, exist_ok=True)
@@ -350,7 +350,8 @@ def table(results: list[dict]) -> str:
             other = medians.get((content, size, workers, ref))
             ratios.append(f"{r['images_per_s'] / other['images_per_s']:.2f}" if other and "error" not in other else "-")
         spread = f"{r['low']:,.0f}-{r['high']:,.0f}" if r["runs"] > 1 else "-"
-        lines.append(f"| {content} | {size} px | {workers} | {kind} | {r['images_per_s']:,.0f} | {spread} | {ratios[0]} | {ratios[1]} |")
+        lines.append(f"| {content} | {size} px | {workers} | {kind} | {r['images_per_s']:,.0f} | "
+            f"{spread} | {ratios[0]} | {ratios[1]} |")
     return "\n".join(lines)
 
 
@@ -368,7 +369,8 @@ def main_cpu(args) -> None:
     info = machine()
     print(f"machine: {json.dumps(info)}", flush=True)
     for d in data.values():
-        print(f"data {d['config']}: train {d['rows']['train']} images, {d['train_shards']} shard(s), {d['png_bytes_per_image']:,.0f} PNG bytes/image", flush=True)
+        print(f"data {d['config']}: train {d['rows']['train']} images, {d['train_shards']} "
+            f"shard(s), {d['png_bytes_per_image']:,.0f} PNG bytes/image", flush=True)
     results, loads = [], []
     for rep in range(args.repeat):  # whole rounds, so that a busy spell on the machine hits every loader alike
         for (content, size), d in data.items():
@@ -388,17 +390,20 @@ def main_cpu(args) -> None:
                     shown = r.get("error") or f"{r['images_per_s']:,.0f} images/s"
                     print(f"  round {rep + 1}: {d['config']}, {workers} workers, {kind}: {shown} (load {loads[-1]:.1f})", flush=True)
     print("\n" + table(results))
-    print(f"\nload average (1 min) before each case: median {np.median(loads):.1f}, range {min(loads):.1f}-{max(loads):.1f}")
+    print(f"\nload average (1 min) before each case: median {np.median(loads):.1f}, range "
+        f"{min(loads):.1f}-{max(loads):.1f}")
     if args.rss:
         d = data["rgb", 224] if ("rgb", 224) in data else next(iter(data.values()))
-        print(f"\nPeak RSS of hfmed's loader (streaming, {d['config']}, 2 workers, shuffle_buffer={RSS_BUFFER} rows, one epoch):\n")
+        print(f"\nPeak RSS of hfmed's loader (streaming, {d['config']}, 2 workers, "
+            f"shuffle_buffer={RSS_BUFFER} rows, one epoch):\n")
         print("| split | rows | main process MB | largest worker MB |\n|---|---|---|---|")
         for split in ("validation", "train"):
             case = {**_case(args, d, work, "hfmed", 2), "split": split, "epochs": 1, "warmup_epochs": 0, "hfmed": {"shuffle_buffer": RSS_BUFFER}, "purpose": "rss"}
             r = spawn(case, args.timeout)
             results.append(r)
             rows = d["rows"]["val" if split == "validation" else split]
-            print(f"| {split} | {rows:,} | {r.get('peak_rss_mb', float('nan')):,.0f} | {r.get('peak_worker_rss_mb', float('nan')):,.0f} |", flush=True)
+            print(f"| {split} | {rows:,} | {r.get('peak_rss_mb', float('nan')):,.0f} | "
+                f"{r.get('peak_worker_rss_mb', float('nan')):,.0f} |", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "data": {f"{c}-{s}": d for (c, s), d in data.items()}, "loads": loads, "results": results}, indent=1))
 

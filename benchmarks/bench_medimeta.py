@@ -61,7 +61,7 @@ def generate(work: Path, n: int) -> Path:
 
 def run_hfmed(source: str, out: str, threads: int | None) -> dict:
     import hfmed.writer as writer
-    from loading_scripts.medimeta import MedIMeta
+    from hfmed.loading_scripts.medimeta import MedIMeta
 
     card_seconds = 0.0
     write_card = writer.cards.write_card
@@ -171,15 +171,22 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
     p, h, n = rows["plain"], rows["hfmed"], args.images
     shards_only = h["seconds"] - h["card_seconds"]
-    print("| input | images | plain img/s | hfmed img/s | speed-up | plain MB | hfmed MB | bytes ratio | plain peak RSS MB | hfmed peak RSS MB | plain CPU s | hfmed CPU s |")
+    print("| input | images | plain img/s | hfmed img/s | speed-up | plain MB | hfmed MB "
+        "| bytes ratio | plain peak RSS MB | hfmed peak RSS MB | plain CPU s | hfmed "
+        "CPU s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     print(
-        f"| generated MedIMeta folder (crc layout, 224 px RGB, images.hdf5) | {n} | {n / p['seconds']:.0f} | {n / h['seconds']:.0f} | "
-        f"**{p['seconds'] / h['seconds']:.2f}x** ({p['seconds'] / shards_only:.2f}x without the card's {h['card_seconds']:.2f} s) | "
-        f"{p['bytes'] / 1e6:.1f} | {h['bytes'] / 1e6:.1f} | **{h['bytes'] / p['bytes']:.3f}x** | {p['peak_rss_mb']:.0f} | {h['peak_rss_mb']:.0f} | "
+        f"| generated MedIMeta folder (crc layout, 224 px RGB, images.hdf5) | {n} | "
+            f"{n / p['seconds']:.0f} | {n / h['seconds']:.0f} | "
+        f"**{p['seconds'] / h['seconds']:.2f}x** ({p['seconds'] / shards_only:.2f}x "
+            f"without the card's {h['card_seconds']:.2f} s) | "
+        f"{p['bytes'] / 1e6:.1f} | {h['bytes'] / 1e6:.1f} | "
+            f"**{h['bytes'] / p['bytes']:.3f}x** | {p['peak_rss_mb']:.0f} | "
+            f"{h['peak_rss_mb']:.0f} | "
         f"{p['cpu_seconds']:.0f} | {h['cpu_seconds']:.0f} |"
     )
-    print(f"\nLoad average after the runs: {os.getloadavg()[0]:.2f} (CPU seconds, all threads of each process, are less sensitive to other load than wall time)")
+    print(f"\nLoad average after the runs: {os.getloadavg()[0]:.2f} (CPU seconds, all "
+        "threads of each process, are less sensitive to other load than wall time)")
     print("\n" + json.dumps({"images": n, "plain": p, "hfmed": h}))
 
 

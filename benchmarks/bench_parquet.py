@@ -43,7 +43,7 @@ def measure(variant: str, source: str, config: str, out: str) -> dict:
     import torch
 
     from hfmed import parquet_options, writer
-    from loading_scripts.medmnist import MedMNIST
+    from hfmed.loading_scripts.medmnist import MedMNIST
 
     parquet_options.CHOSEN = variant
     write_card = writer.cards.write_card
@@ -93,7 +93,8 @@ def measure(variant: str, source: str, config: str, out: str) -> dict:
 
 def child(variant: str, source: str, config: str, out: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    code = f"import json, sys; sys.path.insert(0, {str(HERE)!r}); import bench_parquet as b; print(json.dumps(b.measure({variant!r}, {source!r}, {config!r}, {str(out)!r})))"
+    call = f"b.measure({variant!r}, {source!r}, {config!r}, {str(out)!r})"
+    code = f"import json, sys; sys.path.insert(0, {str(HERE)!r}); import bench_parquet as b; print(json.dumps({call}))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     shutil.rmtree(out, ignore_errors=True)
     if proc.returncode:
@@ -127,7 +128,8 @@ def main() -> None:
     import os
 
     print(f"Machine: {machine()}; load average at start {os.getloadavg()[0]:.1f} (shared with other jobs)\n")
-    print("| input | layout | MB | bytes vs today | build s (CPU s) | hfmed.loaders read s (CPU s) | datasets read s (CPU s) |")
+    print("| input | layout | MB | bytes vs today | build s (CPU s) | hfmed.loaders read "
+        "s (CPU s) | datasets read s (CPU s) |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for name, source, config in inputs:
         base = None
@@ -135,8 +137,11 @@ def main() -> None:
             r = child(variant, source, config, args.work / f"out-{variant}")
             base = base or r
             print(
-                f"| {name} | {variant} | {r['bytes'] / 1e6:.2f} | {r['bytes'] / base['bytes']:.3f}x | {r['build_s']:.2f} ({r['build_cpu']:.2f}) | "
-                f"{r['hfmed_read_s']:.2f} ({r['hfmed_read_cpu']:.2f}) | {r['datasets_read_s']:.2f} ({r['datasets_read_cpu']:.2f}) |",
+                f"| {name} | {variant} | {r['bytes'] / 1e6:.2f} | "
+                    f"{r['bytes'] / base['bytes']:.3f}x | {r['build_s']:.2f} ({r['build_cpu']:.2f}) "
+                    "| "
+                f"{r['hfmed_read_s']:.2f} ({r['hfmed_read_cpu']:.2f}) | "
+                    f"{r['datasets_read_s']:.2f} ({r['datasets_read_cpu']:.2f}) |",
                 flush=True,
             )
 

@@ -82,7 +82,7 @@ def build(work: Path, tiny: bool) -> Path:
     from conftest import make_medmnist_npz
 
     from hfmed.writer import build_config
-    from loading_scripts.medmnist import MedMNIST
+    from hfmed.loading_scripts.medmnist import MedMNIST
 
     out = work / "medmnist"
     if not (out / "pneumoniamnist_224").is_dir():
@@ -206,7 +206,8 @@ def machine() -> dict:
 
 
 def table(rows: list[dict], batch: int) -> str:
-    lines = ["| model | images/s real (steady) | images/s real (train_hf, whole train()) | images/s synthetic | real / synthetic | s per epoch real "
+    lines = ["| model | images/s real (steady) | images/s real (train_hf, whole train()) | "
+        "images/s synthetic | real / synthetic | s per epoch real "
              "| batch | precision | channels-last | device |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         real, synth = r["real"], r["synthetic"]
@@ -214,7 +215,8 @@ def table(rows: list[dict], batch: int) -> str:
             lines.append(f"| {r['name']} | failed: {real.get('error') or synth.get('error')} | | | | | {batch} | | | |")
             continue
         epoch = real["num_samples"]["train"] / real["images_per_s"]
-        lines.append(f"| {r['name']} | {real['images_per_s']:,.1f} | {real['train_images_per_second']:,.1f} | {synth['images_per_s']:,.1f} "
+        lines.append(f"| {r['name']} | {real['images_per_s']:,.1f} | "
+            f"{real['train_images_per_second']:,.1f} | {synth['images_per_s']:,.1f} "
                      f"| {real['images_per_s'] / synth['images_per_s']:.2f} | {epoch:,.1f} | {batch} | {real['precision']} "
                      f"| {'yes' if real['channels_last'] else 'no'} | {real['device']} |")
     return "\n".join(lines)

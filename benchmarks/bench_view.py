@@ -32,7 +32,7 @@ COPIES = 30  # of each real config: 60 configs in all
 def build_60(work: Path) -> Path:
     sys.path.insert(0, str(ROOT))
     from hfmed.writer import build_config
-    from loading_scripts.medmnist import MedMNIST
+    from hfmed.loading_scripts.medmnist import MedMNIST
 
     real = work / "real"
     if not (real / "README.md").exists():
@@ -90,7 +90,10 @@ def cli_startup(folder: Path) -> tuple[float, float]:
 
 
 def cli_alone() -> float:
-    """Seconds for `hfmed --help` in a fresh process (Python, and the parser with every command): the floor under any start-up."""
+    """Seconds for `hfmed --help` in a fresh process (Python, and the parser with every command).
+
+    The floor under any start-up.
+    """
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "hfmed.cli", "--help"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
@@ -98,7 +101,8 @@ def cli_alone() -> float:
 
 def datasets_first_page(folder: Path) -> float:
     """Seconds for a fresh process to read the same 100 rows with `datasets` (no viewer)."""
-    code = (f"from datasets import load_dataset; ds = load_dataset({str(folder)!r}, 'breastmnist_copy17', split='train[0:100]');"
+    code = (f"from datasets import load_dataset; ds = load_dataset({str(folder)!r}, "
+        "'breastmnist_copy17', split='train[0:100]');"
             " assert len(ds) == 100; [r['image'].size for r in ds]")
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True)
@@ -141,9 +145,12 @@ def main() -> None:
     ds_s = statistics.median(datasets_first_page(folder) for _ in range(args.repeat))
     floor_s = statistics.median(cli_alone() for _ in range(args.repeat))
     print(f"hfmed --help alone: median {floor_s * 1000:.0f} ms")
-    print(f"hfmed view, launch to first /api/configs answer: median {configs_s * 1000:.0f} ms (min {min(r[0] for r in runs) * 1000:.0f}, max {max(r[0] for r in runs) * 1000:.0f}) over {args.repeat}")
+    print("hfmed view, launch to first /api/configs answer: median "
+        f"{configs_s * 1000:.0f} ms (min {min(r[0] for r in runs) * 1000:.0f}, max "
+        f"{max(r[0] for r in runs) * 1000:.0f}) over {args.repeat}")
     print(f"hfmed view, launch to the first page of 100 rows: median {page_s * 1000:.0f} ms")
-    print(f"datasets.load_dataset, fresh process to the same 100 rows: median {ds_s * 1000:.0f} ms ({ds_s / page_s:.1f}x the viewer)")
+    print("datasets.load_dataset, fresh process to the same 100 rows: median "
+        f"{ds_s * 1000:.0f} ms ({ds_s / page_s:.1f}x the viewer)")
     for key, seconds in in_process(folder, args.repeat).items():
         print(f"  in process, {key}: median {seconds * 1000:.1f} ms")
 

@@ -104,7 +104,8 @@ def markdown(rows: list[dict]) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['recipe']} | `{r['flags'] or '(none)'}` | {r['mean_auc']:.3f} +- {r['sd_auc']:.3f} | {r['mean_acc']:.3f} "
+            f"| {r['recipe']} | `{r['flags'] or '(none)'}` | {r['mean_auc']:.3f} +- "
+                f"{r['sd_auc']:.3f} | {r['mean_acc']:.3f} "
             f"| {r['pooled_auc']:.3f} / {r['pooled_acc']:.3f} | {' '.join(f'{a:.3f}' for a in r['fold_auc'])} |"
         )
     return "\n".join(lines)

@@ -61,7 +61,8 @@ def main() -> None:
         pq.write_table(table, path, row_group_size=min(len(table), 690), **parquet_options.writer_options(features, table.schema))
         page = viewer_rules.first_rows(features, table.slice(0, 100), len(table), dataset="<org>/medmnist", config="adrenalmnist3d", split="train")
         cut = ", ".join(f"{c} in {k} rows" for c, k in page.cut.items()) or "none"
-        print(f"| {name} | {path.stat().st_size / 1e6:.2f} | {page.rows} of {page.wanted} | {cut} | {page.page_bytes / 1e6:.2f} MB |")
+        print(f"| {name} | {path.stat().st_size / 1e6:.2f} | {page.rows} of {page.wanted} | "
+            f"{cut} | {page.page_bytes / 1e6:.2f} MB |")
 
 
 if __name__ == "__main__":

@@ -9,21 +9,18 @@ what is specific to its source format.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping
 
 from datasets import Features
 
 from hfmed.errors import UserError
 
-SPLITS = ("train", "validation", "test")
+if TYPE_CHECKING:
+    from hfmed.cards import CollectionCard
 
-COLLECTIONS = {
-    "medmnist": "loading_scripts.medmnist:MedMNIST",
-    "medimeta": "loading_scripts.medimeta:MedIMeta",
-}
+SPLITS = ("train", "validation", "test")  # the splits of every build, in card order
 
 
 @dataclass(frozen=True)
@@ -36,10 +33,16 @@ class SplitGenerator:
 
 
 class Builder:
-    """Base of a collection builder; one instance builds one config from one source."""
+    """Base of a collection builder; one instance builds one config from one source.
+
+    The subclass is also the collection's entry in :mod:`hfmed.registry`: its class attributes and
+    class methods are everything the rest of hfmed knows about the collection.
+    """
 
     collection: ClassVar[str]
     default_config: ClassVar[str | None] = None  # marked `default` in the card when built
+    build_options: ClassVar[tuple[str, ...]] = ()  # keyword switches __init__ accepts, e.g. ("unofficial",)
+    card: ClassVar[CollectionCard]  # what the collection's dataset card needs beyond measured facts
 
     def __init__(self, config_name: str, source: str | Path | None = None, **options: Any):
         self.config_name = config_name
@@ -64,14 +67,53 @@ class Builder:
         """What the build reads from, so that an output folder never overlaps it."""
         return [self.source] if self.source is not None else []
 
-    # Collection-level facts for the CLI -----------------------------------------------------
+    # Collection-level facts ------------------------------------------------------------------
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Options the collection does not declare in ``build_options`` are refused in one line."""
+        unknown = sorted(set(options) - set(cls.build_options))
+        if unknown:
+            takes = ", ".join(cls.build_options) or "none"
+            raise UserError(f"{cls.collection} takes no build option {', '.join(unknown)} (its options: {takes})")
+
+    @classmethod
+    def create(cls, config_name: str, source: str | Path | None = None, **options: Any) -> Builder:
+        """A builder of one config, with declared options only."""
+        cls.check_options(options)
+        return cls(config_name, source, **options)
+
     @classmethod
     def config_names(cls, names: list[str], *, all_configs: bool, size: int | None, source: Path | None) -> list[str]:
+        """The configs a build command names (``--all``, ``--size``), checked."""
         raise NotImplementedError
 
     @classmethod
     def listing(cls) -> list[dict[str, Any]]:
+        """One row per config for ``hfmed list``."""
         raise NotImplementedError
+
+    @classmethod
+    def config_for(cls, subset: str | None, size: int) -> str:
+        """The config train_hf.py opens for ``--subset`` and ``--size``."""
+        if not subset:
+            raise UserError(f"name a {cls.collection} config with --subset; `hfmed list {cls.collection}` shows them")
+        return subset
+
+    @classmethod
+    def subset_of(cls, config: str) -> str:
+        """The name published tables (the ``baselines`` facts) give a config."""
+        return config
+
+    @classmethod
+    def is_volumetric(cls, subset: str) -> bool:
+        """Whether a subset holds volumes (unknown names answer False; they are refused later)."""
+        return False
+
+    @classmethod
+    def task_types(cls, meta: dict[str, Any]) -> dict[str, str]:
+        """Task type by label column ("*": every column), from a shard's metadata."""
+        tasks = meta.get("tasks") or []
+        return {str(t["column"]): str(t["type"]) for t in tasks if isinstance(t, dict) and "column" in t and "type" in t}
 
     # Used by the library --------------------------------------------------------------------
     @property
@@ -85,11 +127,3 @@ class Builder:
     def batches(self, split: SplitGenerator) -> Iterator[dict[str, Any]]:
         return self._generate_batches(**split.gen_kwargs)
 
-
-def builder_class(collection: str) -> type[Builder]:
-    """The builder of a collection, by name, from the table above (no if/else over names)."""
-    try:
-        module, _, cls = COLLECTIONS[collection].partition(":")
-    except KeyError:
-        raise UserError(f"unknown collection {collection!r}; choose one of: {', '.join(COLLECTIONS)}") from None
-    return getattr(importlib.import_module(module), cls)

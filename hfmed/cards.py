@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +24,7 @@ import pyarrow.parquet as pq
 from datasets import ClassLabel, Features, List
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from hfmed import __version__, montage, outdir
+from hfmed import montage, outdir
 from hfmed.builder import SPLITS
 from hfmed.errors import UserError
 from hfmed.features import read_metadata
@@ -162,11 +161,19 @@ def size_category(rows: int) -> str:
     return "n>1T"
 
 
+def has_source(collection: str, *parts: str) -> bool:
+    """Whether ``dataset_cards/<collection>/`` holds this hand-written source."""
+    from hfmed import registry
+
+    return registry.card_folder(collection).joinpath(*parts).is_file()
+
+
 def source_text(collection: str, *parts: str) -> str:
-    """A hand-written card source shipped in the ``dataset_cards`` package."""
-    node = resources.files("dataset_cards").joinpath(collection, *parts)
+    """A hand-written card source from ``dataset_cards/<collection>/``."""
+    from hfmed import registry
+
     try:
-        return node.read_text(encoding="utf-8")
+        return registry.card_folder(collection).joinpath(*parts).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"card source dataset_cards/{collection}/{'/'.join(parts)} is missing; reinstall hfmed") from None
 
@@ -195,209 +202,15 @@ class CollectionCard:
     montage_configs: Callable[[list[ConfigSummary]], list[ConfigSummary]]  # the configs whose montage the card shows
 
 
-def _splits(c: ConfigSummary) -> dict[str, int]:
+def split_sizes(c: ConfigSummary) -> dict[str, int]:
+    """Rows per split of a config, in card order."""
     return {s.name: s.num_examples for s in c.splits}
 
 
-# MedMNIST: facts from the registry (hfmed/facts/medmnist.yaml), prose from subsets/<flag>.md.
-
-
-def _medmnist_registry() -> dict:
-    from hfmed import facts
-
-    return facts.load("medmnist")
-
-
-def _medmnist_flag_size(config: ConfigSummary) -> tuple[str, int]:
-    from loading_scripts.medmnist import parse_config
-
-    return parse_config(config.name)
-
-
-def _medmnist_default() -> str:
-    from loading_scripts.medmnist import MedMNIST
-
-    return MedMNIST.default_config
-
-
-def _medmnist_license(config: ConfigSummary) -> str:
-    return _medmnist_registry()["subsets"][_medmnist_flag_size(config)[0]]["license"]
-
-
-def _medmnist_shape(facts: dict, size: int) -> str:
-    if facts["volumetric"]:
-        return "×".join([str(size)] * 3)
-    return f"{size}×{size}" + ("×3" if facts["channels"] == 3 else "")
-
-
-def _medmnist_variables(ctx: CardContext) -> dict[str, Any]:
-    registry = _medmnist_registry()
-    by_flag: dict[str, list[tuple[int, ConfigSummary]]] = {}
-    for c in ctx.configs:
-        flag, size = _medmnist_flag_size(c)
-        by_flag.setdefault(flag, []).append((size, c))
-    subsets = []
-    for flag, f in registry["subsets"].items():  # registry order
-        if flag not in by_flag:
-            continue
-        members = sorted(by_flag[flag], key=lambda pair: pair[0])
-        # every size of a subset holds the same samples and labels: one count table serves all
-        counts = next(iter(label_counts(members[0][1]).values()))
-        subsets.append(
-            {
-                "flag": flag,
-                "title": f.get("title") or flag,
-                "volumetric": f["volumetric"],
-                "task": f["task"],
-                "license": f["license"],
-                "source": f["source"],
-                "citation": f["citation"],
-                "description": source_text("medmnist", "subsets", f"{flag}.md"),
-                "configs": [
-                    {
-                        "name": c.name,
-                        "shape": _medmnist_shape(f, size),
-                        "splits": _splits(c),
-                        "default": c.name == ctx.default,
-                        "montage": ctx.montages.get(c.name),
-                    }
-                    for size, c in members
-                ],
-                "count_columns": counts.splits,
-                "label_rows": counts.rows(),
-                "empty_counts": counts.empty,
-            }
-        )
-
-    def example(volumetric: bool) -> str | None:
-        names = [c["name"] for s in subsets if s["volumetric"] == volumetric for c in s["configs"]]
-        return ctx.default if ctx.default in names else (names[0] if names else None)
-
-    return {
-        "repo_id": ctx.repo_id,
-        "default_config": ctx.default,
-        "default_is_collections": ctx.default == _medmnist_default(),
-        "default_is_3d": ctx.default in [c["name"] for s in subsets if s["volumetric"] for c in s["configs"]],
-        "example_2d": example(False),
-        "example_3d": example(True),
-        "medmnist_citation": registry["citation"],
-        "medmnist_plus_citation": registry["medmnist_plus_citation"],
-        "medmnist_v1_citation": registry["medmnist_v1_citation"],
-        "verified": False,  # building does not verify; `hfmed verify` proves a build separately
-        "hfmed_version": __version__,
-        "montage_note": montage.note(any(s["volumetric"] for s in subsets)) if ctx.montages else None,
-        "subsets": subsets,
-    }
-
-
-# MedIMeta: facts from the shards' metadata (the builder copies them from each info.yaml, see
-# loading_scripts/medimeta.py), prose from datasets/<id>.md.
-
-
-def _medimeta_id(c: ConfigSummary) -> str:
-    return c.meta["dataset"]["id"]
-
-
-def _medimeta_original(c: ConfigSummary) -> bool:
-    return c.meta.get("splits_from") == "original_splits"
-
-
-def _medimeta_groups(configs: list[ConfigSummary]) -> dict[str, list[ConfigSummary]]:
-    """Configs by dataset id (sorted), the MedIMeta-split config first."""
-    groups: dict[str, list[ConfigSummary]] = {}
-    for c in configs:
-        groups.setdefault(_medimeta_id(c), []).append(c)
-    return {k: sorted(v, key=lambda c: (_medimeta_original(c), c.name)) for k, v in sorted(groups.items())}
-
-
-def _medimeta_montage_configs(configs: list[ConfigSummary]) -> list[ConfigSummary]:
-    return [members[0] for members in _medimeta_groups(configs).values()]  # both splits show the same images
-
-
-def _medimeta_license(c: ConfigSummary) -> str:
-    return c.meta["dataset"]["license_id"]
-
-
-def _medimeta_task(task: dict, counts: LabelCounts) -> dict[str, Any]:
-    keys = list(task["keys"])
-    return {
-        "name": task["name"],
-        "column": task["column"],
-        "type": task["type"],
-        "remapped": keys != list(range(len(keys))),
-        "label_rows": [{**row, "key": keys[row["id"]]} for row in counts.rows()],
-        "empty_counts": counts.empty,
-    }
-
-
-def _medimeta_description(ds_id: str, facts: dict) -> str:
-    """Prose from datasets/<id>.md; a dataset without one (a 20th folder in the same layout) shows its info.yaml summary."""
-    if resources.files("dataset_cards").joinpath("medimeta", "datasets", f"{ds_id}.md").is_file():
-        return source_text("medimeta", "datasets", f"{ds_id}.md")
-    return facts.get("summary") or ""
-
-
-def _medimeta_variables(ctx: CardContext) -> dict[str, Any]:
-    datasets = []
-    for ds_id, members in _medimeta_groups(ctx.configs).items():
-        base = members[0]
-        facts = base.meta["dataset"]
-        counts = label_counts(base)
-        datasets.append(
-            {
-                "id": ds_id,
-                "name": facts["name"],
-                "domain": facts["domain"],
-                "license": facts["license_id"],
-                "channels": 1 if base.meta.get("image_mode") == "L" else 3,
-                "description": _medimeta_description(ds_id, facts),
-                "has_patient_id": "patient_id" in base.features,
-                "montage": ctx.montages.get(base.name),
-                "configs": [{"name": c.name, "original": _medimeta_original(c), "default": c.name == ctx.default, "splits": _splits(c)} for c in members],
-                "count_columns": [s.name for s in base.splits],
-                "tasks": [_medimeta_task(t, counts[t["column"]]) for t in base.meta["tasks"]],
-                "original_data": [
-                    {**o, "citations": [" ".join(str(c).split()) for c in o.get("citations") or []]} for o in facts.get("original_data") or []
-                ],
-            }
-        )
-    bases = [d["configs"][0]["name"] for d in datasets]
-    originals = [c["name"] for d in datasets for c in d["configs"] if c["original"]]
-    return {
-        "repo_id": ctx.repo_id,
-        "example_config": ctx.default if ctx.default in bases else (bases[0] if bases else None),
-        "example_original": originals[0] if originals else None,
-        "medimeta_citation": source_text("medimeta", "citation.bib"),
-        "verified": False,
-        "hfmed_version": __version__,
-        "montage_note": montage.note(False) if ctx.montages else None,
-        "medimeta_datasets": datasets,
-    }
-
-
-COLLECTIONS: dict[str, CollectionCard] = {
-    "medmnist": CollectionCard(
-        pretty_name="MedMNIST v2 and MedMNIST+",
-        tags=("medical", "medical-imaging", "biology", "medmnist", "3d"),
-        license_of=_medmnist_license,
-        variables=_medmnist_variables,
-        montage_configs=list,
-    ),
-    "medimeta": CollectionCard(
-        pretty_name="MedIMeta",
-        tags=("medical", "medical-imaging", "biology", "medimeta", "multi-task", "meta-learning"),
-        license_of=_medimeta_license,
-        variables=_medimeta_variables,
-        montage_configs=_medimeta_montage_configs,
-    ),
-}
-
-
 def _spec(collection: str) -> CollectionCard:
-    spec = COLLECTIONS.get(collection)
-    if spec is None:
-        raise UserError(f"no dataset card for collection {collection!r}; add it to hfmed.cards.COLLECTIONS")
-    return spec
+    from hfmed import registry
+
+    return registry.get(collection).card
 
 
 # --- assembly -------------------------------------------------------------------------------
@@ -541,18 +354,20 @@ def render_card(
 def _collection_of(out_dir: str | Path, configs: list[ConfigSummary]) -> str | None:
     collections = {c.meta.get("collection") for c in configs}
     if len(collections) > 1:
-        raise UserError(f"{out_dir} mixes configs of several collections ({', '.join(sorted(map(str, collections)))}); build each collection into its own folder")
+        raise UserError(f"{out_dir} mixes configs of several collections "
+            f"({', '.join(sorted(map(str, collections)))}); build each collection into its "
+            "own folder")
     return collections.pop() if collections else None
 
 
 def _render(out_dir: Path, configs: list[ConfigSummary], repo_id: str | None, montages: dict[str, str] | None) -> str:
-    from hfmed.builder import builder_class
+    from hfmed import registry
 
     collection = _collection_of(out_dir, configs)
     if collection is None:
         mark = DatasetCardData(**{outdir.CARD_MARK_KEY: {"collection": None}})
         return f"---\n{mark.to_yaml()}\n---\n\n# Empty build\n\nNo config has been built into this folder yet.\n"
-    return str(render_card(collection, configs, builder_class(collection).default_config, repo_id, montages))
+    return str(render_card(collection, configs, registry.get(collection).default_config, repo_id, montages))
 
 
 def render(out_dir: str | Path, repo_id: str | None = None) -> str:

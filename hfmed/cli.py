@@ -10,7 +10,6 @@ import argparse
 import logging
 import sys
 import warnings
-from pathlib import Path
 
 from hfmed.errors import UserError
 
@@ -25,44 +24,35 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def cmd_list(args) -> int:
-    from hfmed.builder import builder_class
+def cmd_list(args: argparse.Namespace) -> int:
+    from hfmed import registry
 
-    print(_table(builder_class(args.collection).listing()))
+    print(_table(registry.get(args.collection).listing()))
     return 0
 
 
-def cmd_build(args) -> int:
-    from hfmed import outdir
-    from hfmed.builder import builder_class
-    from hfmed.writer import build_config, write_card
+def cmd_build(args: argparse.Namespace) -> int:
+    from hfmed.build import build
 
-    cls = builder_class(args.collection)
-    source = Path(args.source).expanduser() if args.source else None
-    out = Path(args.out or args.collection)
-    outdir.check_apart(out, [source] if source is not None else [])
-    names = cls.config_names(args.names, all_configs=args.all, size=args.size, source=source)
-    options = {"unofficial": True} if args.unofficial else {}
-    built = skipped = 0
-    for name in names:
-        if args.all and not args.overwrite and outdir.config_collection(out / name) == args.collection:
-            skipped += 1  # complete: configs are placed whole
-            continue
-        try:
-            builder = cls(name, source, **options)
-        except TypeError:
-            raise UserError(f"--unofficial applies to medmnist only, not {args.collection}") from None
-        path = build_config(builder, out, overwrite=args.overwrite, threads=args.threads, progress=not args.quiet)
-        print(f"built {name} -> {path}")
-        built += 1
+    result = build(
+        args.collection,
+        args.names,
+        all_configs=args.all,
+        size=args.size,
+        source=args.source,
+        out=args.out,
+        overwrite=args.overwrite,
+        options={"unofficial": True} if args.unofficial else {},
+        threads=args.threads,
+        progress=not args.quiet,
+        on_built=lambda name, path: print(f"built {name} -> {path}"),
+    )
     if args.all:
-        if out.is_dir():
-            write_card(out)
-        print(f"{built} config(s) built, {skipped} already complete in {out}")
+        print(f"{len(result.built)} config(s) built, {len(result.skipped)} already complete in {result.out}")
     return 0
 
 
-def cmd_verify(args) -> int:
+def cmd_verify(args: argparse.Namespace) -> int:
     from hfmed.verify import verify
 
     for report in verify(args.folder, args.config, args.source):
@@ -71,7 +61,71 @@ def cmd_verify(args) -> int:
     return 0
 
 
-def cmd_view(args) -> int:
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from hfmed.hub import check
+
+    report = check(args.folder)
+    for line in report.problems:
+        print(line)
+    for line in report.warnings:
+        print(f"warning: {line}")
+    if report.problems:
+        print(f"{len(report.problems)} problem(s) in {args.folder}", file=sys.stderr)
+        return 1
+    print(
+        f"{args.folder}: ready for the Hub: {len(report.configs)} config(s), {len(report.files)} files, "
+        f"{_size(report.total_bytes)}; checked offline (the Hub's online YAML validation was not contacted)"
+    )
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from hfmed.hub import PushRefused, push
+
+    def announce(plan) -> None:
+        print(f"uploading {len(plan.files)} files ({_size(plan.total_bytes)}) to {plan.target}", file=sys.stderr)
+
+    options = {"revision": args.revision, "private": args.private, "create_pr": args.create_pr, "token": args.token}
+    try:
+        result = push(args.folder, args.repo, **options, dry_run=args.dry_run, force=args.force, message=args.message, on_upload=announce)
+    except PushRefused as e:
+        for line in e.problems:
+            print(line, file=sys.stderr)
+        raise
+    if result.dry_run:
+        for f in result.files:
+            print(f"{(result.folder / f).stat().st_size:>14,}  {f.as_posix()}")
+        total = result.total_bytes
+        print(
+            f"dry run: {len(result.files)} files, {_size(total)} ({total:,} bytes) would be "
+                f"uploaded to {result.target}; "
+            f"the card's loading examples would name {result.repo}"
+        )
+        return 0
+    print(f"pushed {len(result.files)} files ({_size(result.total_bytes)}) to {result.url}")
+    return 0
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from hfmed.ensemble import SCORED_SPLITS, ensemble
+
+    results = ensemble(args.runs, args.out, overwrite=args.overwrite)
+    for split in SCORED_SPLITS:
+        figures = results[split]
+        print(f"{split}: AUC {figures['auc']:.4f}  ACC {figures['acc']:.4f}")
+    print(f"ensemble of {len(results['members'])} runs -> {args.out}")
+    return 0
+
+
+def cmd_view(args: argparse.Namespace) -> int:
     from hfmed import view
 
     viewer = view.start(args.folder, host=args.host, port=args.port, config=args.config)
@@ -84,16 +138,19 @@ def cmd_view(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from hfmed import registry
+
+    collections = registry.names()
     p = argparse.ArgumentParser(prog="hfmed", description="MedMNIST and MedIMeta as Hugging Face datasets.")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = p.add_subparsers(dest="command", required=True)
 
     ls = sub.add_parser("list", help="list the subsets of a collection and their facts")
-    ls.add_argument("collection", nargs="?", default="medmnist", choices=["medmnist", "medimeta"])
+    ls.add_argument("collection", nargs="?", default="medmnist", choices=collections)
     ls.set_defaults(func=cmd_list)
 
     b = sub.add_parser("build", help="convert official files into a dataset folder")
-    b.add_argument("collection", choices=["medmnist", "medimeta"])
+    b.add_argument("collection", choices=collections)
     b.add_argument("names", nargs="*", help="subsets/configs to build (e.g. pneumoniamnist, retinamnist_224, bus)")
     b.add_argument("--all", action="store_true", help="every config of the collection; complete ones are kept (resumable)")
     b.add_argument("--size", type=int, help="MedMNIST image size: 28, 64, 128 or 224 (3D: 28 or 64)")
@@ -118,23 +175,72 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--config", help="open the page on this config")
     w.set_defaults(func=cmd_view)
 
-    from hfmed import ensemble
-
-    ensemble.add_command(sub)
+    _add_ensemble_command(sub)
     from hfmed import benchmark
 
-    benchmark.add_command(sub)
+    benchmark.add_command(sub)  # hfmed/benchmark/command.py: its options, kept beside the protocol
     _add_hub_commands(sub)
     return p
 
 
 def _add_hub_commands(sub) -> None:
-    """`check` and `push` live in hfmed.hub; registered here when that module is present."""
-    try:
-        from hfmed import hub
-    except ImportError:
-        return
-    hub.add_commands(sub)
+    c = sub.add_parser(
+        "check",
+        help="check offline that a built folder is ready for the Hub and its viewer",
+        description="Check a built folder offline: card YAML, data_files globs, schemas, embedded "
+            "images, row-group sizes, "
+        "config count, no .py files, and that every config streams with load_dataset. Prints one line per problem; "
+        "exit code 0 when clean, 1 when problems were found, 2 when the folder cannot be checked. The Hub's online "
+        "YAML validation is not contacted.",
+    )
+    c.add_argument("folder", help="the built dataset folder (e.g. medmnist)")
+    c.set_defaults(func=cmd_check)
+
+    p = sub.add_parser(
+        "push",
+        help="upload a built folder to a Hub dataset repository (resumable)",
+        description="Check the folder, then upload its card, shards and montages to a Hub dataset repository, creating "
+        "it if needed. The token comes from --token, HF_TOKEN or `hf auth login`, and is never printed. Rerunning an "
+        "interrupted push continues where it stopped. The folder is the whole dataset: the pushed card lists only its "
+        "configs. The card's loading examples are rewritten to name --repo before the upload.",
+    )
+    p.add_argument("folder", help="the built dataset folder (e.g. medmnist)")
+    p.add_argument("--repo", required=True, help="the dataset repository, ORG/NAME (e.g. my-org/medmnist)")
+    p.add_argument("--private", action="store_true", help="create the repository private (an existing one keeps its visibility)")
+    p.add_argument(
+        "--revision", help="branch to push to; created from the default branch if missing (refs/pr/N continues a pull request)"
+    )
+    p.add_argument(
+        "--create-pr",
+        action="store_true",
+        help="open a pull request against the default branch instead of committing to it; "
+            "to continue an interrupted one, "
+        "rerun with --revision refs/pr/N instead. With huggingface_hub older than 2 "
+            "this is a single, non-resumable commit "
+        "(upload_folder), since upload_large_folder cannot open pull requests",
+    )
+    p.add_argument("--message", default="Upload dataset with hfmed", help="commit message")
+    p.add_argument("--dry-run", action="store_true", help="list the files and total size that would be uploaded; no network, no token")
+    p.add_argument("--force", action="store_true", help="push even if `hfmed check` finds problems")
+    p.add_argument(
+        "--token",
+        help="Hugging Face token (default: HF_TOKEN or the stored login); prefer HF_TOKEN, "
+            "a command line is visible to other users",
+    )
+    p.set_defaults(func=cmd_push)
+
+
+def _add_ensemble_command(sub) -> None:
+    e = sub.add_parser(
+        "ensemble",
+        help="average the predictions of several train_hf.py runs (same task) and report the ensemble",
+        description="Average the validation and test probabilities of finished train_hf.py runs of one task; "
+        "writes results.json, results.md, roc_curve.png, confusion_matrix.png and predictions.npz.",
+    )
+    e.add_argument("runs", nargs="+", help="output folders of train_hf.py runs (two or more)")
+    e.add_argument("--out", required=True, help="folder for the ensemble's report (new, or with --overwrite)")
+    e.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    e.set_defaults(func=cmd_ensemble)
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None):
@@ -149,11 +255,10 @@ class _LogLine(logging.Handler):
 
 
 def _print_library_logs(debug: bool) -> None:
-    for name in ("hfmed", "loading_scripts"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(h, _LogLine) for h in logger.handlers):
-            logger.addHandler(_LogLine())
-        logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+    logger = logging.getLogger("hfmed")
+    if not any(isinstance(h, _LogLine) for h in logger.handlers):
+        logger.addHandler(_LogLine())
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""``hfmed ensemble``: average the predictions of several ``train_hf.py`` runs into one model.
+"""Averaging the predictions of several ``train_hf.py`` runs into one model (``hfmed ensemble``).
 
 Each run folder holds ``results.json`` and ``predictions.npz`` (validation and test
 probabilities, written by ``train_hf.py``). The ensemble's probabilities are the mean of its
@@ -10,11 +10,12 @@ its own, so its test figures are as honest as its members'.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from hfmed.training import report
 
 #: results.json fields that must agree between members: they are the same task on the same data.
 SAME = ("collection", "config", "task", "task_type", "label_names")
-SPLITS = ("validation", "test")
+SCORED_SPLITS = ("validation", "test")  # the splits whose probabilities are averaged
 
 
 def _member(folder: Path) -> dict[str, Any]:
@@ -33,7 +34,8 @@ def _member(folder: Path) -> dict[str, Any]:
     if not predictions_file.is_file():
         raise UserError(
             f"{predictions_file} not found; evaluate that run again to write it: "
-            f"python train_hf.py --model {folder} --do_train false --output_dir <new folder> (plus its --subset and --dataset)"
+            f"python train_hf.py --model {folder} --do_train false --output_dir <new "
+                "folder> (plus its --subset and --dataset)"
         )
     try:
         results = json.loads(results_file.read_text(encoding="utf-8"))
@@ -47,7 +49,7 @@ def _member(folder: Path) -> dict[str, Any]:
             f"{folder} is cross-validation fold {cv.get('fold')} of {cv.get('folds')} and has no test predictions; "
             "an ensemble combines runs trained on the official splits"
         )
-    missing = [f"{split}_{kind}" for split in SPLITS for kind in ("labels", "scores") if f"{split}_{kind}" not in arrays]
+    missing = [f"{split}_{kind}" for split in SCORED_SPLITS for kind in ("labels", "scores") if f"{split}_{kind}" not in arrays]
     if missing:
         raise UserError(f"{predictions_file} lacks {', '.join(missing)}; rerun that training run")
     return {"folder": folder, "results": results, "arrays": arrays}
@@ -69,7 +71,7 @@ def combine(folders: list[Path]) -> tuple[list[dict[str, Any]], dict[str, tuple[
                     f"{other['folder']} was trained on {key} {other['results'].get(key)!r}, {first['folder']} on "
                     f"{first['results'].get(key)!r}; an ensemble combines runs of one task"
                 )
-        for split in SPLITS:
+        for split in SCORED_SPLITS:
             a, b = first["arrays"], other["arrays"]
             if a[f"{split}_labels"].shape != b[f"{split}_labels"].shape or not np.array_equal(a[f"{split}_labels"], b[f"{split}_labels"]):
                 raise UserError(
@@ -79,7 +81,7 @@ def combine(folders: list[Path]) -> tuple[list[dict[str, Any]], dict[str, tuple[
             if a[f"{split}_scores"].shape != b[f"{split}_scores"].shape:
                 raise UserError(f"{other['folder']} and {first['folder']} give {split} scores of different shapes")
     combined = {}
-    for split in SPLITS:
+    for split in SCORED_SPLITS:
         scores = np.mean([m["arrays"][f"{split}_scores"] for m in members], axis=0)
         combined[split] = (first["arrays"][f"{split}_labels"], scores)
     return members, combined
@@ -89,10 +91,14 @@ def _row(results: dict[str, Any], split: str, metric: str):
     return (results.get(split) or {}).get(metric)
 
 
-def run(folders: list[Path], out: Path, overwrite: bool = False) -> dict[str, Any]:
-    """Score the ensemble of ``folders`` and write its report into ``out``; returns results.json."""
+def ensemble(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, overwrite: bool = False) -> dict[str, Any]:
+    """Score the ensemble of the train_hf.py output folders ``runs`` and write its report into ``out``.
+
+    Returns the ensemble's ``results.json`` record (``validation`` and ``test`` hold its figures).
+    """
     from hfmed import metrics
 
+    folders, out = [Path(r) for r in runs], Path(out)
     started = time.perf_counter()
     members, combined = combine(folders)
     _check_out(out, members, overwrite)
@@ -108,7 +114,7 @@ def run(folders: list[Path], out: Path, overwrite: bool = False) -> dict[str, An
         "combination": "mean of the members' probabilities",
         "validation": scores["validation"],
         "test": scores["test"],
-        "num_samples": {split: int(len(combined[split][0])) for split in SPLITS},
+        "num_samples": {split: int(len(combined[split][0])) for split in SCORED_SPLITS},
         "wall_time_seconds": sum(float(m["results"].get("wall_time_seconds") or 0) for m in members),
         "device": first.get("device"),
         "num_processes": first.get("num_processes", 1),
@@ -149,25 +155,3 @@ def _member_summary(folder: str, results: dict[str, Any]) -> dict[str, Any]:
         "validation": {k: _row(results, "validation", k) for k in ("auc", "acc")},
         "test": {k: _row(results, "test", k) for k in ("auc", "acc")},
     }
-
-
-def add_command(sub) -> None:
-    e = sub.add_parser(
-        "ensemble",
-        help="average the predictions of several train_hf.py runs (same task) and report the ensemble",
-        description="Average the validation and test probabilities of finished train_hf.py runs of one task; "
-        "writes results.json, results.md, roc_curve.png, confusion_matrix.png and predictions.npz.",
-    )
-    e.add_argument("runs", nargs="+", help="output folders of train_hf.py runs (two or more)")
-    e.add_argument("--out", required=True, help="folder for the ensemble's report (new, or with --overwrite)")
-    e.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    e.set_defaults(func=cmd_ensemble)
-
-
-def cmd_ensemble(args) -> int:
-    results = run([Path(r) for r in args.runs], Path(args.out), overwrite=args.overwrite)
-    for split in SPLITS:
-        figures = results[split]
-        print(f"{split}: AUC {figures['auc']:.4f}  ACC {figures['acc']:.4f}")
-    print(f"ensemble of {len(results['members'])} runs -> {args.out}")
-    return 0

@@ -142,7 +142,8 @@ def is_our_png(path: Path) -> bool:
 
 def refuse_foreign(path: Path, what: str) -> None:
     """Stop before replacing or removing a file hfmed did not write."""
-    raise UserError(f"{path}: {what} that hfmed did not write is in the way; move it elsewhere (hfmed never replaces your files) or choose another --out")
+    raise UserError(f"{path}: {what} that hfmed did not write is in the way; move it elsewhere "
+        "(hfmed never replaces your files) or choose another --out")
 
 
 # --- sources -----------------------------------------------------------------------------------

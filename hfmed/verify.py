@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from datasets import Array3D, ClassLabel, Features, Image, List
 from PIL import Image as PILImage
 
-from hfmed.builder import builder_class
+from hfmed import registry
 from hfmed.errors import UserError
 from hfmed.features import read_metadata
 
@@ -87,7 +87,7 @@ def verify(out_dir: str | Path, config: str, source: str | Path | None = None) -
     features, meta = read_metadata(pq.read_schema(shards[0]))
     if not meta.get("collection"):
         raise UserError(f"{shards[0]}: not written by hfmed (no hfmed metadata); nothing to verify against")
-    builder = builder_class(meta["collection"])(config, source, **meta.get("options", {}))
+    builder = registry.get(meta["collection"]).create(config, source, **meta.get("options", {}))
     reports = []
     with ThreadPoolExecutor() as executor:
         splits = builder.splits()

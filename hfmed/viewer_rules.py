@@ -93,16 +93,19 @@ def name_findings(splits_by_config: dict[str, list[str]]) -> list[Finding]:
     """Config and split names the viewer (through datasets) lists, and how many."""
     out = []
     if len(splits_by_config) > CONFIG_NAMES_MAX_NUMBER:
-        out.append(Finding("README.md", f"{len(splits_by_config)} configs; the viewer lists at most {CONFIG_NAMES_MAX_NUMBER:,} and shows none beyond", True))
+        out.append(Finding("README.md", f"{len(splits_by_config)} configs; the viewer lists at most "
+            f"{CONFIG_NAMES_MAX_NUMBER:,} and shows none beyond", True))
     for config, splits in splits_by_config.items():
         bad = sorted(set(config) & set(CONFIG_NAME_FORBIDDEN))
         if not config or bad:
-            out.append(Finding("README.md", f"config name {config!r} holds {''.join(bad) or 'nothing'}; datasets refuses config names with any of {CONFIG_NAME_FORBIDDEN}, so the viewer cannot list it", True))
+            out.append(Finding("README.md", f"config name {config!r} holds {''.join(bad) or 'nothing'}; datasets refuses "
+                f"config names with any of {CONFIG_NAME_FORBIDDEN}, so the viewer cannot list it", True))
         if len(splits) > SPLIT_NAMES_MAX_NUMBER:
             out.append(Finding(f"{config}/", f"{len(splits)} splits; the viewer refuses more than {SPLIT_NAMES_MAX_NUMBER} per config", True))
         for split in splits:
             if not SPLIT_NAME.match(split):
-                out.append(Finding(f"{config}/", f"split name {split!r} does not match {SPLIT_NAME.pattern} (letters, digits, _ and inner dots); datasets and the viewer refuse it", True))
+                out.append(Finding(f"{config}/", f"split name {split!r} does not match {SPLIT_NAME.pattern} (letters, digits, _ "
+                    "and inner dots); datasets and the viewer refuse it", True))
     return out
 
 
@@ -113,15 +116,18 @@ def feature_findings(config: str, features: Features) -> list[Finding]:
         out.append(Finding(f"{config}/", f"{len(features)} columns; the viewer shows at most {FIRST_ROWS_COLUMNS_MAX_NUMBER}", True))
     for name, feature in features.items():
         if len(name) > MAX_COLUMN_NAME_LENGTH:
-            out.append(Finding(f"{config}/", f"column name {name[:40]!r}... is {len(name)} characters; the viewer refuses names over {MAX_COLUMN_NAME_LENGTH}", True))
+            out.append(Finding(f"{config}/", f"column name {name[:40]!r}... is {len(name)} characters; the viewer refuses "
+                f"names over {MAX_COLUMN_NAME_LENGTH}", True))
         if not isinstance(feature, SHOWN_FEATURES) and not isinstance(feature, (dict, list)):
             out.append(Finding(f"{config}/", f"column {name!r} is a {type(feature).__name__}, which the viewer cannot show; its first rows fail", True))
     media = [n for n, f in features.items() if isinstance(f, MEDIA_FEATURES)]
     arrays = [n for n, f in features.items() if isinstance(f, ARRAY_FEATURES)]
     if arrays and not media:
-        out.append(Finding(f"{config}/", f"column(s) {', '.join(map(repr, arrays))} are shown as lists of numbers and nothing else in the config is drawn; add an image column (a preview)", False))
+        out.append(Finding(f"{config}/", f"column(s) {', '.join(map(repr, arrays))} are shown as lists of numbers and "
+            "nothing else in the config is drawn; add an image column (a preview)", False))
     elif arrays and list(features).index(arrays[0]) < list(features).index(media[0]):
-        out.append(Finding(f"{config}/", f"column {arrays[0]!r} (numbers) comes before {media[0]!r} (drawn); the viewer shows columns in this order", False))
+        out.append(Finding(f"{config}/", f"column {arrays[0]!r} (numbers) comes before {media[0]!r} (drawn); the viewer "
+            "shows columns in this order", False))
     return out
 
 
@@ -152,9 +158,13 @@ def row_group_findings(where: str, metadata: pq.FileMetaData, datasets_limit: in
         compressed = sum(c.total_compressed_size for c in columns)
         paged = all(c.has_offset_index for c in columns)
         if compressed > ROWS_INDEX_MAX_ARROW_DATA_IN_MEMORY and not paged:
-            out.append(Finding(where, f"row group {g} holds {_mb(compressed)} compressed and the file has no page index; the viewer reads at most {_mb(ROWS_INDEX_MAX_ARROW_DATA_IN_MEMORY)} at once and cannot show these rows; rebuild with smaller row groups", True))
+            out.append(Finding(where, f"row group {g} holds {_mb(compressed)} compressed and the file has no page "
+                f"index; the viewer reads at most {_mb(ROWS_INDEX_MAX_ARROW_DATA_IN_MEMORY)} at "
+                "once and cannot show these rows; rebuild with smaller row groups", True))
         if rg.total_byte_size > datasets_limit:
-            out.append(Finding(where, f"row group {g} holds {_mb(rg.total_byte_size)} uncompressed, over the {_mb(datasets_limit)} datasets writes at most (config.MAX_ROW_GROUP_SIZE); every streaming reader holds a whole row group", False))
+            out.append(Finding(where, f"row group {g} holds {_mb(rg.total_byte_size)} uncompressed, over the "
+                f"{_mb(datasets_limit)} datasets writes at most (config.MAX_ROW_GROUP_SIZE); "
+                "every streaming reader holds a whole row group", False))
     return out
 
 
@@ -224,7 +234,10 @@ def _image_cell(cell, url: str) -> dict:
 
 
 def _cut_size(serialized: bytes) -> int:
-    """Size of a cell cut by serialize_and_truncate (libs/libcommon/src/libcommon/utils.py): a JSON string of its first bytes."""
+    """Size of a cell cut by serialize_and_truncate (libs/libcommon/src/libcommon/utils.py).
+
+    The cut cell is a JSON string of the cell's first bytes.
+    """
     head = serialized[:FIRST_ROWS_MIN_CELL_BYTES].decode("utf-8", "ignore")
     return len(_dumps(head))
 
@@ -264,7 +277,8 @@ def first_rows(features: Features, table: pa.Table, num_rows_total: int, *, data
     the viewer's JSON (orjson: no spaces, UTF-8), image cells as asset URLs on the public host.
     """
     n = min(len(table), MAX_NUM_ROWS_PER_PAGE)
-    asset_url = f"{ASSETS_BASE_URL}/{quote(dataset)}/--/{'0' * 40}/--/{quote(config)}/{quote(split)}/{{row}}/{{column}}/image.jpg"
+    where = f"{quote(dataset)}/--/{'0' * 40}/--/{quote(config)}/{quote(split)}"  # dataset, revision, config, split
+    asset_url = f"{ASSETS_BASE_URL}/{where}/{{row}}/{{column}}/image.jpg"
     full: dict[str, list[int]] = {}
     cut: dict[str, list[int]] = {}
     for name, feature in features.items():
@@ -321,16 +335,20 @@ def first_rows_findings(config: str, pages: dict[str, FirstRows]) -> list[Findin
         where = f"{config}/" + (",".join(splits) if len(splits) > 1 else splits[0])
         p = pages[splits[0]]
         if key[0] == "fails":
-            out.append(Finding(where, f"the viewer's first page would be {p.response_bytes:,} bytes even with every cell cut, over the {WORKER_CONTENT_MAX_BYTES:,} a worker may store: the first rows fail", True))
+            out.append(Finding(where, f"the viewer's first page would be {p.response_bytes:,} bytes even with every "
+                f"cell cut, over the {WORKER_CONTENT_MAX_BYTES:,} a worker may store: the first "
+                "rows fail", True))
             continue
         parts = []
         if p.rows < p.wanted:
-            parts.append(f"the first page holds {p.rows} of {p.wanted} rows (the viewer's first rows are cut at {FIRST_ROWS_MAX_BYTES:,} bytes of JSON)")
+            parts.append(f"the first page holds {p.rows} of {p.wanted} rows (the viewer's first rows are "
+                f"cut at {FIRST_ROWS_MAX_BYTES:,} bytes of JSON)")
         if p.cut:
             cells = ", ".join(f"{c!r} in {k} row(s)" for c, k in sorted(p.cut.items()))
             parts.append(f"cells cut to {FIRST_ROWS_MIN_CELL_BYTES} characters: {cells}")
         if p.page_bytes > ROWS_PAGE_WARN_BYTES:
-            parts.append(f"each later page of {MAX_NUM_ROWS_PER_PAGE} rows (/rows, never cut) is about {_mb(p.page_bytes)} of JSON")
+            parts.append(f"each later page of {MAX_NUM_ROWS_PER_PAGE} rows (/rows, never cut) is about "
+                f"{_mb(p.page_bytes)} of JSON")
         if parts:
             out.append(Finding(where, "; ".join(parts), False))
     return out
@@ -372,5 +390,6 @@ def check_config(folder: Path, config: str, splits: dict[str, list[Path]], featu
             try:
                 pages[split] = first_rows(features, head, total, dataset=dataset, config=config, split=split)
             except UnreadableImage as e:
-                out.append(Finding(f"{config}/{split}", f"an image among the first {MAX_NUM_ROWS_PER_PAGE} rows does not open with Pillow ({e}); the viewer's first rows fail", True))
+                out.append(Finding(f"{config}/{split}", f"an image among the first {MAX_NUM_ROWS_PER_PAGE} rows does not open with "
+                    f"Pillow ({e}); the viewer's first rows fail", True))
     return out + first_rows_findings(config, pages)

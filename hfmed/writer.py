@@ -154,7 +154,8 @@ def _write_split(builder: Builder, split: SplitGenerator, folder: Path, executor
         for group in _rebatch(all_batches(), plan.rows_per_group):
             n = len(next(iter(group.values())))
             if written + n > split.num_rows:
-                raise UserError(f"split {split.name} of {builder.config_name} has more rows than its declared {split.num_rows}; the source is inconsistent")
+                raise UserError(f"split {split.name} of {builder.config_name} has more rows than its declared "
+                    f"{split.num_rows}; the source is inconsistent")
             if written // plan.rows_per_shard != shard:
                 if writer is not None:
                     writer.close()
@@ -172,7 +173,8 @@ def _write_split(builder: Builder, split: SplitGenerator, folder: Path, executor
         if writer is not None:
             writer.close()
     if written != split.num_rows:
-        raise UserError(f"split {split.name} of {builder.config_name} has {written} rows, expected {split.num_rows}; the source is truncated")
+        raise UserError(f"split {split.name} of {builder.config_name} has {written} rows, expected "
+            f"{split.num_rows}; the source is truncated")
 
 
 def _pid_of(path: Path) -> int | None:
@@ -233,7 +235,8 @@ def _prepare(builder: Builder, out_dir: Path, overwrite: bool) -> bool:
     """Checks before the source is read; True when the config is already complete and its card current."""
     final = out_dir / builder.config_name
     if builder.config_name.lower() in RESERVED_NAMES:
-        raise UserError(f"{builder.config_name!r} cannot be a config: {out_dir / builder.config_name} is where the card and its montages go; rename the dataset")
+        raise UserError(f"{builder.config_name!r} cannot be a config: {out_dir / builder.config_name} "
+            "is where the card and its montages go; rename the dataset")
     outdir.check_apart(out_dir, builder.source_paths())
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir} is a file, not a folder; choose another --out")
@@ -306,12 +309,15 @@ def build_config(builder: Builder, out_dir: str | Path, *, overwrite: bool = Fal
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()  # the folder as it was: absent
         if isinstance(e, OSError):  # reading errors are UserErrors already; this is the output
-            raise UserError(f"cannot write into {out_dir} ({os.strerror(e.errno) if e.errno else _first_line(e)}); free some space, or choose a writable --out, and rerun") from None
+            raise UserError(f"cannot write into {out_dir} "
+                f"({os.strerror(e.errno) if e.errno else _os_reason(e)}); free some space, or "
+                "choose a writable --out, and rerun") from None
         raise
     return out_dir / builder.config_name
 
 
-def _first_line(e: BaseException) -> str:
+def _os_reason(e: BaseException) -> str:
+    """Why writing failed, as the OS says it (pyarrow's OSErrors carry the errno in their text only)."""
     text = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    code = re.search(r"\[errno (\d+)\]", text)  # pyarrow's OSErrors carry the errno in their text only
+    code = re.search(r"\[errno (\d+)\]", text)
     return os.strerror(int(code.group(1))) if code else text

@@ -1,9 +1,10 @@
-"""MedMNIST builder: one config per subset and size, driven by ``hfmed/facts/medmnist.yaml``.
+"""MedMNIST: the builder and everything hfmed knows of the collection, driven by ``medmnist.yaml`` beside it.
 
 Config names follow the official file names: ``pneumoniamnist`` (28 px), ``pneumoniamnist_64``,
-..., ``adrenalmnist3d_64``. The source is an official ``.npz`` file, given or downloaded; it is
-validated against the registry (members, shapes, dtypes, split sizes, label ranges) before a
-single row is written.
+..., ``adrenalmnist3d_64``; :func:`parse_config` is the one parser of them. The source is an
+official ``.npz`` file, given or downloaded; it is validated against the facts (members, shapes,
+dtypes, split sizes, label ranges) before a single row is written. The card takes its facts from
+the same table and its prose from ``dataset_cards/medmnist/subsets/<flag>.md``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any, Iterator
 import numpy as np
 from datasets import Array3D, ClassLabel, Features, Image, List
 
-from hfmed import facts
+from hfmed import __version__, facts, montage
 from hfmed.builder import Builder, SplitGenerator
+from hfmed.cards import CardContext, CollectionCard, ConfigSummary, label_counts, source_text, split_sizes
 from hfmed.errors import UserError
 from hfmed.sources import download
 from hfmed.sources.npz import NpzArchive
@@ -25,8 +27,8 @@ from hfmed.sources.npz import NpzArchive
 CHUNK_BYTES = 16 << 20  # rows read per step: bounded memory, large enough for fast inflating
 SOURCE_SPLITS = {"train": "train", "validation": "val", "test": "test"}  # ours -> npz member prefix
 
-
 logger = logging.getLogger(__name__)
+
 
 def _facts() -> dict:
     return facts.load("medmnist")
@@ -65,9 +67,92 @@ def preview(volumes: np.ndarray) -> np.ndarray:
     return np.concatenate([volumes[:, d // 2, :, :], volumes[:, :, h // 2, :], volumes[:, :, :, w // 2]], axis=2)
 
 
+# --- the card: facts from medmnist.yaml, prose from dataset_cards/medmnist/subsets/<flag>.md ------
+
+
+def _license(config: ConfigSummary) -> str:
+    return subsets()[parse_config(config.name)[0]]["license"]
+
+
+def _shape(entry: dict, size: int) -> str:
+    if entry["volumetric"]:
+        return "×".join([str(size)] * 3)
+    return f"{size}×{size}" + ("×3" if entry["channels"] == 3 else "")
+
+
+def _subset_variables(flag: str, entry: dict, members: list[tuple[int, ConfigSummary]], ctx: CardContext) -> dict[str, Any]:
+    # every size of a subset holds the same samples and labels: one count table serves all
+    counts = next(iter(label_counts(members[0][1]).values()))
+    configs = [
+        {
+            "name": c.name,
+            "shape": _shape(entry, size),
+            "splits": split_sizes(c),
+            "default": c.name == ctx.default,
+            "montage": ctx.montages.get(c.name),
+        }
+        for size, c in members
+    ]
+    return {
+        "flag": flag,
+        "title": entry.get("title") or flag,
+        "volumetric": entry["volumetric"],
+        "task": entry["task"],
+        "license": entry["license"],
+        "source": entry["source"],
+        "citation": entry["citation"],
+        "description": source_text("medmnist", "subsets", f"{flag}.md"),
+        "configs": configs,
+        "count_columns": counts.splits,
+        "label_rows": counts.rows(),
+        "empty_counts": counts.empty,
+    }
+
+
+def _card_variables(ctx: CardContext) -> dict[str, Any]:
+    table = _facts()
+    by_flag: dict[str, list[tuple[int, ConfigSummary]]] = {}
+    for c in ctx.configs:
+        flag, size = parse_config(c.name)
+        by_flag.setdefault(flag, []).append((size, c))
+    subsets_built = [  # in the facts' order
+        _subset_variables(flag, entry, sorted(by_flag[flag], key=lambda pair: pair[0]), ctx)
+        for flag, entry in table["subsets"].items()
+        if flag in by_flag
+    ]
+
+    def example(volumetric: bool) -> str | None:
+        names = [c["name"] for s in subsets_built if s["volumetric"] == volumetric for c in s["configs"]]
+        return ctx.default if ctx.default in names else (names[0] if names else None)
+
+    return {
+        "repo_id": ctx.repo_id,
+        "default_config": ctx.default,
+        "default_is_collections": ctx.default == MedMNIST.default_config,
+        "default_is_3d": ctx.default in [c["name"] for s in subsets_built if s["volumetric"] for c in s["configs"]],
+        "example_2d": example(False),
+        "example_3d": example(True),
+        "medmnist_citation": table["citation"],
+        "medmnist_plus_citation": table["medmnist_plus_citation"],
+        "medmnist_v1_citation": table["medmnist_v1_citation"],
+        "verified": False,  # building does not verify; `hfmed verify` proves a build separately
+        "hfmed_version": __version__,
+        "montage_note": montage.note(any(s["volumetric"] for s in subsets_built)) if ctx.montages else None,
+        "subsets": subsets_built,
+    }
+
+
 class MedMNIST(Builder):
     collection = "medmnist"
     default_config = "pneumoniamnist"
+    build_options = ("unofficial",)
+    card = CollectionCard(
+        pretty_name="MedMNIST v2 and MedMNIST+",
+        tags=("medical", "medical-imaging", "biology", "medmnist", "3d"),
+        license_of=_license,
+        variables=_card_variables,
+        montage_configs=list,
+    )
 
     def __init__(self, config_name: str, source: str | Path | None = None, *, unofficial: bool = False):
         super().__init__(config_name, source, unofficial=unofficial)
@@ -136,10 +221,12 @@ class MedMNIST(Builder):
         k = len(self.facts["labels"])
         want_l = (k,) if self.facts["task"] == "multi-label" else (1,)
         if labels.shape[1:] != want_l and not (want_l == (1,) and labels.shape[1:] == ()):
-            raise UserError(f"{path}: '{prefix}_labels' rows are {labels.shape[1:]}, expected {want_l} for a {self.facts['task']} subset")
+            raise UserError(f"{path}: '{prefix}_labels' rows are {labels.shape[1:]}, expected {want_l} for "
+                f"a {self.facts['task']} subset")
         n = images.shape[0]
         if labels.shape[0] != n:
-            raise UserError(f"{path}: '{prefix}_images' has {n} rows but '{prefix}_labels' has {labels.shape[0]}; the file is inconsistent")
+            raise UserError(f"{path}: '{prefix}_images' has {n} rows but '{prefix}_labels' has "
+                f"{labels.shape[0]}; the file is inconsistent")
         official = self.facts["splits"][split]
         if n != official and not self.unofficial:
             raise UserError(
@@ -157,7 +244,8 @@ class MedMNIST(Builder):
             lo, hi = int(chunk.min()), int(chunk.max())
             if lo < 0 or hi > (1 if multi else k - 1):
                 allowed = "0 or 1" if multi else f"0..{k - 1}"
-                raise UserError(f"{archive.path}: '{prefix}_labels' holds {lo if lo < 0 else hi}, outside {allowed} for {self.flag}; the labels are not MedMNIST's")
+                raise UserError(f"{archive.path}: '{prefix}_labels' holds {lo if lo < 0 else hi}, outside "
+                    f"{allowed} for {self.flag}; the labels are not MedMNIST's")
 
     def _split_generators(self) -> list[SplitGenerator]:
         path = self.source_path()
@@ -170,7 +258,8 @@ class MedMNIST(Builder):
             self._check_label_range(archive, s.gen_kwargs["prefix"])
         self._md5 = download.md5sum(path)
         if self._md5 not in self.official_md5s and not self.unofficial:
-            logger.warning(f"{path}: md5 {self._md5} is not an official {self.file_name}; the structure is valid, building it anyway")
+            logger.warning(f"{path}: md5 {self._md5} is not an official {self.file_name}; the structure is "
+                "valid, building it anyway")
         return plan
 
     def _generate_batches(self, archive: NpzArchive, prefix: str) -> Iterator[dict[str, Any]]:
@@ -225,3 +314,31 @@ class MedMNIST(Builder):
                     }
                 )
         return rows
+
+    @classmethod
+    def config_for(cls, subset: str | None, size: int) -> str:
+        flag = subset or cls.default_config
+        if flag not in subsets():
+            raise UserError(f"unknown MedMNIST subset {flag!r}; `hfmed list medmnist` shows the valid names")
+        if size not in sizes(flag):
+            valid = ", ".join(map(str, sizes(flag)))
+            raise UserError(f"{flag} comes in sizes {valid}, not {size}; pass --size with one of them")
+        return config_name(flag, size)
+
+    @classmethod
+    def subset_of(cls, config: str) -> str:
+        """The published tables name subsets without the size suffix."""
+        return parse_config(config)[0]
+
+    @classmethod
+    def is_volumetric(cls, subset: str) -> bool:
+        return bool(subsets().get(subset, {}).get("volumetric", False))
+
+    @classmethod
+    def task_types(cls, meta: dict[str, Any]) -> dict[str, str]:
+        """Every label column of a subset has the task its facts declare."""
+        try:
+            flag, _ = parse_config(str(meta.get("config", "")))
+        except UserError:
+            return {}  # a config renamed by hand: the loaders infer the task from the labels
+        return {"*": subsets()[flag]["task"]}

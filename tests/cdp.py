@@ -86,7 +86,8 @@ class Browser:
         return self.evaluate(
             "new Promise((resolve) => { const t0 = Date.now(); (function poll() { let v = null;"
             f" try {{ v = ({condition}); }} catch (e) {{}}"
-            f" if (v) resolve(v); else if (Date.now() - t0 > {int(timeout_s * 1000)}) resolve(null); else setTimeout(poll, 50); }})(); }})"
+            f" if (v) resolve(v); else if (Date.now() - t0 > {int(timeout_s * 1000)}) "
+                f"resolve(null); else setTimeout(poll, 50); }})(); }})"
         )
 
     def open(self, url: str) -> None:

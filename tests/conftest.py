@@ -123,7 +123,7 @@ def real_adrenalmnist3d() -> Path:
 def built_medmnist(tmp_path_factory, real_breastmnist, real_adrenalmnist3d) -> Path:
     """A ``medmnist`` folder holding the real breastmnist and adrenalmnist3d builds (built once per run)."""
     from hfmed.writer import build_config
-    from loading_scripts.medmnist import MedMNIST
+    from hfmed.loading_scripts.medmnist import MedMNIST
 
     out = tmp_path_factory.mktemp("build") / "medmnist"
     build_config(MedMNIST("breastmnist", real_breastmnist), out, progress=False)

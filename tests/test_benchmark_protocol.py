@@ -14,7 +14,7 @@ from hfmed import benchmark, cli
 from hfmed.benchmark import budget, decathlon, final, protocol, space
 from hfmed.errors import UserError
 from hfmed.writer import build_config
-from loading_scripts.medmnist import MedMNIST
+from hfmed.loading_scripts.medmnist import MedMNIST
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_SPACE = (

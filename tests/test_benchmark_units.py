@@ -132,7 +132,7 @@ def test_average_ranks_share_ties_and_skip_missing():
 def test_the_decathlon_is_the_ten_v1_subsets_and_each_has_a_v1_row():
     from hfmed import facts
 
-    v1 = facts.load("baselines")["medmnist_v1"]
+    v1 = facts.baselines()["medmnist_v1"]
     assert set(benchmark.SUBSETS) == set(v1["rows"][0]["results"]) and len(v1["rows"]) == 7
     automl = next(r for r in v1["rows"] if r["method"] == "Google AutoML Vision")
     assert automl["results"]["breastmnist"] == {"auc": 0.932, "acc": 0.865}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import re
 import shutil
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +19,13 @@ from huggingface_hub import DatasetCard
 from PIL import Image
 
 from conftest import MEDIMETA_INFO, make_medmnist_npz, medmnist_arrays, write_npz
-from hfmed import cards, facts, hub, montage
+from hfmed import cards, facts, hub, montage, registry
 from hfmed.errors import UserError
 from hfmed.features import read_metadata
 from hfmed.writer import build_config
-from loading_scripts.medmnist import MedMNIST, preview
+from hfmed.loading_scripts.medmnist import MedMNIST, preview
 
-SOURCES = resources.files("dataset_cards")
+SOURCES = registry.card_folder("medmnist").parent
 
 
 def prose(collection: str, folder: str, name: str) -> str:
@@ -335,7 +334,7 @@ def test_each_template_uses_only_variables_the_renderer_provides(built_medmnist,
 
     for collection, folder in (("medmnist", built_medmnist), ("medimeta", built_medimeta)):
         configs = cards.scan(folder)
-        spec = cards.COLLECTIONS[collection]
+        spec = registry.get(collection).card
         provided = spec.variables(cards.CardContext(configs, configs[0].name, "org/x", {}))
         provided |= cards.hub_metadata(spec, configs) | {"card_data": None, "license_link": None}  # license_link: only where licenses differ
         used = meta.find_undeclared_variables(jinja2.Environment().parse(cards.source_text(collection, "template.md")))

@@ -115,7 +115,7 @@ def test_two_default_configs(folder):
 
 
 def test_more_configs_than_the_hub_shows(folder, monkeypatch):
-    monkeypatch.setattr(hub, "MAX_CONFIGS", 1)
+    monkeypatch.setattr(hub.readiness, "MAX_CONFIGS", 1)
     assert only_problem(folder, "declares 2 configs", "at most 1")
 
 
@@ -221,7 +221,8 @@ def test_problems_print_one_line_each_and_exit_1(folder, capsys):
     assert main(["check", str(folder)]) == 1
     captured = capsys.readouterr()
     assert [line for line in captured.out.strip().splitlines() if not line.startswith("warning: ")] == [
-        "setup.py: a Python file in a dataset repository makes the Hub look for a loading script, which datasets no longer runs; remove it",
+        "setup.py: a Python file in a dataset repository makes the Hub look for a "
+            "loading script, which datasets no longer runs; remove it",
         "notes.txt: belongs to no config and is not linked from the card; remove it (push leaves it out)",
     ]
     assert "2 problem(s)" in captured.err
@@ -250,7 +251,8 @@ def test_a_build_streams_in_a_fresh_process_with_only_datasets(built_medmnist, t
         row = rows[0]
         row["image"].load()
         names = ds["train"].features["label"].names
-        assert not [m for m in sys.modules if m.split(".")[0] in ("hfmed", "loading_scripts") and sys.modules[m] is not None]
+        ours = ("hfmed", "loading_scripts")
+        assert not [m for m in sys.modules if m.split(".")[0] in ours and sys.modules[m] is not None]
         print(row["image"].size, row["image"].mode, names[row["label"]])
         """
     )

@@ -24,7 +24,7 @@ from conftest import ROOT, make_medmnist_npz
 
 from hfmed import loaders
 from hfmed.errors import UserError
-from hfmed.loaders import plan, sources
+from hfmed.loaders import built, plan
 from hfmed.loaders.dataset import StreamingImageDataset
 
 ROWS = {"train": 103, "val": 17, "test": 9}
@@ -33,7 +33,7 @@ BATCH = 8
 
 def _build(out: Path, src: Path, name: str, rows: dict[str, int], shard_rows: int, group_rows: int) -> Path:
     import hfmed.writer as writer
-    from loading_scripts.medmnist import MedMNIST
+    from hfmed.loading_scripts.medmnist import MedMNIST
 
     with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the generated file is not an official one, by design
@@ -287,7 +287,9 @@ def test_workers_hand_over_the_same_float_batches(build, config, kw):
     one = [b["pixel_values"] for b in loaders.dataloader(out, config, batch_size=BATCH, progress=False, **kw)]
     two = [b["pixel_values"] for b in loaders.dataloader(out, config, batch_size=BATCH, num_workers=2, progress=False, **kw)]
     assert all(b.dtype == torch.float32 and b.is_contiguous() for b in two)
-    key = lambda b: b.flatten().tolist()[:64]  # workers interleave batches; compare them as a set
+    def key(b):  # workers interleave batches; compare them as a set
+        return b.flatten().tolist()[:64]
+
     assert sorted(map(key, one)) == sorted(map(key, two))
     assert torch.equal(torch.cat(sorted(one, key=key)), torch.cat(sorted(two, key=key)))
 
@@ -295,7 +297,9 @@ def test_workers_hand_over_the_same_float_batches(build, config, kw):
 def test_resize_augment_and_the_device_path_agree(build):
     out, npz = build
     src = torch.from_numpy(npz["pneumoniamnist"]["train_images"][:BATCH]).unsqueeze(1)
-    flip = lambda x: x.flip(-1)
+    def flip(x):
+        return x.flip(-1)
+
     kw = dict(batch_size=BATCH, image_size=56, rgb=True, augment=flip, mean=(0.5,), std=(0.25,), progress=False)
     workers = next(iter(loaders.dataloader(out, "pneumoniamnist", num_workers=2, **kw)))["pixel_values"]
     device = loaders.dataloader(out, "pneumoniamnist", device="cpu", **kw)
@@ -437,7 +441,7 @@ def hub(build, monkeypatch):
     for path in out.rglob("*"):
         if path.is_file() and not any(part.startswith(".") for part in path.relative_to(out).parts):
             fs.pipe(f"/datasets/my-org/medmnist/{path.relative_to(out).as_posix()}", path.read_bytes())
-    monkeypatch.setattr(sources, "hub_filesystem", lambda token: fs)
+    monkeypatch.setattr(built, "hub_filesystem", lambda token: fs)
     yield "my-org/medmnist"
     fs.store.clear()
 
@@ -454,7 +458,7 @@ def test_hub_repositories_are_read_through_the_hub_filesystem(build, hub):
 def test_hub_shards_are_closed_once_read(build, hub, monkeypatch):
     """Every shard the loader opens on the Hub is closed by the loader itself (not left to garbage
     collection, or to interpreter exit), after listing the split and after each pass, finished or not."""
-    fs = sources.hub_filesystem(None)
+    fs = built.hub_filesystem(None)
     opened, closed = [], set()
     real_open = fs.open
 
@@ -616,7 +620,8 @@ def test_interpreter_exits_cleanly_with_an_iteration_in_flight(build, workers):
         f"""
         import sys
         from hfmed import loaders
-        loader = loaders.dataloader({str(out)!r}, "dermamnist_64", batch_size=4, num_workers={workers}, shuffle=True, progress=False)
+        options = dict(batch_size=4, num_workers={workers}, shuffle=True, progress=False)
+        loader = loaders.dataloader({str(out)!r}, "dermamnist_64", **options)
         it = iter(loader)
         next(it); next(it)
         print("left mid-epoch", flush=True)
@@ -678,6 +683,8 @@ def test_worker_batch_memory_is_refilled_only_after_the_consumer_copied_it(build
     one = list(loaders.dataloader(out, "pneumoniamnist", **kw))
     two = list(loaders.dataloader(out, "pneumoniamnist", num_workers=2, **kw))  # 52 batches: each slot refilled
     assert len(released) >= len(two) - 2 * 8 and len(set(released)) < len(released) / 2
-    key = lambda b: b["pixel_values"].flatten().tolist()[:32]
+    def key(b):
+        return b["pixel_values"].flatten().tolist()[:32]
+
     for x, y in zip(sorted(one, key=key), sorted(two, key=key)):  # kept batches were not overwritten
         assert torch.equal(x["pixel_values"], y["pixel_values"]) and torch.equal(x["labels"], y["labels"])

@@ -234,7 +234,7 @@ def test_rgb_split_in_several_shards_keeps_the_split_file_order(tmp_path, hf_cac
 
     monkeypatch.setattr(writer, "SHARD_MAX_ROWS", 4)
     monkeypatch.setattr(writer, "ROW_GROUP_MAX_ROWS", 2)
-    monkeypatch.setattr(source, "WINDOW_BYTES", 3 * 224 * 224 * 3)  # three images per read window
+    monkeypatch.setattr(source.folder, "WINDOW_BYTES", 3 * 224 * 224 * 3)  # three images per read window
     folder = make_medimeta_folder(tmp_path / "src", MEDIMETA_INFO / "derm.yaml", {"train": 11, "val": 2, "test": 3})
     order = split_indices(folder, "splits", "train")
     assert order != sorted(order)
@@ -263,9 +263,11 @@ def test_a_new_dataset_in_the_same_layout_builds_and_column_names_never_collide(
         "id: newds\nname: A 20th dataset\ndomain: Test\n"
         "tasks:\n"
         "  - task_name: Image\n    task_target: BINARY_CLASSIFICATION\n    labels:\n      0: No\n      1: Yes\n"
-        '  - task_name: "case category"\n    task_target: MULTICLASS_CLASSIFICATION\n    labels:\n      2: same\n      5: same\n      9: other\n'
+        '  - task_name: "case category"\n    task_target: MULTICLASS_CLASSIFICATION\n  '
+            '  labels:\n      2: same\n      5: same\n      9: other\n'
         "  - task_name: Case-Category\n    task_target: ORDINAL_REGRESSION\n    labels:\n      0: low\n      1: high\n"
-        "  - task_name: tissueType\n    task_target: MULTILABEL_CLASSIFICATION\n    labels:\n      0: a\n      1: b\n      2: c\n"
+        "  - task_name: tissueType\n    task_target: MULTILABEL_CLASSIFICATION\n    "
+            "labels:\n      0: a\n      1: b\n      2: c\n"
         "input_size: [3, 224, 224]\n"
         "total_num_samples: 1_000\nsplits_num_samples:\n  train: 600\n  val: 200\n  test: 200\n"
         "original_splits_num_samples:\n  train: 800\n  val: 0\n  test: 200\n"

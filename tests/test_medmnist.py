@@ -21,7 +21,7 @@ from hfmed import facts
 from hfmed.cli import main
 from hfmed.verify import VerifyFailed, verify
 from hfmed.writer import ROW_GROUP_RAW_BYTES, build_config, plan_shards
-from loading_scripts.medmnist import MedMNIST, sizes
+from hfmed.loading_scripts.medmnist import MedMNIST, sizes
 
 SUBSETS = facts.load("medmnist")["subsets"]
 
@@ -312,7 +312,7 @@ def test_a_build_killed_midway_leaves_no_config_and_a_rerun_completes(small_npz,
     script = f"""
 import os, pyarrow.parquet as pq
 from hfmed.writer import build_config
-from loading_scripts.medmnist import MedMNIST
+from hfmed.loading_scripts.medmnist import MedMNIST
 closes = 0
 real_close = pq.ParquetWriter.close
 def close(self):

@@ -257,3 +257,31 @@ def test_the_token_is_never_printed_logged_or_written(folder, monkeypatch, capsy
     for path in folder.rglob("*"):
         if path.is_file():
             assert TOKEN.encode() not in path.read_bytes(), path
+
+
+# --- the library call behind the command -------------------------------------------------------
+
+
+def test_push_is_a_plain_function_returning_what_it_sent(folder, monkeypatch):
+    hub_api = Hub(monkeypatch)
+    from hfmed import hub
+
+    planned = hub.push(folder, REPO, revision="v2", dry_run=True)
+    assert hub_api.calls == [] and planned.url is None and planned.dry_run
+    assert sorted(f.as_posix() for f in planned.files) == dataset_files(folder)
+    assert planned.target == f"datasets/{REPO} (revision v2)"
+    assert planned.total_bytes == sum((folder / f).stat().st_size for f in planned.files)
+    sent = hub.push(folder, REPO, token=TOKEN, private=True)
+    assert sent.url == f"https://huggingface.co/datasets/{REPO}" and sent.files == planned.files
+    assert hub_api.call("create_repo")["private"] is True
+
+
+def test_a_refused_push_is_a_value_error_that_lists_the_problems(folder, monkeypatch):
+    Hub(monkeypatch)
+    from hfmed import hub
+
+    (folder / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(ValueError) as refused:
+        hub.push(folder, REPO, token=TOKEN)
+    assert isinstance(refused.value, hub.PushRefused)
+    assert [p for p in refused.value.problems if p.startswith("notes.txt: belongs to no config")]

@@ -293,7 +293,8 @@ def test_a_build_refuses_while_another_holds_the_config(npz, tmp_path, capsys):
     out.mkdir()
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys; from pathlib import Path; from hfmed import outdir\n"
-         "with outdir.locked(Path(sys.argv[1]), 'breastmnist', wait=False):\n    print('held', flush=True); sys.stdin.read()", str(out)],
+         "with outdir.locked(Path(sys.argv[1]), 'breastmnist', wait=False):\n    "
+             "print('held', flush=True); sys.stdin.read()", str(out)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -475,7 +476,9 @@ def test_a_symlinked_shard_is_one_problem_in_check_and_never_pushed(npz, tmp_pat
     rc, err = run(capsys, "check", out)
     assert rc == 1 and "Traceback" not in err
     report = check(out, stream=False)
-    assert [p for p in report.problems if "symbolic link" in p] == [f"{shard.relative_to(out)}: is a symbolic link to {outside}; a dataset holds the files themselves (push would upload what the link points to), replace it with the file"]
+    assert [p for p in report.problems if "symbolic link" in p] == [f"{shard.relative_to(out)}: is a symbolic link to {outside}; a dataset holds "
+        "the files themselves (push would upload what the link points to), replace it "
+        "with the file"]
     assert shard.relative_to(out) not in report.files
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 from hfmed import metrics, training
 from hfmed.errors import UserError
 from hfmed.writer import build_config
-from loading_scripts.medmnist import MedMNIST
+from hfmed.loading_scripts.medmnist import MedMNIST
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -369,7 +369,7 @@ def test_ordinal_emd_loss_charges_distant_grades_more():
 def test_a_medimeta_task_is_chosen_by_name_with_its_declared_type(tmp_path):
     """--collection medimeta --subset dr_regular --task dr_level: the ordinal task of a MedIMeta build."""
     from conftest import MEDIMETA_INFO
-    from loading_scripts.medimeta import MedIMeta
+    from hfmed.loading_scripts.medimeta import MedIMeta
     from medimeta_fixtures import make_medimeta_folder
 
     source = make_medimeta_folder(tmp_path / "src", MEDIMETA_INFO / "dr_regular.yaml", {"train": 10, "val": 5, "test": 5}, tiff=False)
@@ -609,7 +609,7 @@ def test_cross_validation_holds_out_each_train_or_validation_row_once_and_never_
     raw = training.Feed(image_size=28, channels=1, mean=(0.0,), std=(1 / 255,))  # x * 255: the stored bytes back
 
     def rows(loader) -> list[bytes]:
-        return [p.round().to(torch.uint8).numpy().tobytes() + bytes([int(l)]) for b in loader for p, l in zip(b["pixel_values"], b["labels"])]
+        return [p.round().to(torch.uint8).numpy().tobytes() + bytes([int(label)]) for b in loader for p, label in zip(b["pixel_values"], b["labels"])]
 
     plain = training.open_data(training.DataArguments(dataset=str(data), subset="breastmnist"), args)
     pooled = sorted(rows(plain.loader("train", raw, args)) + rows(plain.loader("validation", raw, args)))

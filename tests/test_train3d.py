@@ -19,7 +19,7 @@ import torch
 
 from hfmed import facts, loaders, metrics, models3d, training
 from hfmed.writer import build_config
-from loading_scripts.medmnist import MedMNIST
+from hfmed.loading_scripts.medmnist import MedMNIST
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -95,7 +95,7 @@ def test_every_3d_subset_trains_on_volumes_and_reports_like_2d(small_npz, tmp_pa
         assert saved["test_scores"].shape == (6, len(entry["labels"]))
         assert metrics.compute(entry["task"], saved["test_labels"], saved["test_scores"])["acc"] == pytest.approx(results["test"]["acc"])
     md = (out / "results.md").read_text()
-    published = facts.load("baselines")["medmnist_v2_3d"]["rows"][0]["results"][flag]
+    published = facts.baselines()["medmnist_v2_3d"]["rows"][0]["results"][flag]
     assert f"| ResNet-18 + 2.5D [1] | {published['auc']:.3f}" in md and "Google AutoML" not in md  # the 3D rows, no 2D table's
     assert f"{side}³ input" in md and " px input" not in md  # a volume's side, not an image's
 
@@ -124,7 +124,8 @@ def test_the_medmnist_preset_on_a_3d_subset_is_the_published_3d_protocol():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--subset", "adrenalmnist3d", "--arch", "vit"], "adrenalmnist3d is a 3D subset (volumes) and --arch vit is a 2D architecture; use --arch resnet3d or acs or resnet2_5d"),
+    (["--subset", "adrenalmnist3d", "--arch", "vit"], "adrenalmnist3d is a 3D subset (volumes) and --arch vit is a 2D architecture; "
+        "use --arch resnet3d or acs or resnet2_5d"),
     (["--subset", "breastmnist", "--arch", "acs"], "breastmnist holds 2D images and --arch acs is a 3D architecture; use --arch resnet or convnext or vit"),
     (["--subset", "adrenalmnist3d", "--arch_size", "nano"], "--arch resnet3d comes in sizes small, base, large, not nano"),
     (["--subset", "breastmnist", "--arch_size", "large"], "--arch resnet comes in sizes nano, small, base, not large"),
@@ -227,7 +228,7 @@ def test_two_gloo_processes_train_a_3d_model_and_report_the_saved_one(small_npz,
     assert done.returncode == 0, done.stderr[-3000:]
     distributed = json.loads((ddp / "results.json").read_text())
     assert distributed["num_processes"] == 2 and distributed["train_batches_per_rank"] == [2, 2]  # 8 rows: 4 per rank, batches of 2
-    single = train([*common, "--model", str(ddp), "--do_train", "false", "--output_dir", str(tmp_path / "single")])
+    train([*common, "--model", str(ddp), "--do_train", "false", "--output_dir", str(tmp_path / "single")])
     with np.load(ddp / "predictions.npz") as a, np.load(tmp_path / "single" / "predictions.npz") as b:
         for split in ("validation", "test"):
             assert np.array_equal(a[f"{split}_labels"], b[f"{split}_labels"])

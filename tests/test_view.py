@@ -21,7 +21,7 @@ from conftest import medmnist_arrays, write_npz
 from hfmed import view
 from hfmed.cli import main
 from hfmed.writer import build_config
-from loading_scripts.medmnist import MedMNIST
+from hfmed.loading_scripts.medmnist import MedMNIST
 
 
 @pytest.fixture(scope="module")

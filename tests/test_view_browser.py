@@ -110,7 +110,8 @@ def test_filter_and_jump(browser, server, real_breastmnist):
     assert browser.wait_for("document.getElementById('copy').textContent === 'Copied'")
     browser.evaluate("document.getElementById('jump').value = '123'")
     browser.click("#jumpform button")
-    assert browser.wait_for("document.querySelector('#rows tr.selected') && document.querySelector('#rows tr.selected').dataset.row === '123'")
+    assert browser.wait_for("document.querySelector('#rows tr.selected') && document.querySelector('#rows "
+        "tr.selected').dataset.row === '123'")
     assert browser.evaluate("document.getElementById('range').textContent") == "rows 101–156 of 156"
 
 
@@ -126,7 +127,8 @@ def test_a_broken_config_shows_its_error_and_the_picker_still_works(browser, bui
         error = browser.wait_for("!document.getElementById('error').hidden && document.getElementById('error').textContent")
         assert error.startswith("breastmnist: breastmnist/train-00000-of-00001.parquet: not a readable Parquet file")
         assert browser.evaluate("document.getElementById('rows').hidden")
-        browser.evaluate("const s = document.getElementById('config'); s.value = 'adrenalmnist3d'; s.dispatchEvent(new Event('change'))")
+        browser.evaluate("const s = document.getElementById('config'); s.value = 'adrenalmnist3d'; "
+            "s.dispatchEvent(new Event('change'))")
         assert browser.wait_for("document.querySelectorAll('#rows tbody tr').length === 100 && document.getElementById('error').hidden")
         browser.evaluate("location.hash = '#config=adrenalmnist3d&split=test&offset=200'")  # typed into the address bar
         assert browser.wait_for("document.getElementById('range').textContent === 'rows 201–298 of 298'")

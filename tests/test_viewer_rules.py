@@ -125,7 +125,9 @@ def test_opening_on_a_3d_config_is_a_warning_that_names_a_2d_one(folder):
     report = hub.check(folder, stream=False)
     assert report.problems == []
     assert lines(report.warnings, "README.md:") == [
-        "README.md: the viewer opens on 'adrenalmnist3d', whose volumes it shows only as cut lists of numbers; mark a 2D config such as 'breastmnist' `default: true`"
+        "README.md: the viewer opens on 'adrenalmnist3d', whose volumes it shows only "
+            "as cut lists of numbers; mark a 2D config such as 'breastmnist' `default: "
+            "true`"
     ]
 
 
@@ -141,9 +143,11 @@ def test_a_28_voxel_config_shows_ten_rows_with_the_volume_cut(folder):
     report = hub.check(folder, stream=False)
     assert report.problems == []
     assert report.warnings == [
-        "adrenalmnist3d/train,test: the first page holds 10 of 100 rows (the viewer's first rows are cut at 200,000 bytes of JSON); "
+        "adrenalmnist3d/train,test: the first page holds 10 of 100 rows (the viewer's "
+            "first rows are cut at 200,000 bytes of JSON); "
         "cells cut to 100 characters: 'volume' in 6 row(s)",
-        "adrenalmnist3d/validation: the first page holds 10 of 98 rows (the viewer's first rows are cut at 200,000 bytes of JSON); "
+        "adrenalmnist3d/validation: the first page holds 10 of 98 rows (the viewer's "
+            "first rows are cut at 200,000 bytes of JSON); "
         "cells cut to 100 characters: 'volume' in 6 row(s)",
     ]
 
@@ -221,7 +225,9 @@ def test_row_groups_over_what_datasets_writes_are_a_warning(folder):
     _one_row_group(folder / ADRENAL_TRAIN, compression="zstd")  # 1,188 volumes: 109 MB as Arrow lists, 0.5 MB compressed
     report = hub.check(folder, stream=False)
     assert report.problems == []
-    assert lines(report.warnings, "uncompressed") == [f"{ADRENAL_TRAIN}: row group 0 holds 109 MB uncompressed, over the 100 MB datasets writes at most (config.MAX_ROW_GROUP_SIZE); every streaming reader holds a whole row group"]
+    assert lines(report.warnings, "uncompressed") == [f"{ADRENAL_TRAIN}: row group 0 holds 109 MB uncompressed, over the 100 MB "
+        "datasets writes at most (config.MAX_ROW_GROUP_SIZE); every streaming reader "
+        "holds a whole row group"]
 
 
 def test_an_unreadable_shard_is_reported_once_and_check_does_not_crash(folder):

@@ -8,6 +8,8 @@ from hfmed.errors import UserError
 
 
 def add_command(sub) -> None:
+    from hfmed import registry
+
     b = sub.add_parser(
         "benchmark",
         help="the MedMNIST Classification Decathlon in one command: search, select, ensemble, report (test read once)",
@@ -18,7 +20,7 @@ def add_command(sub) -> None:
     b.add_argument("--budget", help="wall time per subset: 90s, 45m, 1h, 1.5h")
     b.add_argument("--out", help="folder for the runs and the report (new, or an earlier benchmark's, to resume)")
     b.add_argument("--report", metavar="DIR", help="write the decathlon table (results.md, decathlon.png) for the benchmarks in DIR")
-    b.add_argument("--collection", default="medmnist", choices=["medmnist", "medimeta"])
+    b.add_argument("--collection", default="medmnist", choices=registry.names())
     b.add_argument("--dataset", help="the built dataset folder (default: ./<collection>)")
     b.add_argument("--source", help="an official .npz to build the subset from (with --subset all: a folder of them)")
     b.add_argument("--size", type=int, default=28, help="MedMNIST image size (default 28)")

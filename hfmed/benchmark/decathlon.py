@@ -80,7 +80,7 @@ def tables(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
     collection = next(iter(runs.values()))["collection"]
     out = []
-    for key, table in facts.load("baselines").items():
+    for key, table in facts.baselines().items():
         if table["collection"] != collection:
             continue
         subsets_of = list(dict.fromkeys(s for row in table["rows"] for s in row["results"]))

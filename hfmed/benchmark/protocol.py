@@ -150,7 +150,7 @@ def _save(out: Path, record: dict[str, Any], clock: _Clock) -> None:
 def _prepare_data(target: Target):
     """Build the config once here (not in parallel runs racing each other); its TaskInfo."""
     from hfmed import loaders
-    from hfmed.builder import builder_class
+    from hfmed import registry
 
     location = Path(target.dataset or target.collection)
     config = _config(target)
@@ -160,7 +160,7 @@ def _prepare_data(target: Target):
             raise UserError(f"{location} has no {config} build; build it with `hfmed build {target.collection} {config} --out {location}` or pass --source")
         from hfmed.writer import build_config
 
-        build_config(builder_class(target.collection)(config, target.source), location, progress=False)
+        build_config(registry.get(target.collection).create(config, target.source), location, progress=False)
     return loaders.task_info(str(location), config, target.task)
 
 
@@ -170,14 +170,16 @@ PATIENT_COLUMNS = ("patient_id",)
 
 def group_column(target: Target) -> str | None:
     """The patient column of the target's build, if it has one (MedIMeta's ``patient_id``)."""
-    from hfmed.loaders.sources import config_files, split_source
+    from hfmed.loaders.built import config_files, split_source
 
     names = split_source(config_files(target.dataset or target.collection, _config(target)), "train").schema.names
     return next((c for c in PATIENT_COLUMNS if c in names), None)
 
 
 def _config(target: Target) -> str:
-    return target.subset if target.collection != "medmnist" or target.size == 28 else f"{target.subset}_{target.size}"
+    from hfmed import registry
+
+    return registry.get(target.collection).config_for(target.subset, target.size)
 
 
 def _search(out, record, clock, chosen, common, pool, info, replan) -> Candidate | None:

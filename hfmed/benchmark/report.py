@@ -14,16 +14,17 @@ PROTOCOL = "**hfmed benchmark (this protocol)**"
 
 
 def subset_key(results: dict[str, Any]) -> str:
-    """The name the published tables use: MedMNIST configs without their size suffix."""
-    config = results["config"]
-    return config.split("_", 1)[0] if results["collection"] == "medmnist" else config
+    """The name the published tables use (MedMNIST configs without their size suffix)."""
+    from hfmed import registry
+
+    return registry.get(results["collection"]).subset_of(results["config"])
 
 
 def published_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     from hfmed import facts
 
     rows = []
-    for key, table in facts.load("baselines").items():
+    for key, table in facts.baselines().items():
         if table["collection"] != results["collection"]:
             continue
         for row in table["rows"]:

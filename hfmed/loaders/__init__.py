@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 
 from hfmed.errors import UserError
 from hfmed.loaders.dataset import ERROR_KEY, SLOT_KEY, BatchMemory, SlotPool, StreamingImageDataset
-from hfmed.loaders.sources import TaskInfo, config_files, describe, split_source
+from hfmed.loaders.built import TaskInfo, config_files, read_task_info, split_source
 from hfmed.loaders.transforms import BatchTransform
 
 __all__ = ["BatchTransform", "Loader", "StreamingImageDataset", "TaskInfo", "dataloader", "task_info"]
@@ -62,7 +62,7 @@ def task_info(
     """
     files = config_files(source, config, revision=revision, token=token, streaming=True)
     split = split or ("train" if "train" in files.patterns else next(iter(files.patterns)))
-    return describe(split_source(files, split), task, files.split_sizes)
+    return read_task_info(split_source(files, split), task, files.split_sizes)
 
 
 class Loader(DataLoader):

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from hfmed.errors import UserError
 from hfmed.loaders import decode
-from hfmed.loaders.sources import SplitSource, TaskInfo
+from hfmed.loaders.built import SplitSource, TaskInfo
 
 PIXELS = "pixels.u8"
 META = "meta.json"

@@ -29,7 +29,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from hfmed.errors import UserError
 from hfmed.loaders import cache, decode, plan
-from hfmed.loaders.sources import SplitSource, TaskInfo, config_files, describe, split_source
+from hfmed.loaders.built import SplitSource, TaskInfo, config_files, read_task_info, split_source
 from hfmed.loaders.transforms import BatchTransform, as_size
 
 SHUFFLE_BUFFER_BYTES = 256 << 20  # stored bytes one worker's shuffle buffer may hold
@@ -103,7 +103,7 @@ class _Reader:
         """Close the Parquet files this pass opened (their descriptors, or Hub connections)."""
         for pf in self.files.values():
             try:
-                pf.close(force=True)  # a Hub file object too (see sources.Location.opened)
+                pf.close(force=True)  # a Hub file object too (see built.Location.opened)
             except Exception:  # noqa: BLE001 - closing is best effort; the data was read already
                 pass
         self.files.clear()
@@ -173,7 +173,7 @@ class StreamingImageDataset(IterableDataset):
             raise UserError(f"decode_threads must be positive, got {decode_threads}")
         files = config_files(source, config, revision=revision, token=token, streaming=streaming)
         self.source = split_source(files, split)
-        self.info = describe(self.source, task, files.split_sizes)
+        self.info = read_task_info(self.source, task, files.split_sizes)
         spatial = len(self.info.image_shape)
         size = as_size(image_size, spatial)
         size = None if size == tuple(self.info.image_shape) else size  # nothing to resize

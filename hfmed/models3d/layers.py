@@ -82,7 +82,8 @@ class ACSConv3d(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, split={self.split}"
+        shape = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
+        return f"{shape}, stride={self.stride}, split={self.split}"
 
 
 def conv3d(in_channels: int, out_channels: int, kernel_size: int, stride: int) -> nn.Module:

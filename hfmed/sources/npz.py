@@ -99,12 +99,14 @@ class NpzArchive:
                     raise UserError(f"{self.path}: member {name!r} is not a .npy array; the archive is not a MedMNIST file")
                 major = magic[6]
                 if major not in _LENGTH_FORMAT:
-                    raise UserError(f"{self.path}: member {name!r} has unknown .npy version {major}; re-save it with numpy.savez_compressed")
+                    raise UserError(f"{self.path}: member {name!r} has unknown .npy version {major}; re-save it "
+                        "with numpy.savez_compressed")
                 field = f.read(struct.calcsize(_LENGTH_FORMAT[major]))
                 (hlen,) = struct.unpack(_LENGTH_FORMAT[major], field)
                 if hlen > MAX_HEADER_SIZE:
                     raise UserError(
-                        f"{self.path}: member {name!r} declares a {hlen:,}-byte .npy header, over numpy's {MAX_HEADER_SIZE:,}-byte limit; "
+                        f"{self.path}: member {name!r} declares a {hlen:,}-byte .npy header, over "
+                            f"numpy's {MAX_HEADER_SIZE:,}-byte limit; "
                         "the file is damaged or not a MedMNIST file"
                     )
                 raw = f.read(hlen)

@@ -24,7 +24,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "arguments": ("ARGUMENT_TYPES", "COMMON_DEFAULTS", "PRESETS", "DataArguments", "ModelArguments", "RecipeArguments",
                   "check_cv", "default_output_dir", "parse_args", "refuse_impossible"),
     "hardware": ("device_description", "hardware_defaults", "versions"),
-    "data": ("SPLITS", "Data", "Feed", "close_loaders", "config_name", "ensure_built", "locate", "medmnist_config", "open_data"),
+    "data": ("SPLITS", "Data", "Feed", "close_loaders", "config_name", "ensure_built", "locate", "open_data"),
     "folds": ("CV_SEED", "Fold", "cv_assignment", "grouped_assignment", "read_groups", "strata"),
     "models": ("ARCH_DIMENSIONS", "ARCH_SIZES", "ModelBundle", "build_model", "check_dimensions", "fitted_input_size", "fitted_patch",
                "problem_type", "scratch_config", "wants_channels_last"),

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from transformers import TrainingArguments
 from transformers.hf_argparser import HfArgumentParser
 
-from hfmed.errors import UserError
+from hfmed.errors import UserError, first_line
 from hfmed.models3d.protocol import PUBLISHED_3D
 from hfmed.training.hardware import hardware_defaults
 
@@ -30,7 +30,7 @@ class DataArguments:
         default=None,
         metadata={"help": "MedMNIST subset (e.g. retinamnist) or MedIMeta dataset id (e.g. dr_regular); default: the collection's default config"},
     )
-    collection: Literal["medmnist", "medimeta"] = field(default="medmnist", metadata={"help": "which collection the subset belongs to"})
+    collection: str = field(default="medmnist", metadata={"help": "which collection the subset belongs to (`hfmed list` names them)"})
     dataset: str | None = field(
         default=None,
         metadata={"help": "a built dataset folder or a Hub dataset repo id (my-org/medmnist); default: ./<collection> when it exists"},
@@ -169,7 +169,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # MedMNIST/experiments (see hfmed/facts/baselines.yaml, medmnist_v2_2d.protocol).
+    # MedMNIST/experiments (see loading_scripts/medmnist.yaml, medmnist_v2_2d.protocol).
     "medmnist": {
         "num_train_epochs": 100,
         "per_device_train_batch_size": 128,
@@ -236,12 +236,10 @@ def preset_defaults(preset: str, volumetric: bool, epochs: float | None = None) 
 
 
 def is_volumetric(collection: str, subset: str | None) -> bool:
-    """Whether a MedMNIST subset holds volumes (unknown names are refused later, with the list)."""
-    if collection != "medmnist" or not subset:
-        return False
-    from hfmed import facts
+    """Whether a subset holds volumes (unknown names are refused later, with the list)."""
+    from hfmed import registry
 
-    return bool(facts.load("medmnist")["subsets"].get(subset, {}).get("volumetric", False))
+    return bool(subset) and collection in registry.names() and registry.get(collection).is_volumetric(subset)
 
 
 PRESET_LINKS: dict[str, tuple[str, ...]] = {"lr_scheduler_type": ("lr_decay_epochs",)}
@@ -285,6 +283,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[DataArguments, ModelArgum
     parser.set_defaults(**defaults)
     try:
         parsed = tuple(parser.parse_args_into_dataclasses(argv, look_for_args_file=False))
+    except UserError:
+        raise
     except ValueError as e:  # TrainingArguments' own checks on combinations of flags
         raise UserError(f"invalid training arguments: {first_line(e)}") from None
     refuse_impossible(*parsed)
@@ -342,7 +342,3 @@ def check_cv(data_args: DataArguments) -> None:
     if fold is None or not 0 <= fold < folds:
         raise UserError(f"--cv_fold must name the held-out fold, 0 to {folds - 1} for --cv_folds {folds}; got {fold}")
 
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:200]

@@ -17,14 +17,13 @@ from typing import Any
 import torch
 from transformers import TrainingArguments
 
-from hfmed import facts, loaders
+from hfmed import loaders, registry
+from hfmed.builder import SPLITS
 from hfmed.errors import UserError
 from hfmed.loaders import TaskInfo
 from hfmed.loaders.transforms import BatchTransform, as_size
 from hfmed.training.arguments import DataArguments, ModelArguments
 from hfmed.training.models import check_dimensions
-
-SPLITS = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -107,32 +106,13 @@ class Data:
         return feed.channels == 3 and self.info.channels == 1
 
 
-def medmnist_config(subset: str, size: int, model_args: ModelArguments | None = None) -> str:
-    """The config name MedMNIST uses for a subset at a size (``pneumoniamnist``, ``pneumoniamnist_64``)."""
-    table = facts.load("medmnist")["subsets"]
-    if subset not in table:
-        raise UserError(f"unknown MedMNIST subset {subset!r}; `hfmed list medmnist` shows the valid names")
-    entry = table[subset]
-    check_dimensions(subset, bool(entry["volumetric"]), model_args or ModelArguments())
-    sizes = sorted(entry["md5"])
-    if size not in sizes:
-        raise UserError(f"{subset} comes in sizes {', '.join(map(str, sizes))}, not {size}; pass --size with one of them")
-    return subset if size == 28 else f"{subset}_{size}"
-
-
 def config_name(data_args: DataArguments, model_args: ModelArguments | None = None) -> str:
-    if data_args.collection == "medmnist":
-        subset = data_args.subset or _default_config("medmnist")
-        return medmnist_config(subset, data_args.size, model_args)
-    if not data_args.subset:
-        raise UserError("name a MedIMeta dataset with --subset (e.g. --subset dr_regular --task dr_level); `hfmed list medimeta` shows them")
-    return data_args.subset
-
-
-def _default_config(collection: str) -> str:
-    from hfmed.builder import builder_class
-
-    return builder_class(collection).default_config
+    """The config to open for --subset and --size, as the collection names it."""
+    collection = registry.get(data_args.collection)
+    config = collection.config_for(data_args.subset, data_args.size)
+    subset = data_args.subset or collection.default_config
+    check_dimensions(subset, collection.is_volumetric(subset), model_args or ModelArguments())
+    return config
 
 
 def locate(data_args: DataArguments) -> tuple[str, bool]:
@@ -161,12 +141,11 @@ def ensure_built(location: str, config: str, data_args: DataArguments, training_
             f"{location} has no {config} build; build it with `hfmed build {data_args.collection} {config} --out {location}`, "
             f"or pass --source with the official file to build it now"
         )
-    from hfmed.builder import builder_class
     from hfmed.writer import build_config
 
     with training_args.main_process_first(desc=f"building {config}"):
         if not (folder.is_dir() and any(folder.glob("*.parquet"))):
-            builder = builder_class(data_args.collection)(config, data_args.source)
+            builder = registry.get(data_args.collection).create(config, data_args.source)
             build_config(builder, location, progress=training_args.local_process_index == 0)
 
 

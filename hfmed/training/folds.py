@@ -99,7 +99,7 @@ def grouped_assignment(labels: np.ndarray, folds: int, groups: np.ndarray | None
 
 def read_groups(location: str, config: str, column: str) -> np.ndarray:
     """``column`` of every train then validation row of a local build, in the order ``read_pooled`` reads them."""
-    from hfmed.loaders.sources import config_files, split_source
+    from hfmed.loaders.built import config_files, split_source
 
     files = config_files(location, config)
     values = []

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 
 from hfmed import models3d  # registers the 3D configs and models with the Auto classes
-from hfmed.errors import UserError
+from hfmed.errors import UserError, first_line
 from hfmed.loaders import TaskInfo
-from hfmed.training.arguments import DataArguments, ModelArguments, RecipeArguments, first_line
+from hfmed.training.arguments import DataArguments, ModelArguments, RecipeArguments
 
 #: Spatial dimensions each from-scratch architecture takes: 2 for images, 3 for volumes.
 #: A config is refused, before anything is built, when its data and the architecture asked for disagree.
@@ -245,6 +245,8 @@ def load_pretrained(model_id: str, info: TaskInfo, cache_dir: str | None, overri
         apply_overrides(config, overrides)
         # ignore_mismatched_sizes: the checkpoint's classifier has another number of classes.
         model = AutoModelForImageClassification.from_pretrained(where, config=config, ignore_mismatched_sizes=True, **hub)
+    except UserError:
+        raise
     except (OSError, ValueError) as e:
         if is_local:
             raise UserError(f"{local}: not an image-classification checkpoint ({first_line(e)}); pass a folder saved by save_pretrained") from None

@@ -108,8 +108,10 @@ def write_report(out: Path, results: dict[str, Any], scores: dict[str, tuple[np.
 
 
 def published_for(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The published rows for a run's subset (tables name MedMNIST subsets without the size suffix)."""
-    subset = results["config"].split("_", 1)[0] if results["collection"] == "medmnist" else results["config"]
+    """The published rows for a run's subset, as the collection names it in its tables."""
+    from hfmed import registry
+
+    subset = registry.get(results["collection"]).subset_of(results["config"])
     return published_rows(results["collection"], subset)
 
 
@@ -127,7 +129,7 @@ def write_predictions(out: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]
 def published_rows(collection: str, subset: str) -> list[dict[str, Any]]:
     """Every published result for this subset: table title, source, method, auc/acc."""
     rows = []
-    for key, table in facts.load("baselines").items():
+    for key, table in facts.baselines().items():
         if table["collection"] != collection:
             continue
         for row in table["rows"]:
@@ -186,7 +188,7 @@ def results_markdown(results: dict[str, Any], published: list[dict[str, Any]]) -
         sources = {row["table"]: row["source"] for row in published}
         lines += [f"{i + 1}. {title}: {sources[title]}" for i, title in enumerate(tables)]
     else:
-        lines += ["", "No published figures for this subset in hfmed/facts/baselines.yaml."]
+        lines += ["", f"No published figures for this subset in the baselines of loading_scripts/{results['collection']}.yaml."]
     return "\n".join(lines + _run_footer(results))
 
 

@@ -202,7 +202,8 @@ class Catalog:
         found: set[Path] = set()
         for pattern in config.patterns[split]:
             if not isinstance(pattern, str) or not _safe_pattern(pattern):
-                raise Broken(f"{CARD}: data_files pattern {pattern!r} of {config.name}/{split} is not a path inside the build folder")
+                raise Broken(f"{CARD}: data_files pattern {pattern!r} of {config.name}/{split} is not a path "
+                    "inside the build folder")
             for path in self.folder.glob(pattern):
                 rel = path.relative_to(self.folder)
                 if any(part.startswith(".") for part in rel.parts):  # datasets skips hidden files too
@@ -212,7 +213,8 @@ class Catalog:
                     raise Broken(f"{rel}: leads outside the build folder {self.folder}; the viewer reads only files inside it")
                 found.add(path)
         if not found:
-            raise Broken(f"{config.name}/{split}: the card's data_files {config.patterns[split]} match no file; rebuild the config with `hfmed build --overwrite`")
+            raise Broken(f"{config.name}/{split}: the card's data_files {config.patterns[split]} match "
+                "no file; rebuild the config with `hfmed build --overwrite`")
         return sorted(found)
 
     def columns(self, config: Config) -> list[Column]:
@@ -227,10 +229,11 @@ class Catalog:
 
 
 def open_parquet(path: Path):
-    """Open a shard (a ``pyarrow.parquet.ParquetFile``), turning pyarrow's several error types into one that names the file."""
+    """Open a shard (a ``pyarrow.parquet.ParquetFile``); pyarrow's several error types become one naming the file."""
     import pyarrow.parquet as pq  # not needed to start: the card is read with YAML alone
 
     try:
         return pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for damaged files
-        raise Broken(f"{path.parent.name}/{path.name}: not a readable Parquet file ({e}); rebuild this config with `hfmed build --overwrite`") from None
+        raise Broken(f"{path.parent.name}/{path.name}: not a readable Parquet file ({e}); rebuild "
+            "this config with `hfmed build --overwrite`") from None

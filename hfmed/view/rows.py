@@ -53,7 +53,8 @@ def _read(group: Group, columns: list[str]) -> pa.Table:
     except Broken:
         raise
     except Exception as e:  # a damaged page: pyarrow's errors vary by what is damaged
-        raise Broken(f"{group.path.parent.name}/{group.path.name}: row group {group.index} cannot be read ({e}); rebuild this config with `hfmed build --overwrite`") from None
+        raise Broken(f"{group.path.parent.name}/{group.path.name}: row group {group.index} cannot be "
+            f"read ({e}); rebuild this config with `hfmed build --overwrite`") from None
 
 
 def _mime(data: bytes) -> str:
@@ -157,7 +158,8 @@ def volume(files: list[Path], index: int, column: Column) -> bytes:
             except Broken:
                 raise
             except Exception as e:  # a damaged page
-                raise Broken(f"{g.path.parent.name}/{g.path.name}: row group {g.index} cannot be read ({e}); rebuild this config with `hfmed build --overwrite`") from None
+                raise Broken(f"{g.path.parent.name}/{g.path.name}: row group {g.index} cannot be read ({e}); "
+                    "rebuild this config with `hfmed build --overwrite`") from None
             values = batch.column(0).slice(local % VOLUME_BATCH, 1)
             if isinstance(values, pa.ExtensionArray):
                 values = values.storage
@@ -168,6 +170,7 @@ def volume(files: list[Path], index: int, column: Column) -> bytes:
                 lo, hi = float(data.min(initial=0)), float(data.max(initial=0))
                 data = np.round((data - lo) * (255.0 / (hi - lo or 1.0))).astype(np.uint8)
             if data.size != int(np.prod(column.shape)):
-                raise Broken(f"{g.path.parent.name}/{g.path.name}: row {index} of {column.name!r} holds {data.size} values, not {column.shape}")
+                raise Broken(f"{g.path.parent.name}/{g.path.name}: row {index} of {column.name!r} holds "
+                    f"{data.size} values, not {column.shape}")
             return data.tobytes()
     raise IndexError(index)

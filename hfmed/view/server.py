@@ -240,14 +240,16 @@ class Viewer:
         self.catalog = Catalog(folder)
         self.configs = self.catalog.read().names
         if not self.configs:
-            raise UserError(f"{folder}: holds no config (no card listing configs, no folder of .parquet shards); build one with `hfmed build`")
+            raise UserError(f"{folder}: holds no config (no card listing configs, no folder of .parquet "
+                "shards); build one with `hfmed build`")
         server_class = _Server
         if ":" in host:
             server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
         try:
             self.httpd = server_class((host.strip("[]"), port), Handler)
         except OSError as e:
-            raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port (0 picks a free one) or --host") from None
+            raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port (0 "
+                "picks a free one) or --host") from None
         self.httpd.catalog = self.catalog
         self.httpd.loopback = _is_loopback(host)
         self.host = host

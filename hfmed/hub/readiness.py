@@ -1,23 +1,18 @@
-"""Publishing a built folder: ``hfmed check`` (would the Hub load and show it?) and ``hfmed push``.
+"""Would the Hub load and show a built folder? ``check`` answers offline, before anything is uploaded.
 
-``check`` runs offline and finds what would otherwise show up only after an upload: a card the
+It runs offline and finds what would otherwise show up only after an upload: a card the
 Hub cannot parse, globs that miss shards or catch strays, a Parquet schema that disagrees with the
 card, image paths instead of bytes, row groups the viewer refuses, code files, and configs that do
 not stream. The Hub's own YAML validation service (``DatasetCard.validate``) needs the network, so
 check does the parts of it that can be done locally with ``huggingface_hub`` and ``datasets``.
-
-``push`` uploads exactly the files ``check`` recognises as the dataset (card, shards, montages),
-never our hidden working folders, and never prints or stores the token.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import glob
 import os
 import re
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hfmed import viewer_rules
-from hfmed.errors import UserError
+from hfmed.errors import UserError, first_line
 
 CARD = "README.md"
 KEPT_FILES = {CARD, ".gitattributes"}  # repository files that belong to no config
@@ -45,7 +40,8 @@ HUB_LICENSES = frozenset(
     """.split()
 )
 SIZE_CATEGORIES = frozenset(
-    "n<1K 1K<n<10K 10K<n<100K 100K<n<1M 1M<n<10M 10M<n<100M 100M<n<1B 1B<n<10B 10B<n<100B 100B<n<1T n>1T other unknown".split()
+    "n<1K 1K<n<10K 10K<n<100K 100K<n<1M 1M<n<10M 10M<n<100M 100M<n<1B 1B<n<10B "
+        "10B<n<100B 100B<n<1T n>1T other unknown".split()
 )
 
 
@@ -57,11 +53,8 @@ def row_group_limit() -> int:
     return convert_file_size_to_int(config.MAX_ROW_GROUP_SIZE)
 
 
-# --- check -------------------------------------------------------------------------------------
-
-
 @dataclass
-class Report:
+class CheckReport:
     """What ``check`` found: the problems, and the files that make up the dataset."""
 
     folder: Path
@@ -79,6 +72,11 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of the files a push would upload."""
+        return sum((self.folder / f).stat().st_size for f in self.files)
 
 
 def _is_hidden(rel: Path) -> bool:
@@ -109,7 +107,7 @@ def _visible_files(folder: Path) -> list[Path]:
     return sorted(out)
 
 
-def _load_card(folder: Path, report: Report):
+def _load_card(folder: Path, report: CheckReport):
     from huggingface_hub import DatasetCard
     from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
@@ -124,16 +122,11 @@ def _load_card(folder: Path, report: Report):
     try:
         return DatasetCard(text)
     except Exception as e:  # yaml.YAMLError, ValueError: the Hub would reject the same text
-        report.add(CARD, f"the YAML header does not parse with huggingface_hub: {_first_line(e)}")
+        report.add(CARD, f"the YAML header does not parse with huggingface_hub: {first_line(e, with_type=True)}")
         return None
 
 
-def _first_line(e: BaseException) -> str:
-    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
-    return f"{type(e).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-
-
-def _check_card_data(card, report: Report) -> tuple[dict, dict]:
+def _check_card_data(card, report: CheckReport) -> tuple[dict, dict]:
     """Validate the metadata as the Hub and ``datasets`` read it; returns (configs, features) by name."""
     from datasets.info import DatasetInfosDict
     from datasets.utils.metadata import MetadataConfigs, known_task_ids
@@ -144,7 +137,7 @@ def _check_card_data(card, report: Report) -> tuple[dict, dict]:
         configs = MetadataConfigs.from_dataset_card_data(data)
         configs.get_default_config_name()
     except Exception as e:
-        report.add(CARD, f"`configs` is not valid for datasets: {_first_line(e)}")
+        report.add(CARD, f"`configs` is not valid for datasets: {first_line(e, with_type=True)}")
         configs = {}
     if not configs:
         report.add(CARD, "declares no `configs`; every config needs a config_name and data_files")
@@ -152,7 +145,7 @@ def _check_card_data(card, report: Report) -> tuple[dict, dict]:
     try:
         infos = DatasetInfosDict.from_dataset_card_data(data)
     except Exception as e:
-        report.add(CARD, f"`dataset_info` is not valid for datasets: {_first_line(e)}")
+        report.add(CARD, f"`dataset_info` is not valid for datasets: {first_line(e, with_type=True)}")
     raw_cfgs = data.get("configs") or []
     names = [c.get("config_name") for c in raw_cfgs if isinstance(c, dict)]
     for name in sorted({n for n in names if names.count(n) > 1}):
@@ -176,14 +169,16 @@ def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else ([] if value is None else [value])
 
 
-def _check_hub_fields(data, report: Report, known_tasks: dict) -> None:
+def _check_hub_fields(data, report: CheckReport, known_tasks: dict) -> None:
     """The value lists the Hub checks; values it does not know are dropped or rejected there."""
     licenses = _as_list(data.get("license"))
     if not licenses:
         report.add(CARD, "has no `license`; the Hub shows the dataset as unlicensed")
     for lic in licenses:
         if lic not in HUB_LICENSES:
-            report.add(CARD, f"license {lic!r} is not a Hub license id; use one from https://huggingface.co/docs/hub/repositories-licenses or `other` with license_name")
+            report.add(CARD, f"license {lic!r} is not a Hub license id; use one from "
+                "https://huggingface.co/docs/hub/repositories-licenses or `other` with "
+                "license_name")
     if "other" in licenses and not (data.get("license_name") or data.get("license_details")):
         report.add(CARD, "license is `other` but neither license_name nor license_details says what it is")
     for task in _as_list(data.get("task_categories")):
@@ -211,7 +206,7 @@ def _resolve(folder: Path, pattern: str) -> list[Path]:
     return sorted(out)
 
 
-def _check_data_files(folder: Path, configs: dict, report: Report) -> dict[str, dict[str, list[Path]]]:
+def _check_data_files(folder: Path, configs: dict, report: CheckReport) -> dict[str, dict[str, list[Path]]]:
     """Every glob matches shards, only shards, and every shard of a split: returns config -> split -> files."""
     owner: dict[Path, str] = {}
     matched: dict[str, dict[str, list[Path]]] = {}
@@ -240,19 +235,21 @@ def _check_data_files(folder: Path, configs: dict, report: Report) -> dict[str, 
     return matched
 
 
-def _check_shard_set(config: str, split: str, files: list[Path], report: Report) -> None:
+def _check_shard_set(config: str, split: str, files: list[Path], report: CheckReport) -> None:
     """The glob's matches are exactly shards 0..M-1 of M of this split: nothing extra, nothing missing."""
     counts: set[int] = set()
     indices: set[int] = set()
     for f in files:
         m = SHARD_NAME.fullmatch(f.name)
         if m is None or m["split"] != split:
-            report.add(f, f"matched by the data_files of {config}/{split} but not named {split}-NNNNN-of-MMMMM.parquet: a stray file would load as data")
+            report.add(f, f"matched by the data_files of {config}/{split} but not named "
+                f"{split}-NNNNN-of-MMMMM.parquet: a stray file would load as data")
             continue
         counts.add(int(m["count"]))
         indices.add(int(m["index"]))
     if len(counts) > 1:
-        report.add(f"{config}/", f"split {split!r} mixes shards of {sorted(counts)} totals: leftovers of another build; rebuild it with --overwrite")
+        report.add(f"{config}/", f"split {split!r} mixes shards of {sorted(counts)} totals: leftovers of another "
+            "build; rebuild it with --overwrite")
     elif counts:
         total = counts.pop()
         missing = sorted(set(range(total)) - indices)
@@ -283,7 +280,7 @@ def _diff_features(declared, stored) -> str:
     return "; ".join(parts)
 
 
-def _check_shards(folder: Path, config: str, splits: dict[str, list[Path]], declared, infos_splits: dict, report: Report) -> None:
+def _check_shards(folder: Path, config: str, splits: dict[str, list[Path]], declared, infos_splits: dict, report: CheckReport) -> None:
     from datasets import Image
 
     from hfmed.features import read_metadata
@@ -295,7 +292,8 @@ def _check_shards(folder: Path, config: str, splits: dict[str, list[Path]], decl
             try:
                 pf = pq.ParquetFile(folder / rel)
             except Exception as e:
-                report.add(rel, f"not a readable Parquet file ({_first_line(e)}); rebuild the config with --overwrite")
+                report.add(rel, f"not a readable Parquet file ({first_line(e, with_type=True)}); rebuild the "
+                    "config with --overwrite")
                 continue
             md = pf.metadata
             rows += md.num_rows
@@ -303,7 +301,8 @@ def _check_shards(folder: Path, config: str, splits: dict[str, list[Path]], decl
             if first is None:
                 first = (rel, stored)
                 if declared is not None and stored != declared:
-                    report.add(f"{config}/", f"the shards' schema disagrees with the card's dataset_info: {_diff_features(declared, stored)}")
+                    report.add(f"{config}/", "the shards' schema disagrees with the card's dataset_info: "
+                        f"{_diff_features(declared, stored)}")
             elif stored != first[1]:
                 report.add(rel, f"schema differs from {first[0].name} of the same config: {_diff_features(first[1], stored)}")
             for col, feature in stored.items():
@@ -314,7 +313,7 @@ def _check_shards(folder: Path, config: str, splits: dict[str, list[Path]], decl
             report.add(CARD, f"dataset_info says {config}/{split} has {expected} rows, its shards hold {rows}")
 
 
-def _check_embedded(rel: Path, pf: pq.ParquetFile, column: str, report: Report) -> None:
+def _check_embedded(rel: Path, pf: pq.ParquetFile, column: str, report: CheckReport) -> None:
     """Every image carries its bytes: a path alone points at a file the Hub does not have."""
     names = {f.name for f in pf.schema_arrow.field(column).type}
     if "bytes" not in names:
@@ -325,7 +324,8 @@ def _check_embedded(rel: Path, pf: pq.ParquetFile, column: str, report: Report) 
         values = struct.flatten()[0]  # a null struct counts as null bytes
         missing = values.null_count + int(pc.sum(pc.equal(pc.binary_length(values), 0)).as_py() or 0)
         if missing:
-            report.add(rel, f"column {column!r} has {missing} row(s) without image bytes in row group {g}; the viewer cannot show them")
+            report.add(rel, f"column {column!r} has {missing} row(s) without image bytes in row group {g}; "
+                "the viewer cannot show them")
             return
 
 
@@ -357,7 +357,7 @@ def _decode(value: Any) -> None:
             _decode(v)
 
 
-def _check_streaming(folder: Path, config: str, splits: list[str], report: Report) -> None:
+def _check_streaming(folder: Path, config: str, splits: list[str], report: CheckReport) -> None:
     """The first row of every split streams and decodes, exactly as a user's load_dataset call would."""
     import pyarrow.dataset as pds
     from datasets import load_dataset
@@ -375,22 +375,25 @@ def _check_streaming(folder: Path, config: str, splits: list[str], report: Repor
                 for value in row.values():
                     _decode(value)
     except Exception as e:
-        report.add(f"{config}", f"load_dataset(folder, {config!r}, streaming=True) fails: {_first_line(e)}")
+        report.add(f"{config}", f"load_dataset(folder, {config!r}, streaming=True) fails: {first_line(e, with_type=True)}")
 
 
-def check(folder: str | Path, *, stream: bool = True) -> Report:
+def check(folder: str | Path, *, stream: bool = True) -> CheckReport:
     """Everything the Hub and its viewer need, checked offline; problems are collected, not raised."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder; pass the folder `hfmed build` wrote (e.g. medmnist)")
-    report = Report(folder)
+    report = CheckReport(folder)
     present = _visible_files(folder)
     links = _links(folder)
     for rel in links:
-        report.add(rel, f"is a symbolic link to {os.path.realpath(folder / rel)}; a dataset holds the files themselves (push would upload what the link points to), replace it with the file")
+        report.add(rel, f"is a symbolic link to {os.path.realpath(folder / rel)}; a dataset holds the "
+            "files themselves (push would upload what the link points to), replace it with "
+            "the file")
     for rel in present:
         if rel.suffix == ".py":
-            report.add(rel, "a Python file in a dataset repository makes the Hub look for a loading script, which datasets no longer runs; remove it")
+            report.add(rel, "a Python file in a dataset repository makes the Hub look for a loading "
+                "script, which datasets no longer runs; remove it")
     card = _load_card(folder, report)
     if card is None:
         return report
@@ -421,7 +424,7 @@ def check(folder: str | Path, *, stream: bool = True) -> Report:
     return report
 
 
-def _check_viewer(folder: Path, card, matched: dict, declared: dict, report: Report) -> None:
+def _check_viewer(folder: Path, card, matched: dict, declared: dict, report: CheckReport) -> None:
     """The viewer's own rules (hfmed.viewer_rules): errors are problems, partial rendering a warning."""
     names = {}  # as the card writes them, even where datasets refused the configs
     for entry in _as_list(card.data.get("configs")):
@@ -436,215 +439,3 @@ def _check_viewer(folder: Path, card, matched: dict, declared: dict, report: Rep
             findings += viewer_rules.check_config(folder, name, splits, declared[name], f"<org>/{folder.name}", row_group_limit())
     for f in findings:
         (report.add if f.error else report.warn)(f.where, f.what)
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
-
-
-def cmd_check(args) -> int:
-    report = check(args.folder)
-    for line in report.problems:
-        print(line)
-    for line in report.warnings:
-        print(f"warning: {line}")
-    if report.problems:
-        print(f"{len(report.problems)} problem(s) in {args.folder}", file=sys.stderr)
-        return 1
-    total = sum((report.folder / f).stat().st_size for f in report.files)
-    print(
-        f"{args.folder}: ready for the Hub: {len(report.configs)} config(s), {len(report.files)} files, {_size(total)}; "
-        "checked offline (the Hub's online YAML validation was not contacted)"
-    )
-    return 0
-
-
-# --- push --------------------------------------------------------------------------------------
-
-# Exceptions of the HTTP stacks huggingface_hub has used (httpx2, httpx, requests) that mean "no
-# connection": looked up by name so that whichever one is installed is recognised.
-_NETWORK_ERRORS = (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "ConnectionError"), ("requests", "Timeout"))
-
-
-def _network_errors() -> tuple[type[BaseException], ...]:
-    import importlib
-
-    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    for module, name in _NETWORK_ERRORS:
-        try:
-            found.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):
-            continue
-    return tuple(found)
-
-
-def _token(explicit: str | None) -> str:
-    from huggingface_hub import get_token
-
-    token = explicit or get_token()
-    if not token:
-        raise UserError("no Hugging Face token: pass --token, set HF_TOKEN, or log in with `hf auth login`")
-    if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
-        # said before any HTTP library chokes on it, and without showing the token
-        raise UserError("the Hugging Face token holds characters no token has (non-ASCII, spaces or control characters); copy it again from https://huggingface.co/settings/tokens")
-    return token
-
-
-def _scrub(text: str, token: str | None) -> str:
-    return text.replace(token, "***") if token else text
-
-
-def _literal(rel: Path) -> str:
-    """An fnmatch pattern that matches exactly this path."""
-    return glob.escape(rel.as_posix())
-
-
-def _upload(api, folder: Path, files: list[Path], configs: list[str], args) -> Any:
-    """Resumable upload of exactly ``files``; shards of the pushed configs that the build no longer has are removed.
-
-    huggingface_hub 2 made ``upload_folder`` itself resumable (re-running skips committed files)
-    and able to open pull requests; older versions have a separate ``upload_large_folder`` that is
-    resumable but can neither open a pull request nor delete files.
-    """
-    common = {"repo_id": args.repo, "folder_path": str(folder), "repo_type": "dataset", "allow_patterns": [_literal(f) for f in files]}
-    stale_patterns = [f"{glob.escape(c)}/*" for c in configs]
-    large = getattr(api, "upload_large_folder", None)
-    if large is not None and not args.create_pr:
-        large(**common, revision=args.revision, private=args.private)
-        _delete_stale(api, files, configs, args)
-        return None
-    return api.upload_folder(
-        **common,
-        revision=None if args.create_pr else args.revision,
-        create_pr=args.create_pr,
-        delete_patterns=stale_patterns,
-        commit_message=args.message,
-    )
-
-
-def _delete_stale(api, files: list[Path], configs: list[str], args) -> None:
-    from huggingface_hub import CommitOperationDelete
-
-    local = {f.as_posix() for f in files}
-    remote = api.list_repo_files(args.repo, repo_type="dataset", revision=args.revision)
-    stale = [p for p in remote if p.split("/", 1)[0] in configs and p not in local]
-    if stale:
-        api.create_commit(
-            args.repo,
-            operations=[CommitOperationDelete(path_in_repo=p) for p in stale],
-            commit_message="Remove shards that the build no longer has",
-            repo_type="dataset",
-            revision=args.revision,
-        )
-
-
-def _check_repo_id(repo: str) -> None:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(repo)
-    except HFValidationError:
-        raise UserError(f"--repo {repo!r} is not a Hub repository id; write it as ORG/NAME, e.g. my-org/medmnist") from None
-    if repo.count("/") != 1:
-        raise UserError(f"--repo {repo!r} needs the owner: write it as ORG/NAME, e.g. my-org/medmnist")
-
-
-def push(args) -> int:
-    from hfmed import cards
-
-    folder = Path(args.folder)
-    _check_repo_id(args.repo)
-    if args.create_pr and args.revision:
-        raise UserError("--create-pr opens a pull request against the default branch; drop --revision (to continue an interrupted PR push, pass --revision refs/pr/N without --create-pr)")
-    token = None if args.dry_run else _token(args.token)
-    report = check(folder)
-    if report.problems:
-        for line in report.problems:
-            print(line, file=sys.stderr)
-        if not args.force:
-            raise UserError(f"{folder} has {len(report.problems)} problem(s), listed above; fix them (see `hfmed check {folder}`) or pass --force")
-        print(f"hfmed: warning: pushing {folder} with {len(report.problems)} problem(s) (--force)", file=sys.stderr)
-    for line in report.warnings:
-        print(f"hfmed: warning: {line}", file=sys.stderr)
-    total = sum((folder / f).stat().st_size for f in report.files)
-    target = f"datasets/{args.repo}" + (f" (revision {args.revision})" if args.revision else "") + (" as a pull request" if args.create_pr else "")
-    if args.dry_run:
-        for f in report.files:
-            print(f"{(folder / f).stat().st_size:>14,}  {f.as_posix()}")
-        print(f"dry run: {len(report.files)} files, {_size(total)} ({total:,} bytes) would be uploaded to {target}; the card's loading examples would name {args.repo}")
-        return 0
-    cards.write_card(folder, repo_id=args.repo)  # loading examples name the real repository
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
-    api = HfApi(token=token)
-    print(f"uploading {len(report.files)} files ({_size(total)}) to {target}", file=sys.stderr)
-    try:
-        api.create_repo(args.repo, repo_type="dataset", private=args.private, exist_ok=True)
-        if args.revision and not args.revision.startswith("refs/pr/"):
-            api.create_branch(args.repo, repo_type="dataset", branch=args.revision, exist_ok=True)
-        result = _upload(api, folder, report.files, report.configs, args)
-    except OfflineModeIsEnabled:
-        raise UserError("HF_HUB_OFFLINE is set, so nothing can be pushed; unset it and rerun") from None
-    except HfHubHTTPError as e:
-        status = getattr(getattr(e, "response", None), "status_code", None)
-        hint = {401: "the token was refused; check it (hf auth whoami) or pass another with --token", 403: f"the token may not write to {args.repo}; use a token with write access"}.get(status, "rerun to continue; finished files are not uploaded again")
-        raise UserError(f"the Hub refused the push to {args.repo} ({_scrub(_first_line(e), token)}); {hint}") from None
-    except _network_errors() as e:
-        raise UserError(f"cannot reach the Hub ({_scrub(_first_line(e), token)}); check the connection and rerun: the upload continues where it stopped") from None
-    url = getattr(result, "pr_url", None) or f"https://huggingface.co/datasets/{args.repo}" + (f"/tree/{args.revision}" if args.revision else "")
-    print(f"pushed {len(report.files)} files ({_size(total)}) to {url}")
-    return 0
-
-
-def cmd_push(args) -> int:
-    token = args.token
-    try:
-        return push(args)
-    except UserError as e:  # a message built from library text must not carry the token
-        raise UserError(_scrub(str(e), token or os.environ.get("HF_TOKEN"))) from None
-
-
-# --- command line ------------------------------------------------------------------------------
-
-
-def add_commands(sub) -> None:
-    c = sub.add_parser(
-        "check",
-        help="check offline that a built folder is ready for the Hub and its viewer",
-        description="Check a built folder offline: card YAML, data_files globs, schemas, embedded images, row-group sizes, "
-        "config count, no .py files, and that every config streams with load_dataset. Prints one line per problem; "
-        "exit code 0 when clean, 1 when problems were found, 2 when the folder cannot be checked. The Hub's online "
-        "YAML validation is not contacted.",
-    )
-    c.add_argument("folder", help="the built dataset folder (e.g. medmnist)")
-    c.set_defaults(func=cmd_check)
-
-    p = sub.add_parser(
-        "push",
-        help="upload a built folder to a Hub dataset repository (resumable)",
-        description="Check the folder, then upload its card, shards and montages to a Hub dataset repository, creating "
-        "it if needed. The token comes from --token, HF_TOKEN or `hf auth login`, and is never printed. Rerunning an "
-        "interrupted push continues where it stopped. The folder is the whole dataset: the pushed card lists only its "
-        "configs. The card's loading examples are rewritten to name --repo before the upload.",
-    )
-    p.add_argument("folder", help="the built dataset folder (e.g. medmnist)")
-    p.add_argument("--repo", required=True, help="the dataset repository, ORG/NAME (e.g. my-org/medmnist)")
-    p.add_argument("--private", action="store_true", help="create the repository private (an existing one keeps its visibility)")
-    p.add_argument("--revision", help="branch to push to; created from the default branch if missing (refs/pr/N continues a pull request)")
-    p.add_argument(
-        "--create-pr",
-        action="store_true",
-        help="open a pull request against the default branch instead of committing to it; to continue an interrupted one, "
-        "rerun with --revision refs/pr/N instead. With huggingface_hub older than 2 this is a single, non-resumable commit "
-        "(upload_folder), since upload_large_folder cannot open pull requests",
-    )
-    p.add_argument("--message", default="Upload dataset with hfmed", help="commit message")
-    p.add_argument("--dry-run", action="store_true", help="list the files and total size that would be uploaded; no network, no token")
-    p.add_argument("--force", action="store_true", help="push even if `hfmed check` finds problems")
-    p.add_argument("--token", help="Hugging Face token (default: HF_TOKEN or the stored login); prefer HF_TOKEN, a command line is visible to other users")
-    p.set_defaults(func=cmd_push)

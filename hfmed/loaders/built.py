@@ -1,4 +1,4 @@
-"""Where a split's rows live, and what they mean.
+"""Where a built split's rows live, and what they mean: `hfmed build` output (its inputs are `hfmed.sources`).
 
 A local build folder and a Hub dataset repository have the same shape (a ``README.md`` whose YAML
 lists ``configs`` with their ``data_files``, and Parquet shards), so both resolve to the same
@@ -28,7 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Array3D, ClassLabel, Image, List, Sequence
 
-from hfmed import facts
+from hfmed import registry
+from hfmed.builder import Builder
 from hfmed.errors import UserError
 from hfmed.features import read_metadata
 
@@ -90,7 +91,7 @@ def _hub_failure(repo: str, e: Exception) -> UserError:
     )
 
 
-def locate(source: str | os.PathLike, *, revision: str | None = None, token: str | bool | None = None) -> Location:
+def resolve_location(source: str | os.PathLike, *, revision: str | None = None, token: str | bool | None = None) -> Location:
     """A folder that exists wins; anything else must be a Hub dataset id such as ``my-org/medmnist``."""
     path = Path(source).expanduser()
     if path.is_dir():
@@ -190,7 +191,7 @@ class ConfigFiles:
 
 
 def config_files(source: str | os.PathLike, config: str | None, *, revision=None, token=None, streaming: bool = True) -> ConfigFiles:
-    location = locate(source, revision=revision, token=token)
+    location = resolve_location(source, revision=revision, token=token)
     card = read_card(location)
     configs = card_configs(card)
     if config is None:
@@ -341,20 +342,13 @@ def _is_label(feature) -> bool:
 
 
 def declared_task_types(meta: dict[str, Any]) -> dict[str, str]:
-    """Task types a build declares, by column.
+    """Task types a build declares, by column ("*": every column), as its collection reads them.
 
-    MedIMeta shards list their tasks under ``tasks`` (``{column, type}``); MedMNIST's come from
-    the collection's facts table, keyed by the subset (the config name up to its ``_size``).
+    A build of a collection not registered here (made elsewhere) keeps the ``tasks`` its shards list.
     """
-    declared = {str(t["column"]): str(t["type"]) for t in meta.get("tasks") or [] if isinstance(t, dict) and "column" in t and "type" in t}
-    if declared or not meta.get("collection"):
-        return declared
-    try:
-        table = facts.load(str(meta["collection"]))
-    except (FileNotFoundError, ModuleNotFoundError, OSError):
-        return {}
-    subset = (table.get("subsets") or {}).get(str(meta.get("config", "")).split("_", 1)[0]) or {}
-    return {"*": subset["task"]} if subset.get("task") in TASK_TYPES else {}
+    collection = str(meta.get("collection") or "")
+    reader = registry.get(collection) if collection in registry.names() else Builder
+    return {column: kind for column, kind in reader.task_types(meta).items() if kind in TASK_TYPES}
 
 
 def _first_image(source: SplitSource, column: str) -> tuple[int, tuple[int, int]]:
@@ -370,7 +364,7 @@ def _first_image(source: SplitSource, column: str) -> tuple[int, tuple[int, int]
         return channels, (im.size[1], im.size[0])
 
 
-def describe(source: SplitSource, task: str | None = None, split_sizes: dict[str, int] | None = None) -> TaskInfo:
+def read_task_info(source: SplitSource, task: str | None = None, split_sizes: dict[str, int] | None = None) -> TaskInfo:
     """Image column, label column and task type of a split, from its schema (and one image)."""
     features, meta = read_metadata(source.schema)
     where = f"{source.location.name} config {source.config!r}"

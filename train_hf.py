@@ -39,12 +39,20 @@ def run(argv: list[str] | None = None) -> dict:
     data = training.open_data(data_args, training_args, model_args)
     info = data.info
     if model_args.ordinal_loss != "cross_entropy" and info.task != "ordinal":
-        raise UserError(f"--ordinal_loss {model_args.ordinal_loss} is for ordinal tasks; {data.config} {info.label_column} is {info.task}")
+        raise UserError(
+            f"--ordinal_loss {model_args.ordinal_loss} is for ordinal tasks; {data.config} {info.label_column} is {info.task}"
+        )
     bundle = training.build_model(model_args, recipe_args, info, data_args)
     channels_last = training.wants_channels_last(model_args, bundle.model)
     if channels_last:
         bundle.model = bundle.model.to(memory_format=torch.channels_last)
-    feed = training.Feed(bundle.image_size, bundle.channels, bundle.mean, bundle.std, augment.by_name(recipe_args.augment, len(info.image_shape)))
+    feed = training.Feed(
+        bundle.image_size,
+        bundle.channels,
+        bundle.mean,
+        bundle.std,
+        augment.by_name(recipe_args.augment, len(info.image_shape)),
+    )
     splits = {split: data.loader(split, feed, training_args) for split in data.splits}
 
     trainer = training.MedTrainer(
@@ -73,16 +81,26 @@ def run(argv: list[str] | None = None) -> dict:
             trainer.save_state()
         # predict, not evaluate: the scores are kept (predictions.npz) for `hfmed ensemble`. Under
         # cross-validation or --eval_test false the test split is never opened.
-        outputs = {split: trainer.predict(splits[split], metric_key_prefix=split) for split in data.splits if split != "train"}
+        outputs = {
+            split: trainer.predict(splits[split], metric_key_prefix=split) for split in data.splits if split != "train"
+        }
         for split, output in outputs.items():
             trainer.log_metrics(split, output.metrics)
         batches = trainer.batches_per_rank()
     finally:
         training.close_loaders(splits.values())
 
-    results = _results(argv, data, data_args, model_args, recipe_args, training_args, bundle, trainer, outputs, channels_last)
-    results.update(wall_time_seconds=time.perf_counter() - started, train_seconds=train_seconds, train_batches_per_rank=batches,
-                   train_images_per_second=(trainer.images_seen * training_args.world_size / train_seconds) if train_seconds else None)
+    results = _results(
+        argv, data, data_args, model_args, recipe_args, training_args, bundle, trainer, outputs, channels_last
+    )
+    results.update(
+        wall_time_seconds=time.perf_counter() - started,
+        train_seconds=train_seconds,
+        train_batches_per_rank=batches,
+        train_images_per_second=(trainer.images_seen * training_args.world_size / train_seconds)
+        if train_seconds
+        else None,
+    )
     out = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
         scores = {split: training.scored(info.task, o.label_ids, o.predictions) for split, o in outputs.items()}
@@ -91,7 +109,9 @@ def run(argv: list[str] | None = None) -> dict:
     return results
 
 
-def _results(argv, data, data_args, model_args, recipe_args, training_args, bundle, trainer, outputs, channels_last) -> dict:
+def _results(
+    argv, data, data_args, model_args, recipe_args, training_args, bundle, trainer, outputs, channels_last
+) -> dict:
     """The run's results.json (schema: ``hfmed.training.report.SCHEMA``), timings aside."""
     info, cv = data.info, data.cv_folds is not None
     last = "test" if "test" in outputs else "validation"
@@ -111,10 +131,20 @@ def _results(argv, data, data_args, model_args, recipe_args, training_args, bund
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "best_validation_auc": trainer.state.best_metric,
         **{split: _strip(output.metrics, split) for split, output in outputs.items()},
-        "cross_validation": {"folds": data.cv_folds, "fold": data.cv_fold, "seed": training.CV_SEED, "pooled": ["train", "validation"],
-                             "groups": data.cv_groups} if cv else None,
-        "num_samples": {"train": data.sizes["train"], "validation": data.sizes["validation"],
-                        "test": int(len(outputs["test"].label_ids)) if "test" in outputs else None},
+        "cross_validation": {
+            "folds": data.cv_folds,
+            "fold": data.cv_fold,
+            "seed": training.CV_SEED,
+            "pooled": ["train", "validation"],
+            "groups": data.cv_groups,
+        }
+        if cv
+        else None,
+        "num_samples": {
+            "train": data.sizes["train"],
+            "validation": data.sizes["validation"],
+            "test": int(len(outputs["test"].label_ids)) if "test" in outputs else None,
+        },
         "eval_images_per_second": outputs[last].metrics.get(f"{last}_samples_per_second"),
         "device": training.device_description(),
         "num_processes": max(1, training_args.world_size),
@@ -122,7 +152,9 @@ def _results(argv, data, data_args, model_args, recipe_args, training_args, bund
         "channels_last": channels_last,
         "torch_compile": training_args.torch_compile,
         "versions": training.versions(),
-        "command": shlex.join(["python", "train_hf.py", *training.redacted_command(sys.argv[1:] if argv is None else argv)]),
+        "command": shlex.join(
+            ["python", "train_hf.py", *training.redacted_command(sys.argv[1:] if argv is None else argv)]
+        ),
         "arguments": training.arguments_record(data_args, model_args, recipe_args, training_args),
     }
 
@@ -155,7 +187,7 @@ def _fmt(value) -> str:
 
 
 def _strip(metrics_: dict, prefix: str) -> dict:
-    return {k[len(prefix) + 1:]: v for k, v in metrics_.items() if k.startswith(prefix + "_")}
+    return {k[len(prefix) + 1 :]: v for k, v in metrics_.items() if k.startswith(prefix + "_")}
 
 
 def main(argv: list[str] | None = None) -> int:

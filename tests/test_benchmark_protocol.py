@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hfmed.loading_scripts.medmnist import MedMNIST
 
 from hfmed import benchmark, cli
 from hfmed.benchmark import budget, decathlon, final, protocol, space
 from hfmed.errors import UserError
 from hfmed.writer import build_config
-from hfmed.loading_scripts.medmnist import MedMNIST
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_SPACE = (
@@ -50,37 +50,61 @@ def test_search_selects_on_folds_then_reads_test_once_and_resumes(tiny_build, tm
     monkeypatch.setattr(np, "load", spying_load)
     done = benchmark.run_subset(target, 1e6, out, **OPTIONS)
     monkeypatch.setattr(np, "load", load)
-    assert sorted(test_readers) == [("final.py", "seed100"), ("final.py", "seed101")]  # once per member, by the evaluation only
+    assert sorted(test_readers) == [
+        ("final.py", "seed100"),
+        ("final.py", "seed101"),
+    ]  # once per member, by the evaluation only
 
     # Which run opened which split (every train_hf.py run appends to the log): test was opened by
     # the two evaluation runs only, once each, after the selection was recorded.
     log = [json.loads(line) for line in (out / "splits.jsonl").read_text().splitlines()]
     selected = [i for i, line in enumerate(log) if line.get("step") == "selection"]
-    opened_test = [(i, Path(line["run"]).relative_to(out.resolve()).as_posix()) for i, line in enumerate(log) if line.get("split") == "test"]
+    opened_test = [
+        (i, Path(line["run"]).relative_to(out.resolve()).as_posix())
+        for i, line in enumerate(log)
+        if line.get("split") == "test"
+    ]
     assert len(selected) == 1 and sorted(run for _, run in opened_test) == ["evaluation/seed100", "evaluation/seed101"]
     assert all(i > selected[0] for i, _ in opened_test)
     runs = {Path(line["run"]).relative_to(out.resolve()).as_posix() for line in log if "run" in line}
     assert {"search/plain/fold0", "search/wd/fold1", "final/seed100", "final/seed101"} <= runs
     for seed in (100, 101):  # the final seeds trained and validated without opening test
         r = json.loads((out / f"final/seed{seed}/results.json").read_text())
-        assert r["test"] is None and r["cross_validation"] is None and "test not read" in (out / f"final/seed{seed}/results.md").read_text()
+        assert (
+            r["test"] is None
+            and r["cross_validation"] is None
+            and "test not read" in (out / f"final/seed{seed}/results.md").read_text()
+        )
         with np.load(out / f"final/seed{seed}/predictions.npz") as npz:
             assert all(k.startswith("validation_") for k in npz.files)
 
     results, record = json.loads((out / "results.json").read_text()), json.loads((out / "search.json").read_text())
     assert results["test"]["auc"] == pytest.approx(done.results["test"]["auc"]) and 0 <= results["test"]["acc"] <= 1
-    assert record["plan"] == {**record["plan"], "epochs": 1, "folds": 2, "candidates": ["plain", "wd"], "seeds": [100, 101], "cut": []}
+    assert record["plan"] == {
+        **record["plan"],
+        "epochs": 1,
+        "folds": 2,
+        "candidates": ["plain", "wd"],
+        "seeds": [100, 101],
+        "cut": [],
+    }
     # The first round's runs reported their epoch (progress.json) and calibrated the budget; a
     # million seconds still fit, so nothing was cut.
     calibration = record["calibration"]
-    assert not calibration["replanned"] and {m["run"] for m in calibration["measured"]} <= {f"search/{c}/fold{f}" for c in ("plain", "wd") for f in (0, 1)}
+    assert not calibration["replanned"] and {m["run"] for m in calibration["measured"]} <= {
+        f"search/{c}/fold{f}" for c in ("plain", "wd") for f in (0, 1)
+    }
     assert all(m["epochs_done"] == 1 and m["rows"] == 17 for m in calibration["measured"]) and calibration["measured"]
     # Search runs: cross-validation folds, no test figures and no test predictions.
     for name in ("plain", "wd"):
         for fold in (0, 1):
             run = out / "search" / name / f"fold{fold}"
             r = json.loads((run / "results.json").read_text())
-            assert r["test"] is None and r["cross_validation"]["fold"] == fold and r["arguments"]["TrainingArguments"]["seed"] == fold
+            assert (
+                r["test"] is None
+                and r["cross_validation"]["fold"] == fold
+                and r["arguments"]["TrainingArguments"]["seed"] == fold
+            )
             with np.load(run / "predictions.npz") as npz:
                 assert all(k.startswith("validation_") for k in npz.files)
             assert record["selection"]["fold_auc"][name][str(fold)] == pytest.approx(r["validation"]["auc"])
@@ -93,10 +117,15 @@ def test_search_selects_on_folds_then_reads_test_once_and_resumes(tiny_build, tm
         command = json.loads((out / member / "results.json").read_text())["command"]
         assert flags in command and f"--seed {seed}" in command and "--cv_fold" not in command
         evaluation = json.loads((out / "evaluation" / f"seed{seed}" / "results.json").read_text())
-        assert f"--model {(out / member).resolve()}" in evaluation["command"] and evaluation["best_validation_auc"] is None
+        assert (
+            f"--model {(out / member).resolve()}" in evaluation["command"] and evaluation["best_validation_auc"] is None
+        )
     # The ensemble is the mean of the seeds' evaluated probabilities, scored once.
-    with np.load(out / "evaluation/seed100/predictions.npz") as a, np.load(out / "evaluation/seed101/predictions.npz") as b, \
-            np.load(out / "predictions.npz") as e:
+    with (
+        np.load(out / "evaluation/seed100/predictions.npz") as a,
+        np.load(out / "evaluation/seed101/predictions.npz") as b,
+        np.load(out / "predictions.npz") as e,
+    ):
         np.testing.assert_allclose(e["test_scores"], (a["test_scores"] + b["test_scores"]) / 2)
     assert [m["evaluation"] for m in results["members"]] == [str(out / "evaluation" / f"seed{s}") for s in (100, 101)]
     assert len(calls) == 1
@@ -118,8 +147,16 @@ def test_search_selects_on_folds_then_reads_test_once_and_resumes(tiny_build, tm
     ours = ranked["medmnist_v1"]["methods"][0]
     auc, acc = round(results["test"]["auc"], 3), round(results["test"]["acc"], 3)
     rows = json.loads(json.dumps([r for r in ranked["medmnist_v1"]["methods"][1:]]))
-    auc_rank = 1 + sum(r["results"]["breastmnist"]["auc"] > auc for r in rows) + sum(r["results"]["breastmnist"]["auc"] == auc for r in rows) / 2
-    acc_rank = 1 + sum(r["results"]["breastmnist"]["acc"] > acc for r in rows) + sum(r["results"]["breastmnist"]["acc"] == acc for r in rows) / 2
+    auc_rank = (
+        1
+        + sum(r["results"]["breastmnist"]["auc"] > auc for r in rows)
+        + sum(r["results"]["breastmnist"]["auc"] == auc for r in rows) / 2
+    )
+    acc_rank = (
+        1
+        + sum(r["results"]["breastmnist"]["acc"] > acc for r in rows)
+        + sum(r["results"]["breastmnist"]["acc"] == acc for r in rows) / 2
+    )
     assert ours["ranks"]["breastmnist"] == pytest.approx((auc_rank + acc_rank) / 2) == ours["average_rank"]
     assert (out / "decathlon.png").stat().st_size > 0
 
@@ -134,12 +171,15 @@ def test_a_budget_too_small_for_a_search_skips_it_and_says_so(tiny_build, tmp_pa
     assert "cut by the budget" in (out / "results.md").read_text()
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["benchmark", "--subset", "breastmnist", "--out", "x"], "needs --subset, --budget and --out"),
-    (["benchmark", "--subset", "breastmnist", "--budget", "soon", "--out", "x"], "is not a duration"),
-    (["benchmark", "--report", "nowhere"], "is not a folder"),
-    (["benchmark", "--report", ".", "--subset", "breastmnist"], "give it alone"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["benchmark", "--subset", "breastmnist", "--out", "x"], "needs --subset, --budget and --out"),
+        (["benchmark", "--subset", "breastmnist", "--budget", "soon", "--out", "x"], "is not a duration"),
+        (["benchmark", "--report", "nowhere"], "is not a folder"),
+        (["benchmark", "--report", ".", "--subset", "breastmnist"], "give it alone"),
+    ],
+)
 def test_command_errors_are_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli.main(argv) == 2
@@ -156,7 +196,13 @@ def test_an_unrelated_out_folder_is_refused_untouched(tiny_build, tmp_path):
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
-def _fake_trainer(fold_auc: dict[str, list[float]], wall_seconds: float, started: list[str], epoch_seconds: float | None = None, clock=None):
+def _fake_trainer(
+    fold_auc: dict[str, list[float]],
+    wall_seconds: float,
+    started: list[str],
+    epoch_seconds: float | None = None,
+    clock=None,
+):
     """A stand-in for scheduler.run_jobs that writes what train_hf.py would, instantly: search runs
     get the given fold AUCs and validation predictions only; final runs none on test, evaluation
     runs test predictions too. With ``epoch_seconds``, each training run first reports its first
@@ -173,7 +219,9 @@ def _fake_trainer(fold_auc: dict[str, list[float]], wall_seconds: float, started
             started.append(str(job.out))
             job.out.mkdir(parents=True, exist_ok=True)
             if epoch_seconds is not None and "--model" not in job.args:
-                (job.out / "progress.json").write_text(json.dumps({"epoch": 1.0, "seconds": 10 + epoch_seconds, "train_started": 10.0, "rows": 20}))
+                (job.out / "progress.json").write_text(
+                    json.dumps({"epoch": 1.0, "seconds": 10 + epoch_seconds, "train_started": 10.0, "rows": 20})
+                )
                 if clock is not None:
                     clock.advance(10 + epoch_seconds)
                 if watch is not None and watch():
@@ -186,17 +234,35 @@ def _fake_trainer(fold_auc: dict[str, list[float]], wall_seconds: float, started
             with open(log, "a") as handle:  # the splits it opens, as train_hf.py logs them
                 for split in ("train", "validation") + (("test",) if evaluation else ()):
                     handle.write(json.dumps({"split": split, "run": str(job.out.resolve()), "rank": 0}) + "\n")
-            results = {"collection": "medmnist", "config": "breastmnist", "subset": "breastmnist", "task": "label", "task_type": "binary",
-                       "num_labels": 2, "label_names": ["malignant", "benign"], "image_size": 28, "wall_time_seconds": wall_seconds,
-                       "command": " ".join(job.args), "best_validation_auc": 0.9}
+            results = {
+                "collection": "medmnist",
+                "config": "breastmnist",
+                "subset": "breastmnist",
+                "task": "label",
+                "task_type": "binary",
+                "num_labels": 2,
+                "label_names": ["malignant", "benign"],
+                "image_size": 28,
+                "wall_time_seconds": wall_seconds,
+                "command": " ".join(job.args),
+                "best_validation_auc": 0.9,
+            }
             y = np.array([0, 1] * 10)
             arrays = {"validation_labels": y, "validation_scores": rng.random((20, 2))}
             if cv:
                 fold = int(job.args[job.args.index("--cv_fold") + 1])
-                results |= {"cross_validation": {"fold": fold}, "test": None, "validation": {"auc": fold_auc[job.out.parent.name][fold], "acc": 0.5}}
+                results |= {
+                    "cross_validation": {"fold": fold},
+                    "test": None,
+                    "validation": {"auc": fold_auc[job.out.parent.name][fold], "acc": 0.5},
+                }
             elif evaluation:
                 arrays |= {"test_labels": y, "test_scores": rng.random((20, 2))}
-                results |= {"cross_validation": None, "validation": {"auc": 0.9, "acc": 0.8}, "test": {"auc": 0.5, "acc": 0.5}}
+                results |= {
+                    "cross_validation": None,
+                    "validation": {"auc": 0.9, "acc": 0.8},
+                    "test": {"auc": 0.5, "acc": 0.5},
+                }
             else:  # a final seed: --eval_test false
                 results |= {"cross_validation": None, "validation": {"auc": 0.9, "acc": 0.8}, "test": None}
             np.savez(job.out / "predictions.npz", **arrays)
@@ -229,7 +295,12 @@ def test_a_round_that_no_longer_fits_the_budget_is_skipped_and_recorded(tiny_bui
     # Runs take far longer than estimated: after fold 0 the next round would eat the final seeds' time.
     monkeypatch.setattr(protocol, "run_jobs", _fake_trainer(aucs, 2e4, started))
     budget_seconds = 3.5e4
-    done = benchmark.run_subset(benchmark.Target("breastmnist", dataset=str(tiny_build)), budget_seconds, tmp_path / "b", **{**FAKE, "parallel": 1})
+    done = benchmark.run_subset(
+        benchmark.Target("breastmnist", dataset=str(tiny_build)),
+        budget_seconds,
+        tmp_path / "b",
+        **{**FAKE, "parallel": 1},
+    )
     record = done.record
     assert record["plan"]["folds"] == 3 and [r["folds"] for r in record["rounds"]] == [[0]]
     assert record["skipped"][0]["folds"] == [1, 2] and "final model" in record["skipped"][0]["why"]
@@ -237,7 +308,9 @@ def test_a_round_that_no_longer_fits_the_budget_is_skipped_and_recorded(tiny_bui
     assert record["slowdown"] > 100
     # The final seeds, re-estimated with that slowdown, no longer fit either: one is kept, the other recorded.
     assert record["final"]["seeds"] == [100] and record["skipped"][-1]["final_seed"] == 101
-    assert sum("final" in s for s in started) == 1 and sum("evaluation" in s for s in started) == 1 and len(started) == 5
+    assert (
+        sum("final" in s for s in started) == 1 and sum("evaluation" in s for s in started) == 1 and len(started) == 5
+    )
 
 
 def test_free_slots_take_several_folds_per_round(tiny_build, tmp_path, monkeypatch):
@@ -245,7 +318,9 @@ def test_free_slots_take_several_folds_per_round(tiny_build, tmp_path, monkeypat
     aucs = {"plain": [0.80, 0.82, 0.81], "wd": [0.83, 0.84, 0.86]}
     monkeypatch.setattr(protocol, "run_jobs", _fake_trainer(aucs, 1.0, started))
     options = {**FAKE, "space": TINY_SPACE, "parallel": 4}
-    done = benchmark.run_subset(benchmark.Target("breastmnist", dataset=str(tiny_build)), 1e9, tmp_path / "b", **options)
+    done = benchmark.run_subset(
+        benchmark.Target("breastmnist", dataset=str(tiny_build)), 1e9, tmp_path / "b", **options
+    )
     assert [r["folds"] for r in done.record["rounds"]] == [[0, 1], [2]] and len(done.record["slots"]) == 4
     assert done.record["selection"]["folds_compared"] == [0, 1, 2] and done.record["dropped"] == {}
 
@@ -277,7 +352,12 @@ def test_the_first_epochs_speed_cuts_the_plan_and_the_record_says_why(tiny_build
     record = done.record
     calibration = record["calibration"]
     before = calibration["plan_before"]
-    assert (before["epochs"], before["folds"], before["candidates"], len(before["seeds"])) == (4, 3, ["plain", "wd", "big"], 2)
+    assert (before["epochs"], before["folds"], before["candidates"], len(before["seeds"])) == (
+        4,
+        3,
+        ["plain", "wd", "big"],
+        2,
+    )
     # Measured: the first run alone (20 rows, 10 s of start-up, then 400 s for its first epoch), projected
     # to its 4 epochs against the prior estimate of them (20 s + 4 x 20 images at 150 per second).
     assert [m["run"] for m in calibration["measured"]] == ["search/plain/fold0"]
@@ -285,9 +365,18 @@ def test_the_first_epochs_speed_cuts_the_plan_and_the_record_says_why(tiny_build
     # At that speed the plan (about 18,300 s) no longer fits the 14,590 s left; without the dearest
     # candidate it does (about 13,000 s): the first cut in the budget's order.
     plan = record["plan"]
-    assert (plan["epochs"], plan["folds"], plan["candidates"], plan["seeds"]) == (4, 3, ["plain", "wd"], before["seeds"])
+    assert (plan["epochs"], plan["folds"], plan["candidates"], plan["seeds"]) == (
+        4,
+        3,
+        ["plain", "wd"],
+        before["seeds"],
+    )
     sizes = {"train": 24, "validation": 11}
-    assert budget.plan_seconds(plan, SPACE3, sizes, 1, calibration["slowdown"]) <= 15000 - 410 < budget.plan_seconds(before, SPACE3, sizes, 1, calibration["slowdown"])
+    assert (
+        budget.plan_seconds(plan, SPACE3, sizes, 1, calibration["slowdown"])
+        <= 15000 - 410
+        < budget.plan_seconds(before, SPACE3, sizes, 1, calibration["slowdown"])
+    )
     assert plan["cut"] == ["after measuring the first runs: candidates big not searched"]
     assert record["skipped"][0]["replanned"] and "took 78.41x the prior estimate" in record["skipped"][0]["why"]
     # The search ran under the new plan only: its first run was started again with the new flags.
@@ -320,11 +409,22 @@ def test_without_a_search_the_final_seeds_first_epochs_cut_the_plan(tiny_build, 
     monkeypatch.setattr(protocol, "now", clock)
     monkeypatch.setattr(protocol, "run_jobs", _fake_trainer({}, 5.0, started, epoch_seconds=20.0, clock=clock))
     options = {**FAKE, "epoch_tiers": (4, 1), "fold_tiers": (3,), "seed_tiers": (2, 1), "parallel": 1}
-    done = benchmark.run_subset(benchmark.Target("breastmnist", dataset=str(tiny_build)), 100, tmp_path / "b", **options)
+    done = benchmark.run_subset(
+        benchmark.Target("breastmnist", dataset=str(tiny_build)), 100, tmp_path / "b", **options
+    )
     record = done.record
     assert record["calibration"]["plan_before"] == {"epochs": 4, "folds": 0, "candidates": ["plain"], "seeds": [100]}
     assert [m["run"] for m in record["calibration"]["measured"]] == ["final/seed100"]
     assert record["calibration"]["slowdown"] == pytest.approx((10 + 4 * 20) / (20 + 4 * 20 / 150))
-    assert record["plan"]["epochs"] == 1 and "after measuring the first runs: 1 epochs per run instead of 4" in record["plan"]["cut"]
-    assert [Path(s).relative_to(tmp_path / "b").as_posix() for s in started] == ["final/seed100", "final/seed100", "evaluation/seed100"]
-    assert "--num_train_epochs 1 " in json.loads((tmp_path / "b/final/seed100/results.json").read_text())["command"] + " "
+    assert (
+        record["plan"]["epochs"] == 1
+        and "after measuring the first runs: 1 epochs per run instead of 4" in record["plan"]["cut"]
+    )
+    assert [Path(s).relative_to(tmp_path / "b").as_posix() for s in started] == [
+        "final/seed100",
+        "final/seed100",
+        "evaluation/seed100",
+    ]
+    assert (
+        "--num_train_epochs 1 " in json.loads((tmp_path / "b/final/seed100/results.json").read_text())["command"] + " "
+    )

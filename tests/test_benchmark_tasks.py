@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from medimeta_fixtures import make_medimeta_folder
 from PIL import Image
 
 from hfmed import benchmark, cli, loaders
@@ -20,7 +21,6 @@ from hfmed.benchmark import protocol, space
 from hfmed.training.folds import Fold, cv_assignment
 from hfmed.writer import build_config
 from loading_scripts.medmnist import MedMNIST
-from medimeta_fixtures import make_medimeta_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -86,7 +86,9 @@ def check_protocol(done, out: Path, task_type: str, candidates: list[str], label
             r = json.loads((out / "search" / name / f"fold{fold}" / "results.json").read_text())
             assert r["test"] is None and r["cross_validation"]["fold"] == fold
     opened = [json.loads(line) for line in (out / "splits.jsonl").read_text().splitlines()]
-    test_runs = sorted(Path(line["run"]).relative_to(out.resolve()).as_posix() for line in opened if line.get("split") == "test")
+    test_runs = sorted(
+        Path(line["run"]).relative_to(out.resolve()).as_posix() for line in opened if line.get("split") == "test"
+    )
     assert test_runs == ["evaluation/seed100"] and record["test_openings"][0]["run"].endswith("evaluation/seed100")
     assert record["calibration"]["measured"][0]["run"] == f"search/{candidates[0]}/fold0"  # progress.json of a real run
     with np.load(out / "predictions.npz") as npz:
@@ -95,15 +97,20 @@ def check_protocol(done, out: Path, task_type: str, candidates: list[str], label
     return results
 
 
-@pytest.mark.parametrize("flag,task_type,labels", [
-    ("chestmnist", "multi-label", 14),
-    ("retinamnist", "ordinal", 5),
-    ("pathmnist", "multi-class", 9),
-])
+@pytest.mark.parametrize(
+    "flag,task_type,labels",
+    [
+        ("chestmnist", "multi-label", 14),
+        ("retinamnist", "ordinal", 5),
+        ("pathmnist", "multi-class", 9),
+    ],
+)
 def test_medmnist_2d_task_types_end_to_end(isolated, small_npz, flag, task_type, labels):
     data = medmnist_build(small_npz, isolated, flag, {"train": 24, "val": 12, "test": 10})
     out = isolated / "bench"
-    done = benchmark.run_subset(benchmark.Target(flag, dataset=str(data)), 1e6, out, space=TINY_2D, extra_flags=QUICK_2D, **OPTIONS)
+    done = benchmark.run_subset(
+        benchmark.Target(flag, dataset=str(data)), 1e6, out, space=TINY_2D, extra_flags=QUICK_2D, **OPTIONS
+    )
     check_protocol(done, out, task_type, ["plain", "wd"], labels)
     assert done.record["cv_groups"] is None  # MedMNIST names no patient
 
@@ -125,16 +132,28 @@ def test_a_3d_subset_searches_the_3d_space(isolated, small_npz):
     data = medmnist_build(small_npz, isolated, "organmnist3d", {"train": 16, "val": 8, "test": 6})
     out = isolated / "bench"
     two = space.SPACE_3D[:2]
-    done = benchmark.run_subset(benchmark.Target("organmnist3d", dataset=str(data)), 1e6, out, space=two, extra_flags=QUICK, **OPTIONS)
+    done = benchmark.run_subset(
+        benchmark.Target("organmnist3d", dataset=str(data)), 1e6, out, space=two, extra_flags=QUICK, **OPTIONS
+    )
     results = check_protocol(done, out, "multi-class", [c.name for c in two], 11)
     member = json.loads((out / "final/seed100/results.json").read_text())
     assert member["model"] == "scratch:resnet3d-small" and results["image_size"] == 28
     # Without a space given, a 3D config gets the 3D one (and a 2D config the 2D one).
     assert space.for_data(True) == space.SPACE_3D and space.for_data(False) == space.SPACE
     assert all(c.flags[1] in ("resnet3d", "acs", "resnet2_5d") for c in space.SPACE_3D)
-    planned = benchmark.run_subset(benchmark.Target("organmnist3d", dataset=str(data)), 1, isolated / "default", epoch_tiers=(1,),
-                                   fold_tiers=(2,), seed_tiers=(1,), parallel=1, extra_flags=QUICK)
-    assert planned.record["plan"]["candidates"] == [space.SPACE_3D[0].name]  # the budget leaves one: the first 3D candidate
+    planned = benchmark.run_subset(
+        benchmark.Target("organmnist3d", dataset=str(data)),
+        1,
+        isolated / "default",
+        epoch_tiers=(1,),
+        fold_tiers=(2,),
+        seed_tiers=(1,),
+        parallel=1,
+        extra_flags=QUICK,
+    )
+    assert planned.record["plan"]["candidates"] == [
+        space.SPACE_3D[0].name
+    ]  # the budget leaves one: the first 3D candidate
 
 
 def _image_patients(data: Path) -> dict[bytes, str]:

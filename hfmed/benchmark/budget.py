@@ -9,8 +9,8 @@ runs of this benchmark actually take: the first round's runs report their epochs
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Iterable
 
 from hfmed.benchmark.space import Candidate
 
@@ -46,14 +46,18 @@ def wave_seconds(durations: Iterable[float], slots: int) -> float:
     return max(max(durations), sum(durations) / max(slots, 1))
 
 
-def search_seconds(candidates: list[Candidate], folds: int, pooled: int, epochs: int, slots: int, slowdown: float = 1.0) -> float:
+def search_seconds(
+    candidates: list[Candidate], folds: int, pooled: int, epochs: int, slots: int, slowdown: float = 1.0
+) -> float:
     if folds == 0:
         return 0.0
     per_fold = [run_seconds(c, math.ceil(pooled * (folds - 1) / folds), epochs, slowdown) for c in candidates]
     return folds * wave_seconds(per_fold, slots)
 
 
-def final_seconds(candidate: Candidate, seeds: int, train: int, epochs: int, slots: int, slowdown: float = 1.0) -> float:
+def final_seconds(
+    candidate: Candidate, seeds: int, train: int, epochs: int, slots: int, slowdown: float = 1.0
+) -> float:
     return wave_seconds([run_seconds(candidate, train, epochs, slowdown)] * seeds, slots) + EVALUATION_SECONDS
 
 
@@ -87,7 +91,9 @@ def make_plan(
         chosen = list(space[:n])
         # The final model's recipe is not known yet: reserve time for the dearest candidate.
         dearest = max(chosen, key=lambda c: c.cost)
-        estimate = search_seconds(chosen, folds, pooled, epochs, slots, slowdown) + final_seconds(dearest, n_seeds, train, epochs, slots, slowdown)
+        estimate = search_seconds(chosen, folds, pooled, epochs, slots, slowdown) + final_seconds(
+            dearest, n_seeds, train, epochs, slots, slowdown
+        )
         if estimate <= budget_seconds or (epochs, folds, n, n_seeds) == ladder[-1]:
             break
     plan = Plan(epochs, folds, [c.name for c in chosen], list(seeds[:n_seeds]), estimate)
@@ -102,17 +108,22 @@ def make_plan(
     if epochs < epoch_tiers[0]:
         plan.cut.append(f"{epochs} epochs per run instead of {epoch_tiers[0]}")
     if estimate > budget_seconds:
-        plan.cut.append(f"over budget: even the smallest protocol is estimated at {estimate:.0f} s against {budget_seconds:.0f} s")
+        plan.cut.append(
+            f"over budget: even the smallest protocol is estimated at {estimate:.0f} s against {budget_seconds:.0f} s"
+        )
     return plan
 
 
-def plan_seconds(plan: dict, space: tuple[Candidate, ...], sizes: dict[str, int], slots: int, slowdown: float = 1.0) -> float:
+def plan_seconds(
+    plan: dict, space: tuple[Candidate, ...], sizes: dict[str, int], slots: int, slowdown: float = 1.0
+) -> float:
     """What ``plan`` (a Plan's dict) takes from its start, its runs ``slowdown`` times the prior estimate."""
     chosen = [c for c in space if c.name in plan["candidates"]]
     dearest = max(chosen, key=lambda c: c.cost)
     pooled, train = sizes["train"] + sizes["validation"], sizes["train"]
-    return (search_seconds(chosen, plan["folds"], pooled, plan["epochs"], slots, slowdown)
-            + final_seconds(dearest, len(plan["seeds"]), train, plan["epochs"], slots, slowdown))
+    return search_seconds(chosen, plan["folds"], pooled, plan["epochs"], slots, slowdown) + final_seconds(
+        dearest, len(plan["seeds"]), train, plan["epochs"], slots, slowdown
+    )
 
 
 def replan(
@@ -136,9 +147,23 @@ def replan(
     epochs = tuple(e for e in epoch_tiers if e < plan["epochs"])
     folds = tuple(f for f in fold_tiers if 0 < f < plan["folds"])
     n_seeds = tuple(s for s in seed_tiers if s < len(plan["seeds"]))
-    new = make_plan(remaining_seconds, chosen, sizes, slots, (plan["epochs"], *epochs), ((plan["folds"], *folds) if plan["folds"] else ()),
-                    seeds, (len(plan["seeds"]), *n_seeds), slowdown)
-    if (new.epochs, new.folds, new.candidates, new.seeds) == (plan["epochs"], plan["folds"], plan["candidates"], plan["seeds"]):
+    new = make_plan(
+        remaining_seconds,
+        chosen,
+        sizes,
+        slots,
+        (plan["epochs"], *epochs),
+        ((plan["folds"], *folds) if plan["folds"] else ()),
+        seeds,
+        (len(plan["seeds"]), *n_seeds),
+        slowdown,
+    )
+    if (new.epochs, new.folds, new.candidates, new.seeds) == (
+        plan["epochs"],
+        plan["folds"],
+        plan["candidates"],
+        plan["seeds"],
+    ):
         return None
     return new
 

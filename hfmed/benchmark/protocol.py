@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from hfmed.benchmark import budget, final, selection, space as space_mod
+from hfmed.benchmark import budget, final, selection
+from hfmed.benchmark import space as space_mod
 from hfmed.benchmark.scheduler import Job, run_jobs, slots, train_script
 from hfmed.benchmark.space import Candidate
 from hfmed.errors import UserError
@@ -80,18 +81,42 @@ def run_subset(
     record["slots"] = [{"threads": s.threads, "gpu": s.gpu} for s in pool]
     space = space or space_mod.for_data(info.volumetric)  # 3D networks for a 3D config
     if record.get("plan") is None:
-        record["plan"] = budget.make_plan(budget_seconds, space, dict(info.splits), len(pool), epoch_tiers, fold_tiers,
-                                          space_mod.FINAL_SEEDS, seed_tiers).as_dict()
+        record["plan"] = budget.make_plan(
+            budget_seconds,
+            space,
+            dict(info.splits),
+            len(pool),
+            epoch_tiers,
+            fold_tiers,
+            space_mod.FINAL_SEEDS,
+            seed_tiers,
+        ).as_dict()
     _save(out, record, clock)
 
     def replan(slowdown: float) -> budget.Plan | None:
-        return budget.replan(record["plan"], space, dict(info.splits), len(pool), epoch_tiers, fold_tiers, space_mod.FINAL_SEEDS,
-                             seed_tiers, clock.remaining(), slowdown)
+        return budget.replan(
+            record["plan"],
+            space,
+            dict(info.splits),
+            len(pool),
+            epoch_tiers,
+            fold_tiers,
+            space_mod.FINAL_SEEDS,
+            seed_tiers,
+            clock.remaining(),
+            slowdown,
+        )
 
     members = None
     while members is None:  # a second pass only when the first runs' speed cut the plan
-        common = [*space_mod.COMMON_FLAGS, *target.flags(), *space_mod.schedule_flags(record["plan"]["epochs"]), *extra_flags,
-                  "--split_log", str((out / SPLIT_LOG).resolve())]
+        common = [
+            *space_mod.COMMON_FLAGS,
+            *target.flags(),
+            *space_mod.schedule_flags(record["plan"]["epochs"]),
+            *extra_flags,
+            "--split_log",
+            str((out / SPLIT_LOG).resolve()),
+        ]
         chosen = [space_mod.by_name(space, name) for name in record["plan"]["candidates"]]
         winner = _search(out, record, clock, chosen, common, pool, info, replan)
         if winner is not None:
@@ -130,14 +155,28 @@ def _load_record(out: Path, target: Target, budget_seconds: float) -> dict[str, 
     if path.is_file():
         record = json.loads(path.read_text())
         if record.get("target") != target.__dict__:
-            raise UserError(f"{out} holds a benchmark of {record.get('target')}, not {target.__dict__}; choose another --out or the same data")
+            raise UserError(
+                f"{out} holds a benchmark of {record.get('target')}, not {target.__dict__}; choose another --out or the same data"
+            )
         record["budget_seconds"] = budget_seconds  # a rerun may extend the budget; the plan stays as it was
         return record
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--out {out} exists and holds no {RECORD_FILE}; give a new folder, or the folder of a benchmark to resume")
+        raise UserError(
+            f"--out {out} exists and holds no {RECORD_FILE}; give a new folder, or the folder of a benchmark to resume"
+        )
     out.mkdir(parents=True, exist_ok=True)
-    return {"target": target.__dict__, "budget_seconds": budget_seconds, "spent_seconds": 0.0, "plan": None,
-            "rounds": [], "dropped": {}, "skipped": [], "selection": None, "final": None, "complete": False}
+    return {
+        "target": target.__dict__,
+        "budget_seconds": budget_seconds,
+        "spent_seconds": 0.0,
+        "plan": None,
+        "rounds": [],
+        "dropped": {},
+        "skipped": [],
+        "selection": None,
+        "final": None,
+        "complete": False,
+    }
 
 
 def _save(out: Path, record: dict[str, Any], clock: _Clock) -> None:
@@ -149,15 +188,16 @@ def _save(out: Path, record: dict[str, Any], clock: _Clock) -> None:
 
 def _prepare_data(target: Target):
     """Build the config once here (not in parallel runs racing each other); its TaskInfo."""
-    from hfmed import loaders
-    from hfmed import registry
+    from hfmed import loaders, registry
 
     location = Path(target.dataset or target.collection)
     config = _config(target)
     folder = location / config
     if not (folder.is_dir() and any(folder.glob("*.parquet"))):
         if not target.source:
-            raise UserError(f"{location} has no {config} build; build it with `hfmed build {target.collection} {config} --out {location}` or pass --source")
+            raise UserError(
+                f"{location} has no {config} build; build it with `hfmed build {target.collection} {config} --out {location}` or pass --source"
+            )
         from hfmed.writer import build_config
 
         build_config(registry.get(target.collection).create(config, target.source), location, progress=False)
@@ -199,18 +239,51 @@ def _search(out, record, clock, chosen, common, pool, info, replan) -> Candidate
         batch = list(range(fold, min(plan["folds"], fold + max(1, len(pool) // len(alive)))))
         slow = budget.slowdown(observed)
         grouped = ["--cv_groups", record["cv_groups"]] if record.get("cv_groups") else []
-        runs = [(c, Job(out / "search" / c.name / f"fold{f}",
-                        [*common, *c.flags, "--cv_folds", str(plan["folds"]), "--cv_fold", str(f), "--seed", str(f), *grouped],
-                        budget.run_seconds(c, train_images, plan["epochs"]))) for f in batch for c in alive]
+        runs = [
+            (
+                c,
+                Job(
+                    out / "search" / c.name / f"fold{f}",
+                    [
+                        *common,
+                        *c.flags,
+                        "--cv_folds",
+                        str(plan["folds"]),
+                        "--cv_fold",
+                        str(f),
+                        "--seed",
+                        str(f),
+                        *grouped,
+                    ],
+                    budget.run_seconds(c, train_images, plan["epochs"]),
+                ),
+            )
+            for f in batch
+            for c in alive
+        ]
         jobs, costs = [j for _, j in runs], {j.out: c.cost for c, j in runs}
-        reserve = budget.final_seconds(dearest, len(plan["seeds"]), info.splits["train"], plan["epochs"], len(pool), slow)
+        reserve = budget.final_seconds(
+            dearest, len(plan["seeds"]), info.splits["train"], plan["epochs"], len(pool), slow
+        )
         needed = budget.wave_seconds([j.estimate * slow for j in jobs if not j.done], len(pool))
         if needed and needed + reserve > clock.remaining():
-            _skip(record, fold, plan["folds"], alive, f"estimated {needed:.0f} s for the round and {reserve:.0f} s for the final model, {clock.remaining():.0f} s left")
+            _skip(
+                record,
+                fold,
+                plan["folds"],
+                alive,
+                f"estimated {needed:.0f} s for the round and {reserve:.0f} s for the final model, {clock.remaining():.0f} s left",
+            )
             break
         calibrating = record.get("calibration") is None
-        status = run_jobs(jobs, pool, deadline=clock.deadline(reserve),
-                          watch=(lambda: record.get("calibration") is None and _calibrate(out, record, jobs, costs, replan)) if calibrating else None)
+        status = run_jobs(
+            jobs,
+            pool,
+            deadline=clock.deadline(reserve),
+            watch=(lambda: record.get("calibration") is None and _calibrate(out, record, jobs, costs, replan))
+            if calibrating
+            else None,
+        )
         if calibrating and record.get("calibration") is None:
             _calibrate(out, record, jobs, costs, replan)  # runs that ended between two polls
         if calibrating and record.get("calibration", {}).get("replanned"):
@@ -221,7 +294,8 @@ def _search(out, record, clock, chosen, common, pool, info, replan) -> Candidate
         observed += [(j.estimate, _read(j.out)["wall_time_seconds"]) for j in jobs if status[j.out] in ("done", "kept")]
         record["slowdown"] = budget.slowdown(observed)  # actual over estimated time, for the final runs' estimate
         record["rounds"] = [r for r in record["rounds"] if r["folds"] != batch] + [
-            {"folds": batch, "runs": {f"{j.out.parent.name}/{j.out.name}": status[j.out] for j in jobs}}]
+            {"folds": batch, "runs": {f"{j.out.parent.name}/{j.out.name}": status[j.out] for j in jobs}}
+        ]
         fold = batch[-1] + 1
         _collect(out, scores, alive, fold)
         if any(s == "stopped" for s in status.values()):
@@ -256,24 +330,42 @@ def _calibrate(out: Path, record: dict[str, Any], jobs: list[Job], costs: dict[P
             startup = progress.get("train_started", 0.0)
             per_epoch = (progress["seconds"] - startup) / progress["epoch"]
             cost = space_mod.Candidate("", (), costs[job.out])
-            samples.append({"run": str(job.out.relative_to(out)), "epochs_done": progress["epoch"], "startup_seconds": startup,
-                            "seconds_per_epoch": per_epoch, "rows": progress["rows"], "projected_seconds": startup + per_epoch * epochs,
-                            "estimated_seconds": budget.run_seconds(cost, progress["rows"], epochs)})
+            samples.append(
+                {
+                    "run": str(job.out.relative_to(out)),
+                    "epochs_done": progress["epoch"],
+                    "startup_seconds": startup,
+                    "seconds_per_epoch": per_epoch,
+                    "rows": progress["rows"],
+                    "projected_seconds": startup + per_epoch * epochs,
+                    "estimated_seconds": budget.run_seconds(cost, progress["rows"], epochs),
+                }
+            )
     if not samples:
         return False
     slowdown = sum(s["projected_seconds"] for s in samples) / sum(s["estimated_seconds"] for s in samples)
     before = {k: record["plan"][k] for k in ("epochs", "folds", "candidates", "seeds")}
     new = replan(slowdown)
     record["slowdown"] = slowdown
-    record["calibration"] = {"measured": samples, "slowdown": slowdown, "plan_before": before, "replanned": new is not None}
+    record["calibration"] = {
+        "measured": samples,
+        "slowdown": slowdown,
+        "plan_before": before,
+        "replanned": new is not None,
+    }
     if new is not None:
-        why = (f"the first runs took {slowdown:.2f}x the prior estimate, so the plan ({before['epochs']} epochs, "
-               f"{before['folds']} folds, {len(before['candidates'])} candidates, {len(before['seeds'])} seeds) no longer fitted the "
-               f"time left; cut: {'; '.join(new.cut)}")
+        why = (
+            f"the first runs took {slowdown:.2f}x the prior estimate, so the plan ({before['epochs']} epochs, "
+            f"{before['folds']} folds, {len(before['candidates'])} candidates, {len(before['seeds'])} seeds) no longer fitted the "
+            f"time left; cut: {'; '.join(new.cut)}"
+        )
         record["calibration"]["why"] = why
         record["skipped"].append({"replanned": True, "why": why})
-        record["plan"] = {**new.as_dict(), "cut": record["plan"]["cut"] + [f"after measuring the first runs: {c}" for c in new.cut
-                                                                           if c not in record["plan"]["cut"]]}
+        record["plan"] = {
+            **new.as_dict(),
+            "cut": record["plan"]["cut"]
+            + [f"after measuring the first runs: {c}" for c in new.cut if c not in record["plan"]["cut"]],
+        }
     return new is not None
 
 
@@ -284,7 +376,9 @@ def _discard_round(record: dict[str, Any], jobs: list[Job], status: dict[Path, s
 
     def stale(args: list[str]) -> bool:
         folds = args[args.index("--cv_folds") + 1] if "--cv_folds" in args else None
-        return float(args[args.index("--num_train_epochs") + 1]) != record["plan"]["epochs"] or (folds is not None and int(folds) != record["plan"]["folds"])
+        return float(args[args.index("--num_train_epochs") + 1]) != record["plan"]["epochs"] or (
+            folds is not None and int(folds) != record["plan"]["folds"]
+        )
 
     changed = any(stale(j.args) for j in jobs)
     for job in jobs:
@@ -306,8 +400,11 @@ def _drop_hopeless(record: dict[str, Any], scores: dict[str, dict[int, float]], 
     names = [c.name for c in alive]
     folds = selection.shared_folds(scores, names)
     for name in selection.hopeless(scores, names):
-        record["dropped"][name] = {"after_folds": folds, "mean_auc": selection.mean_on(scores[name], folds),
-                                   "leader_mean_auc": selection.ranking(scores, names)[0][1]}
+        record["dropped"][name] = {
+            "after_folds": folds,
+            "mean_auc": selection.mean_on(scores[name], folds),
+            "leader_mean_auc": selection.ranking(scores, names)[0][1],
+        }
 
 
 def _skip(record, fold, folds, alive, why) -> None:
@@ -319,7 +416,9 @@ def _skip(record, fold, folds, alive, why) -> None:
 def _check(status: dict[Path, str]) -> None:
     failed = [p for p, s in status.items() if s == "failed"]
     if failed:
-        raise UserError(f"training run {failed[0]} failed; see {failed[0].with_suffix('.log')}, fix the cause, then rerun the same command to resume")
+        raise UserError(
+            f"training run {failed[0]} failed; see {failed[0].with_suffix('.log')}, fix the cause, then rerun the same command to resume"
+        )
 
 
 def _read(run: Path) -> dict[str, Any]:
@@ -332,7 +431,9 @@ def _fold_auc(run: Path) -> float:
     with np.load(run / "predictions.npz") as npz:
         touched = [name for name in npz.files if not name.startswith("validation_")]
     if results.get("test") is not None or touched or not results.get("cross_validation"):
-        raise RuntimeError(f"{run} is a search run but holds test results ({touched or 'test'}); the protocol forbids it")
+        raise RuntimeError(
+            f"{run} is a search run but holds test results ({touched or 'test'}); the protocol forbids it"
+        )
     return float(results["validation"]["auc"])
 
 
@@ -349,7 +450,9 @@ def _select(out, record, clock, chosen, alive, scores) -> Candidate:
         ranked, winner = [], names[0]
         why = "no fold finished (no search in the plan, or no time for one): the first candidate of the space"
     record["selection"] = {
-        "winner": winner, "why": why, "folds_compared": selection.shared_folds(scores, compared) if compared else [],
+        "winner": winner,
+        "why": why,
+        "folds_compared": selection.shared_folds(scores, compared) if compared else [],
         "ranking": [{"candidate": n, "mean_fold_auc": m} for n, m in ranked],
         "fold_auc": {n: {str(f): a for f, a in s.items()} for n, s in scores.items()},
         "decided_after_seconds": clock.spent(),
@@ -366,21 +469,40 @@ def _final_runs(out, record, clock, winner, common, pool, info, replan) -> list[
     seeds = list(record["plan"]["seeds"])
     started = clock.spent()
     estimate = budget.run_seconds(winner, info.splits["train"], record["plan"]["epochs"], record.get("slowdown", 1.0))
-    jobs = [Job(out / "final" / f"seed{s}", [*common, *winner.flags, "--seed", str(s), "--eval_test", "false"], estimate) for s in seeds]
+    jobs = [
+        Job(out / "final" / f"seed{s}", [*common, *winner.flags, "--seed", str(s), "--eval_test", "false"], estimate)
+        for s in seeds
+    ]
     done = [j for j in jobs if j.done]
-    while len(jobs) > 1 and len(jobs) > len(done) and budget.wave_seconds([j.estimate for j in jobs if not j.done], len(pool)) > clock.remaining():
+    while (
+        len(jobs) > 1
+        and len(jobs) > len(done)
+        and budget.wave_seconds([j.estimate for j in jobs if not j.done], len(pool)) > clock.remaining()
+    ):
         dropped = jobs.pop()
-        record["skipped"].append({"final_seed": int(dropped.out.name[4:]), "why": f"{clock.remaining():.0f} s of budget left"})
+        record["skipped"].append(
+            {"final_seed": int(dropped.out.name[4:]), "why": f"{clock.remaining():.0f} s of budget left"}
+        )
     calibrating, costs = record.get("calibration") is None, {j.out: winner.cost for j in jobs}
-    status = run_jobs(jobs, pool, watch=(lambda: record.get("calibration") is None and _calibrate(out, record, jobs, costs, replan))
-                      if calibrating else None)
+    status = run_jobs(
+        jobs,
+        pool,
+        watch=(lambda: record.get("calibration") is None and _calibrate(out, record, jobs, costs, replan))
+        if calibrating
+        else None,
+    )
     if calibrating and (record.get("calibration") or {}).get("replanned"):
         _discard_round(record, jobs, status)
         _save(out, record, clock)
         return None
     _check(status)
-    record["final"] = {"winner": winner.name, "flags": list(winner.flags), "seeds": [int(j.out.name[4:]) for j in jobs],
-                       "members": [str(j.out.relative_to(out)) for j in jobs], "started_after_seconds": started}
+    record["final"] = {
+        "winner": winner.name,
+        "flags": list(winner.flags),
+        "seeds": [int(j.out.name[4:]) for j in jobs],
+        "members": [str(j.out.relative_to(out)) for j in jobs],
+        "started_after_seconds": started,
+    }
     _save(out, record, clock)
     for job in jobs:
         _untested(job.out)
@@ -390,8 +512,13 @@ def _final_runs(out, record, clock, winner, common, pool, info, replan) -> list[
 def _evaluation_runs(out, record, clock, winner, common, pool, members: list[Path]) -> list[Path]:
     """The one step that opens test: each final seed's saved model (its checkpoint chosen on
     validation) scored on validation and test, as ``--model <seed> --do_train false``."""
-    jobs = [Job(out / "evaluation" / member.name, [*common, *winner.flags, "--model", str(member.resolve()), "--do_train", "false"])
-            for member in members]
+    jobs = [
+        Job(
+            out / "evaluation" / member.name,
+            [*common, *winner.flags, "--model", str(member.resolve()), "--do_train", "false"],
+        )
+        for member in members
+    ]
     status = run_jobs(jobs, pool)
     _check(status)
     record["evaluation"] = {"runs": [str(j.out.relative_to(out)) for j in jobs], "started_after_seconds": clock.spent()}
@@ -402,17 +529,25 @@ def _evaluation_runs(out, record, clock, winner, common, pool, members: list[Pat
 def check_test_openings(log: Path, evaluations: list[Path]) -> list[dict[str, Any]]:
     """Every opening of test in the benchmark's split log, checked: by an evaluation run only,
     after the selection was recorded, and by every evaluation run. Returns the openings."""
-    lines = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()] if log.is_file() else []
+    lines = (
+        [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if log.is_file()
+        else []
+    )
     selected = next((i for i, line in enumerate(lines) if line.get("step") == "selection"), None)
     allowed = {str(p.resolve()) for p in evaluations}
     openings = [(i, line) for i, line in enumerate(lines) if line.get("split") == "test"]
     for i, line in openings:
         if line["run"] not in allowed or selected is None or i < selected:
-            raise RuntimeError(f"{line['run']} opened the test split {'before the selection' if line['run'] in allowed else 'outside the final evaluation'}; "
-                               f"the protocol forbids it ({log})")
+            raise RuntimeError(
+                f"{line['run']} opened the test split {'before the selection' if line['run'] in allowed else 'outside the final evaluation'}; "
+                f"the protocol forbids it ({log})"
+            )
     missing = allowed - {line["run"] for _, line in openings}
     if missing:
-        raise RuntimeError(f"the evaluation run(s) {', '.join(sorted(missing))} left no record of reading test in {log}")
+        raise RuntimeError(
+            f"the evaluation run(s) {', '.join(sorted(missing))} left no record of reading test in {log}"
+        )
     return [line for _, line in openings]
 
 
@@ -421,4 +556,6 @@ def _untested(run: Path) -> None:
     with np.load(run / "predictions.npz") as npz:
         touched = [name for name in npz.files if not name.startswith("validation_")]
     if _read(run).get("test") is not None or touched:
-        raise RuntimeError(f"{run} is a final seed's training run but holds test results ({touched or 'test'}); the protocol forbids it")
+        raise RuntimeError(
+            f"{run} is a final seed's training run but holds test results ({touched or 'test'}); the protocol forbids it"
+        )

@@ -11,9 +11,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from hfmed.errors import UserError
 
@@ -27,7 +27,9 @@ def train_script(cwd: Path | None = None) -> Path:
     for folder in (CHECKOUT, Path(cwd or Path.cwd()).resolve()):
         if (folder / "train_hf.py").is_file():
             return folder / "train_hf.py"
-    raise UserError("hfmed benchmark runs train_hf.py from the hfmed source checkout, and none was found; run it from the checkout's folder")
+    raise UserError(
+        "hfmed benchmark runs train_hf.py from the hfmed source checkout, and none was found; run it from the checkout's folder"
+    )
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,13 @@ def _launch(job: Job, slot: Slot) -> subprocess.Popen:
         return subprocess.Popen(command, cwd=script.parent, stdout=handle, stderr=subprocess.STDOUT, env=env)
 
 
-def run_jobs(jobs: list[Job], pool: list[Slot], deadline: float | None = None, poll: float = 0.5,
-             watch: Callable[[], bool] | None = None) -> dict[Path, str]:
+def run_jobs(
+    jobs: list[Job],
+    pool: list[Slot],
+    deadline: float | None = None,
+    poll: float = 0.5,
+    watch: Callable[[], bool] | None = None,
+) -> dict[Path, str]:
     """Run the jobs that have no results.json yet; returns each job's status:
     ``kept`` (done before), ``done``, ``failed``, ``stopped`` (the deadline, a ``time.monotonic()``
     value, passed while it ran, or before it could start) or ``cancelled`` (``watch``, called at

@@ -29,7 +29,11 @@ SPACE: tuple[Candidate, ...] = (
     # The published protocol itself, so the search can never do worse than choosing it.
     Candidate("published", ("--arch", "resnet", "--arch_size", "small")),
     # Larger subsets (Path, Derma, OCT) have room for augmentation that BreastMNIST's 546 images did not reward.
-    Candidate("wd_ls_flip_crop", ("--arch", "resnet", "--arch_size", "small", *REGULARISED, "--augment", "flip_crop"), cost=1.05),
+    Candidate(
+        "wd_ls_flip_crop",
+        ("--arch", "resnet", "--arch_size", "small", *REGULARISED, "--augment", "flip_crop"),
+        cost=1.05,
+    ),
     # ResNet-18 widths: the published rows' network; three times the cost, so last.
     Candidate("wd_ls_resnet18", ("--arch", "resnet", "--arch_size", "base", *REGULARISED), cost=2.9),
 )
@@ -43,7 +47,11 @@ SPACE: tuple[Candidate, ...] = (
 SPACE_3D: tuple[Candidate, ...] = (
     Candidate("r3d_wd_ls", ("--arch", "resnet3d", "--arch_size", "small", *REGULARISED), cost=11.0),
     Candidate("r3d_published", ("--arch", "resnet3d", "--arch_size", "small"), cost=11.0),
-    Candidate("r3d_wd_ls_flip_crop", ("--arch", "resnet3d", "--arch_size", "small", *REGULARISED, "--augment", "flip_crop"), cost=11.5),
+    Candidate(
+        "r3d_wd_ls_flip_crop",
+        ("--arch", "resnet3d", "--arch_size", "small", *REGULARISED, "--augment", "flip_crop"),
+        cost=11.5,
+    ),
     Candidate("acs_wd_ls", ("--arch", "acs", "--arch_size", "small", *REGULARISED), cost=21.0),
 )
 

@@ -62,7 +62,9 @@ def strata(labels: np.ndarray) -> np.ndarray:
     return inverse.reshape(-1)
 
 
-def grouped_assignment(labels: np.ndarray, folds: int, groups: np.ndarray | None = None, seed: int = CV_SEED) -> np.ndarray:
+def grouped_assignment(
+    labels: np.ndarray, folds: int, groups: np.ndarray | None = None, seed: int = CV_SEED
+) -> np.ndarray:
     """The fold (0..folds-1) of every sample, no group split between two folds.
 
     Groups are placed largest first (ties in a seeded random order), each into the fold where it
@@ -107,10 +109,14 @@ def read_groups(location: str, config: str, column: str) -> np.ndarray:
         source = split_source(files, split)
         if column not in source.schema.names:
             names = ", ".join(n for n in source.schema.names if n not in ("image", "volume"))
-            raise UserError(f"{config} in {location} has no {column!r} column to group folds by (--cv_groups); its columns: {names}")
+            raise UserError(
+                f"{config} in {location} has no {column!r} column to group folds by (--cv_groups); its columns: {names}"
+            )
         for unit in source.units:
             with source.location.opened(source.files[unit.file]) as parquet:
-                values.append(parquet.read_row_group(unit.group, columns=[column]).column(0).to_numpy(zero_copy_only=False))
+                values.append(
+                    parquet.read_row_group(unit.group, columns=[column]).column(0).to_numpy(zero_copy_only=False)
+                )
     return np.concatenate(values)
 
 
@@ -118,8 +124,18 @@ def read_pooled(location: str, config: str, info: TaskInfo) -> tuple[torch.Tenso
     """Every train then validation row of a local build: uint8 pixels (N, C, *S) and labels, in source order."""
     pixels, labels = [], []
     for split in POOLED:
-        loader = loaders.dataloader(location, config, split=split, batch_size=512, dtype=torch.uint8, task=info.label_column,
-                                    streaming=False, rank=0, world_size=1, progress=False)
+        loader = loaders.dataloader(
+            location,
+            config,
+            split=split,
+            batch_size=512,
+            dtype=torch.uint8,
+            task=info.label_column,
+            streaming=False,
+            rank=0,
+            world_size=1,
+            progress=False,
+        )
         for batch in loader:
             pixels.append(batch["pixel_values"].clone())
             labels.append(batch["labels"].clone())
@@ -138,19 +154,27 @@ class Fold:
     fold: int
 
     @classmethod
-    def read(cls, location: str, config: str, info: TaskInfo, folds: int, fold: int, groups: str | None = None) -> "Fold":
+    def read(
+        cls, location: str, config: str, info: TaskInfo, folds: int, fold: int, groups: str | None = None
+    ) -> Fold:
         """``groups``: a column whose value (a patient) keeps its rows in one fold; None: rows are dealt alone."""
         pixels, labels = read_pooled(location, config, info)
         if len(labels) < 2 * folds:
-            raise UserError(f"{config} in {location} has {len(labels)} train and validation rows, too few for --cv_folds {folds}; use fewer folds")
+            raise UserError(
+                f"{config} in {location} has {len(labels)} train and validation rows, too few for --cv_folds {folds}; use fewer folds"
+            )
         if groups is None:
             assignment = cv_assignment(labels.numpy(), folds)
         else:
             group_of = read_groups(location, config, groups)
             if len(group_of) != len(labels) or any(v is None for v in group_of):
-                raise UserError(f"{config} in {location}: the {groups!r} column is empty for some rows; group folds by a column every row has")
+                raise UserError(
+                    f"{config} in {location}: the {groups!r} column is empty for some rows; group folds by a column every row has"
+                )
             if len(np.unique(group_of)) < folds:
-                raise UserError(f"{config} in {location} has {len(np.unique(group_of))} distinct {groups} values, too few for --cv_folds {folds}; use fewer folds")
+                raise UserError(
+                    f"{config} in {location} has {len(np.unique(group_of))} distinct {groups} values, too few for --cv_folds {folds}; use fewer folds"
+                )
             assignment = grouped_assignment(labels.numpy(), folds, group_of)
         return cls(config, pixels, labels, assignment == fold, folds, fold)
 
@@ -162,19 +186,44 @@ class Fold:
     def sizes(self) -> dict[str, int]:
         return {split: len(self.rows(split)) for split in POOLED}
 
-    def loader(self, split: str, *, batch_size: int, transform: BatchTransform, shuffle: bool, seed: int,
-               drop_last: bool, device: torch.device | None = None) -> "FoldLoader":
+    def loader(
+        self,
+        split: str,
+        *,
+        batch_size: int,
+        transform: BatchTransform,
+        shuffle: bool,
+        seed: int,
+        drop_last: bool,
+        device: torch.device | None = None,
+    ) -> FoldLoader:
         rows = self.rows(split)
-        batches = RowBatches(self.pixels[rows], self.labels[rows], batch_size=batch_size, shuffle=shuffle, seed=seed,
-                             drop_last=drop_last, transform=None if device is not None else transform)
+        batches = RowBatches(
+            self.pixels[rows],
+            self.labels[rows],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+            transform=None if device is not None else transform,
+        )
         return FoldLoader(batches, transform if device is not None else None, device)
 
 
 class RowBatches(IterableDataset):
     """Batches of rows held in memory, each rank its share of the epoch's order (``loaders.plan``)."""
 
-    def __init__(self, pixels: torch.Tensor, labels: torch.Tensor, *, batch_size: int, shuffle: bool, seed: int,
-                 drop_last: bool, transform: BatchTransform | None):
+    def __init__(
+        self,
+        pixels: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        drop_last: bool,
+        transform: BatchTransform | None,
+    ):
         self.pixels, self.labels = pixels, labels
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
         self.transform = transform
@@ -196,7 +245,10 @@ class RowBatches(IterableDataset):
         for start in range(0, len(rows), self.batch_size):
             idx = torch.from_numpy(rows[start : start + self.batch_size])
             pixels = self.pixels[idx]
-            yield {"pixel_values": self.transform(pixels) if self.transform is not None else pixels, "labels": self.labels[idx]}
+            yield {
+                "pixel_values": self.transform(pixels) if self.transform is not None else pixels,
+                "labels": self.labels[idx],
+            }
 
 
 class FoldLoader(DataLoader):

@@ -33,8 +33,16 @@ class ProgressFile(TrainerCallback):
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"epoch": float(state.epoch), "seconds": time.perf_counter() - self.started,
-                                   "train_started": self.train_started or 0.0, "rows": self.rows}))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "epoch": float(state.epoch),
+                    "seconds": time.perf_counter() - self.started,
+                    "train_started": self.train_started or 0.0,
+                    "rows": self.rows,
+                }
+            )
+        )
         tmp.replace(self.path)
 
     def on_epoch_end(self, args, state, control, **kwargs):

@@ -39,12 +39,20 @@ def run(argv: list[str] | None = None) -> dict:
     data = training.open_data(data_args, training_args, model_args)
     info = data.info
     if model_args.ordinal_loss != "cross_entropy" and info.task != "ordinal":
-        raise UserError(f"--ordinal_loss {model_args.ordinal_loss} is for ordinal tasks; {data.config} {info.label_column} is {info.task}")
+        raise UserError(
+            f"--ordinal_loss {model_args.ordinal_loss} is for ordinal tasks; {data.config} {info.label_column} is {info.task}"
+        )
     bundle = training.build_model(model_args, recipe_args, info, data_args)
     channels_last = training.wants_channels_last(model_args, bundle.model)
     if channels_last:
         bundle.model = bundle.model.to(memory_format=torch.channels_last)
-    feed = training.Feed(bundle.image_size, bundle.channels, bundle.mean, bundle.std, augment.by_name(recipe_args.augment, len(info.image_shape)))
+    feed = training.Feed(
+        bundle.image_size,
+        bundle.channels,
+        bundle.mean,
+        bundle.std,
+        augment.by_name(recipe_args.augment, len(info.image_shape)),
+    )
     splits = {split: data.loader(split, feed, training_args) for split in data.splits}
 
     trainer = training.MedTrainer(
@@ -71,16 +79,26 @@ def run(argv: list[str] | None = None) -> dict:
             trainer.save_state()
         # predict, not evaluate: the scores are kept (predictions.npz) for `hfmed ensemble`. Under
         # cross-validation the test split is never read.
-        outputs = {split: trainer.predict(splits[split], metric_key_prefix=split) for split in data.splits if split != "train"}
+        outputs = {
+            split: trainer.predict(splits[split], metric_key_prefix=split) for split in data.splits if split != "train"
+        }
         for split, output in outputs.items():
             trainer.log_metrics(split, output.metrics)
         batches = trainer.batches_per_rank()
     finally:
         training.close_loaders(splits.values())
 
-    results = _results(argv, data, data_args, model_args, recipe_args, training_args, bundle, trainer, outputs, channels_last)
-    results.update(wall_time_seconds=time.perf_counter() - started, train_seconds=train_seconds, train_batches_per_rank=batches,
-                   train_images_per_second=(trainer.images_seen * training_args.world_size / train_seconds) if train_seconds else None)
+    results = _results(
+        argv, data, data_args, model_args, recipe_args, training_args, bundle, trainer, outputs, channels_last
+    )
+    results.update(
+        wall_time_seconds=time.perf_counter() - started,
+        train_seconds=train_seconds,
+        train_batches_per_rank=batches,
+        train_images_per_second=(trainer.images_seen * training_args.world_size / train_seconds)
+        if train_seconds
+        else None,
+    )
     out = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
         scores = {split: training.scored(info.task, o.label_ids, o.predictions) for split, o in outputs.items()}
@@ -89,7 +107,9 @@ def run(argv: list[str] | None = None) -> dict:
     return results
 
 
-def _results(argv, data, data_args, model_args, recipe_args, training_args, bundle, trainer, outputs, channels_last) -> dict:
+def _results(
+    argv, data, data_args, model_args, recipe_args, training_args, bundle, trainer, outputs, channels_last
+) -> dict:
     """The run's results.json (schema: ``hfmed.training.report.SCHEMA``), timings aside."""
     info, cv = data.info, data.cv_folds is not None
     last = "test" if "test" in outputs else "validation"
@@ -109,9 +129,19 @@ def _results(argv, data, data_args, model_args, recipe_args, training_args, bund
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "best_validation_auc": trainer.state.best_metric,
         **{split: _strip(output.metrics, split) for split, output in outputs.items()},
-        "cross_validation": {"folds": data.cv_folds, "fold": data.cv_fold, "seed": training.CV_SEED, "pooled": ["train", "validation"]} if cv else None,
-        "num_samples": {"train": data.sizes["train"], "validation": data.sizes["validation"],
-                        "test": int(len(outputs["test"].label_ids)) if "test" in outputs else None},
+        "cross_validation": {
+            "folds": data.cv_folds,
+            "fold": data.cv_fold,
+            "seed": training.CV_SEED,
+            "pooled": ["train", "validation"],
+        }
+        if cv
+        else None,
+        "num_samples": {
+            "train": data.sizes["train"],
+            "validation": data.sizes["validation"],
+            "test": int(len(outputs["test"].label_ids)) if "test" in outputs else None,
+        },
         "eval_images_per_second": outputs[last].metrics.get(f"{last}_samples_per_second"),
         "device": training.device_description(),
         "num_processes": max(1, training_args.world_size),
@@ -119,7 +149,9 @@ def _results(argv, data, data_args, model_args, recipe_args, training_args, bund
         "channels_last": channels_last,
         "torch_compile": training_args.torch_compile,
         "versions": training.versions(),
-        "command": shlex.join(["python", "train_hf.py", *training.redacted_command(sys.argv[1:] if argv is None else argv)]),
+        "command": shlex.join(
+            ["python", "train_hf.py", *training.redacted_command(sys.argv[1:] if argv is None else argv)]
+        ),
         "arguments": training.arguments_record(data_args, model_args, recipe_args, training_args),
     }
 
@@ -138,7 +170,11 @@ def _write_card(trainer, data, data_args, model_args, results: dict, out: Path) 
     trainer.create_model_card(**card)  # rank 0 only, inside
     if trainer.args.push_to_hub:
         cv = results["cross_validation"]
-        figure = f"fold {cv['fold']} of {cv['folds']}: validation AUC {_fmt(results['validation'].get('auc'))}" if cv else f"test AUC {_fmt(results['test'].get('auc'))}"
+        figure = (
+            f"fold {cv['fold']} of {cv['folds']}: validation AUC {_fmt(results['validation'].get('auc'))}"
+            if cv
+            else f"test AUC {_fmt(results['test'].get('auc'))}"
+        )
         trainer.push_to_hub(commit_message=f"{data.config}: {figure}", **card)
 
 
@@ -147,7 +183,7 @@ def _fmt(value) -> str:
 
 
 def _strip(metrics_: dict, prefix: str) -> dict:
-    return {k[len(prefix) + 1:]: v for k, v in metrics_.items() if k.startswith(prefix + "_")}
+    return {k[len(prefix) + 1 :]: v for k, v in metrics_.items() if k.startswith(prefix + "_")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,13 +76,19 @@ def measure(model, volumes, labels, batch: int, device, bf16: bool, min_seconds:
         steps += 1
     sync(device)
     elapsed = time.perf_counter() - start
-    return {"steps": steps, "seconds": round(elapsed, 3), "volumes_per_second": float(f"{steps * batch / elapsed:.4g}"), "last_loss": float(last)}
+    return {
+        "steps": steps,
+        "seconds": round(elapsed, 3),
+        "volumes_per_second": float(f"{steps * batch / elapsed:.4g}"),
+        "last_loss": float(last),
+    }
 
 
 def run(args) -> list[dict]:
+    from transformers import AutoModelForImageClassification
+
     import hfmed.models3d as models3d
     from hfmed.models3d.layers import ACSConv3d
-    from transformers import AutoModelForImageClassification
 
     device = torch.device(args.device)
     results = []
@@ -93,11 +99,26 @@ def run(args) -> list[dict]:
             ACSConv3d.mode = acs_mode or "planes"
             label = arch if acs_mode is None else f"{arch} ({acs_mode})"
             for size in args.sizes:
-                config = models3d.scratch_config(arch, size, image_size=side, channels=1, label_names=["normal", "hyperplasia"], problem_type="single_label_classification")
+                config = models3d.scratch_config(
+                    arch,
+                    size,
+                    image_size=side,
+                    channels=1,
+                    label_names=["normal", "hyperplasia"],
+                    problem_type="single_label_classification",
+                )
                 torch.manual_seed(0)
                 model = AutoModelForImageClassification.from_config(config).to(device)
-                row = {"arch": label, "size": size, "side": side, "batch": args.batch, "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
-                row.update(measure(model, volumes, labels, args.batch, device, args.bf16, args.min_seconds, args.min_steps))
+                row = {
+                    "arch": label,
+                    "size": size,
+                    "side": side,
+                    "batch": args.batch,
+                    "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+                }
+                row.update(
+                    measure(model, volumes, labels, args.batch, device, args.bf16, args.min_seconds, args.min_steps)
+                )
                 print(json.dumps(row), flush=True)
                 results.append(row)
                 del model
@@ -139,8 +160,13 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=4, help="volumes per step (the published protocol uses 32)")
     p.add_argument("--min_seconds", type=float, default=5.0, help="time each configuration at least this long")
     p.add_argument("--min_steps", type=int, default=2)
-    p.add_argument("--acs_modes", nargs="+", default=["planes"], choices=["dense", "planes"],
-                   help="ACS as three flat convolutions (planes, the default) and/or one k^3 convolution (dense)")
+    p.add_argument(
+        "--acs_modes",
+        nargs="+",
+        default=["planes"],
+        choices=["dense", "planes"],
+        help="ACS as three flat convolutions (planes, the default) and/or one k^3 convolution (dense)",
+    )
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (on a GPU)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--json", type=Path, help="write the machine and every row here")
@@ -151,7 +177,9 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     machine = {
-        "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor() or platform.machine(),
+        "device": torch.cuda.get_device_name(0)
+        if args.device.startswith("cuda")
+        else platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "bf16": args.bf16,

@@ -32,8 +32,9 @@ REAL = ROOT.parent / "shared" / "data" / "medmnist"
 
 
 def run_hfmed(source: str, config: str, out: str, unofficial: bool) -> dict:
-    import hfmed.writer as writer
     from hfmed.loading_scripts.medmnist import MedMNIST
+
+    import hfmed.writer as writer
 
     card_seconds = 0.0
     write_card = writer.cards.write_card
@@ -87,7 +88,9 @@ def run_plain(source: str, config: str, out: str, unofficial: bool) -> dict:
         images = data[f"{prefix}_images"]
         if len(images) == 0:
             continue
-        ds = Dataset.from_dict({"image": list(images), "label": data[f"{prefix}_labels"].reshape(-1)}, features=features)
+        ds = Dataset.from_dict(
+            {"image": list(images), "label": data[f"{prefix}_labels"].reshape(-1)}, features=features
+        )
         ds.to_parquet(os.path.join(out, f"{split}.parquet"))
     return {"seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - c}
 
@@ -104,7 +107,8 @@ def child(route: str, source: str, config: str, out: str, unofficial: bool) -> d
     """Run one route in a fresh process; report its time, its own peak RSS and its output bytes."""
     code = (
         "import json, sys; sys.path.insert(0, %r); import bench_convert as b; "
-        "r = b.run_%s(%r, %r, %r, %r); r['peak_rss_mb'] = b.peak_rss_mb(); print(json.dumps(r))" % (str(HERE), route.replace("-", "_"), source, config, out, unofficial)
+        "r = b.run_%s(%r, %r, %r, %r); r['peak_rss_mb'] = b.peak_rss_mb(); print(json.dumps(r))"
+        % (str(HERE), route.replace("-", "_"), source, config, out, unofficial)
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if proc.returncode:
@@ -118,8 +122,7 @@ def rss_child(source: str, config: str, out: str) -> float:
     """Peak RSS (MiB) of an hfmed build alone, measured with a process of its own."""
     code = (
         "import sys; sys.path.insert(0, %r); import bench_convert as b; "
-        "b.run_hfmed(%r, %r, %r, True); print(b.peak_rss_mb())"
-        % (str(HERE), source, config, out)
+        "b.run_hfmed(%r, %r, %r, True); print(b.peak_rss_mb())" % (str(HERE), source, config, out)
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if proc.returncode:
@@ -128,7 +131,10 @@ def rss_child(source: str, config: str, out: str) -> float:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
+    )
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, Python {platform.python_version()}"
 
@@ -152,12 +158,12 @@ def compare(name: str, source: str, config: str, work: Path, unofficial: bool, n
 
     return (
         f"| {name} | {n_images} | {n_images / p['seconds']:.0f} | "
-            f"{n_images / hp['seconds']:.0f} | {n_images / h['seconds']:.0f} | "
+        f"{n_images / hp['seconds']:.0f} | {n_images / h['seconds']:.0f} | "
         f"**{p['seconds'] / h['seconds']:.2f}x** | {hp['seconds'] / h['seconds']:.2f}x "
-            f"| {p['bytes'] / 1e6:.1f} | {h['bytes'] / p['bytes']:.3f}x | "
-            f"{h['bytes'] / hp['bytes']:.3f}x | "
+        f"| {p['bytes'] / 1e6:.1f} | {h['bytes'] / p['bytes']:.3f}x | "
+        f"{h['bytes'] / hp['bytes']:.3f}x | "
         f"{cores(p)} | {cores(hp)} | {cores(h)} | {h['card_seconds']:.2f} | "
-            f"{p['peak_rss_mb']:.0f} / {h['peak_rss_mb']:.0f} |"
+        f"{p['peak_rss_mb']:.0f} / {h['peak_rss_mb']:.0f} |"
     )
 
 
@@ -188,8 +194,8 @@ def micro(name: str, images, repeat: int = 3) -> str:
     dec_ours, dec_pil = best(lambda: decode(ours)), best(lambda: decode(theirs))
     return (
         f"| {name} | {len(images)} | {enc_pil:.2f} | {enc_ours:.2f} | "
-            f"**{enc_pil / enc_ours:.2f}x** | "
-            f"{sum(map(len, ours)) / sum(map(len, theirs)):.3f}x | "
+        f"**{enc_pil / enc_ours:.2f}x** | "
+        f"{sum(map(len, ours)) / sum(map(len, theirs)):.3f}x | "
         f"{dec_pil:.2f} | {dec_ours:.2f} | {dec_pil / dec_ours:.2f}x |"
     )
 
@@ -207,12 +213,13 @@ def main() -> None:
 
     import numpy as np
     import PIL.features
-
     import realistic
 
-    print(f"Machine: {machine()}; load average at start {os.getloadavg()[0]:.1f} (shared "
+    print(
+        f"Machine: {machine()}; load average at start {os.getloadavg()[0]:.1f} (shared "
         f"with other jobs); Pillow {PIL.__version__} with zlib-ng "
-        f"{PIL.features.version_feature('zlib_ng')}\n")
+        f"{PIL.features.version_feature('zlib_ng')}\n"
+    )
     b224 = args.work / "breastmnist_224.npz"
     if not b224.exists():
         realistic.breastmnist_224(b224)
@@ -221,19 +228,26 @@ def main() -> None:
     if not photos.exists():
         realistic.photos_224(photos, args.photos)
     if args.micro:
-        print("| input | images | Pillow encode ms | png.py encode ms | png.py faster | "
+        print(
+            "| input | images | Pillow encode ms | png.py encode ms | png.py faster | "
             "bytes png.py / Pillow | Pillow decode ms of Pillow's | of png.py's | decode "
-            "faster |")
+            "faster |"
+        )
         print("|---|---|---|---|---|---|---|---|---|")
         print(micro("breastmnist resized to 224 px L", np.load(b224)["train_images"][:300]), flush=True)
         print(micro("photo tiles, 224 px RGB", np.load(photos)["train_images"][:300]), flush=True)
         return
-    print("| input | images | plain img/s | hfmed-pillow img/s | hfmed img/s | hfmed vs "
+    print(
+        "| input | images | plain img/s | hfmed-pillow img/s | hfmed img/s | hfmed vs "
         "plain | hfmed vs hfmed-pillow | plain MB | hfmed bytes / plain | hfmed / "
         "hfmed-pillow | plain CPU s, cores | hfmed-pillow CPU s, cores | hfmed CPU s, "
-        "cores | card s | peak RSS MB plain / hfmed |")
+        "cores | card s | peak RSS MB plain / hfmed |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    print(compare("breastmnist (real, 28 px L)", str(REAL / "breastmnist.npz"), "breastmnist", args.work, False, 780), flush=True)
+    print(
+        compare("breastmnist (real, 28 px L)", str(REAL / "breastmnist.npz"), "breastmnist", args.work, False, 780),
+        flush=True,
+    )
     print(compare("breastmnist resized to 224 px L", str(b224), "breastmnist_224", args.work, True, 780), flush=True)
     print(compare("photo tiles, 224 px RGB", str(photos), "pathmnist_224", args.work, True, args.photos), flush=True)
 

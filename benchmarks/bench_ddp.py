@@ -24,11 +24,38 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def train_argv(args, out: Path) -> list[str]:
-    argv = ["--dataset", str(args.data), "--subset", "pneumoniamnist", "--size", "224", "--preset", "finetune",
-            "--arch", "vit", "--arch_size", "nano" if args.tiny else "base", "--per_device_train_batch_size", str(args.batch_size),
-            "--per_device_eval_batch_size", "256", "--max_steps", str(args.steps), "--dataloader_num_workers", str(args.workers),
-            "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false", "--disable_tqdm", "true",
-            "--output_dir", str(out)]
+    argv = [
+        "--dataset",
+        str(args.data),
+        "--subset",
+        "pneumoniamnist",
+        "--size",
+        "224",
+        "--preset",
+        "finetune",
+        "--arch",
+        "vit",
+        "--arch_size",
+        "nano" if args.tiny else "base",
+        "--per_device_train_batch_size",
+        str(args.batch_size),
+        "--per_device_eval_batch_size",
+        "256",
+        "--max_steps",
+        str(args.steps),
+        "--dataloader_num_workers",
+        str(args.workers),
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--load_best_model_at_end",
+        "false",
+        "--disable_tqdm",
+        "true",
+        "--output_dir",
+        str(out),
+    ]
     if args.tiny:
         return argv + ["--use_cpu", "true", "--ddp_backend", "gloo"]
     return argv + ["--bf16", "true"] + (["--ddp_backend", "gloo"] if args.share_gpu else [])
@@ -36,16 +63,39 @@ def train_argv(args, out: Path) -> list[str]:
 
 def launch(args, nproc: int) -> dict:
     out = args.work / f"ddp{nproc}"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "HF_HUB_OFFLINE": "1",
+    }
     if args.tiny:
         env["OMP_NUM_THREADS"] = "1"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), __file__, "--rank-main",
-               *(["--share-gpu"] if args.share_gpu else []), "--", *train_argv(args, out)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        __file__,
+        "--rank-main",
+        *(["--share-gpu"] if args.share_gpu else []),
+        "--",
+        *train_argv(args, out),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.timeout, cwd=ROOT)
     if done.returncode:
         return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1][:300]}
     results = json.loads((out / "results.json").read_text())
-    keys = ("train_images_per_second", "train_seconds", "wall_time_seconds", "train_batches_per_rank", "num_processes", "device", "precision")
+    keys = (
+        "train_images_per_second",
+        "train_seconds",
+        "wall_time_seconds",
+        "train_batches_per_rank",
+        "num_processes",
+        "device",
+        "precision",
+    )
     return {k: results[k] for k in keys}
 
 
@@ -60,7 +110,9 @@ def rank_main(share_gpu: bool, argv: list[str]) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, help="a medmnist build holding pneumoniamnist_224 (bench_loaders' or bench_train --tiny's)")
+    p.add_argument(
+        "--data", type=Path, help="a medmnist build holding pneumoniamnist_224 (bench_loaders' or bench_train --tiny's)"
+    )
     p.add_argument("--work", type=Path, default=Path("/tmp/hfmed-ddp"))
     p.add_argument("--batch-size", type=int, help="per process; default 128 (--tiny: 8)")
     p.add_argument("--steps", type=int, help="optimizer steps per run; default 60 (--tiny: 4)")
@@ -82,8 +134,12 @@ def main() -> None:
     args.work = args.work.resolve()
     runs = {f"{n}_process": launch(args, n) for n in (1, 2)}
     one, two = (runs[k].get("train_images_per_second") for k in ("1_process", "2_process"))
-    report = {"runs": runs, "scaling": (two / one) if one and two else None, "share_gpu": args.share_gpu,
-              "settings": {"batch_size": args.batch_size, "steps": args.steps, "workers": args.workers, "tiny": args.tiny}}
+    report = {
+        "runs": runs,
+        "scaling": (two / one) if one and two else None,
+        "share_gpu": args.share_gpu,
+        "settings": {"batch_size": args.batch_size, "steps": args.steps, "workers": args.workers, "tiny": args.tiny},
+    }
     print(json.dumps(report, indent=1))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))

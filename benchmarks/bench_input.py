@@ -48,10 +48,10 @@ EPOCHS = {28: 20, 224: 2}  # per timed run: enough images for a run of a few sec
 def make_data(work: Path, sizes: list[int]) -> Path:
     """medmnist/breastmnist (the real file) and medmnist/breastmnist_224 (its images upscaled)."""
     sys.path.insert(0, str(ROOT))
+    from hfmed.loading_scripts.medmnist import MedMNIST
     from PIL import Image
 
     from hfmed.writer import build_config
-    from hfmed.loading_scripts.medmnist import MedMNIST
 
     out = work / "medmnist"
     for size in sizes:
@@ -63,7 +63,9 @@ def make_data(work: Path, sizes: list[int]) -> Path:
             with np.load(REAL) as npz:
                 arrays = {k: npz[k] for k in npz.files}
             for key in [k for k in arrays if k.endswith("_images")]:
-                arrays[key] = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in arrays[key]])
+                arrays[key] = np.stack(
+                    [np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in arrays[key]]
+                )
             source = work / f"breastmnist_{size}.npz"
             np.savez_compressed(source, **arrays)
         build_config(MedMNIST(config, source, unofficial=size != 28), out, progress=False)
@@ -71,11 +73,38 @@ def make_data(work: Path, sizes: list[int]) -> Path:
 
 
 def _argv(case: dict) -> list[str]:
-    return ["--dataset", case["data"], "--subset", "breastmnist", "--size", str(case["size"]), "--arch", "vit",
-            "--image_size", str(case["size"]), "--per_device_train_batch_size", "128", "--num_train_epochs", str(case["epochs"]),
-            "--dataloader_num_workers", str(case["workers"]), "--eval_strategy", "no", "--save_strategy", "no",
-            "--load_best_model_at_end", "false", "--logging_strategy", "no", "--disable_tqdm", "true", "--use_cpu", "true",
-            "--output_dir", case["out"]]
+    return [
+        "--dataset",
+        case["data"],
+        "--subset",
+        "breastmnist",
+        "--size",
+        str(case["size"]),
+        "--arch",
+        "vit",
+        "--image_size",
+        str(case["size"]),
+        "--per_device_train_batch_size",
+        "128",
+        "--num_train_epochs",
+        str(case["epochs"]),
+        "--dataloader_num_workers",
+        str(case["workers"]),
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--load_best_model_at_end",
+        "false",
+        "--logging_strategy",
+        "no",
+        "--disable_tqdm",
+        "true",
+        "--use_cpu",
+        "true",
+        "--output_dir",
+        case["out"],
+    ]
 
 
 def _noop_model():
@@ -98,8 +127,18 @@ def run_loaders(case: dict) -> float:
     from hfmed import loaders
 
     side = case["size"]
-    loader = loaders.dataloader(case["data"], "breastmnist" if side == 28 else f"breastmnist_{side}", split="train", batch_size=128,
-                                num_workers=case["workers"], shuffle=True, streaming=False, mean=(0.5,), std=(0.5,), progress=False)
+    loader = loaders.dataloader(
+        case["data"],
+        "breastmnist" if side == 28 else f"breastmnist_{side}",
+        split="train",
+        batch_size=128,
+        num_workers=case["workers"],
+        shuffle=True,
+        streaming=False,
+        mean=(0.5,),
+        std=(0.5,),
+        progress=False,
+    )
     images, start = 0, time.perf_counter()
     for _ in range(case["epochs"]):
         for batch in loader:
@@ -114,8 +153,13 @@ def _trainer(case: dict):
     if hasattr(training, "Collator"):  # a checkout before issue 12: the per-example route
         data = training.open_data(data_args, args)
         collator = training.Collator(image_size=case["size"], channels=1, mean=(0.5,), std=(0.5,))
-        return training.MedTrainer(model=_noop_model(), args=args, train_dataset=data.splits()["train"], data_collator=collator,
-                                   train_collator=collator)
+        return training.MedTrainer(
+            model=_noop_model(),
+            args=args,
+            train_dataset=data.splits()["train"],
+            data_collator=collator,
+            train_collator=collator,
+        )
     data = training.open_data(data_args, args, model_args)
     feed = training.Feed(case["size"], 1, (0.5,), (0.5,))
     return training.MedTrainer(model=_noop_model(), args=args, train_dataset=data.loader("train", feed, args))
@@ -157,8 +201,14 @@ RUNNERS = {"loaders": run_loaders, "input": run_input, "train": run_train}
 def spawn(case: dict, before: str | None) -> float:
     """One case in a fresh interpreter, importing hfmed from ``before`` when given."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(p for p in (before, str(ROOT)) if p)}
-    done = subprocess.run([sys.executable, __file__, "--run-case", json.dumps(case)], capture_output=True, text=True, env=env, timeout=900,
-                          cwd=before or ROOT)
+    done = subprocess.run(
+        [sys.executable, __file__, "--run-case", json.dumps(case)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        cwd=before or ROOT,
+    )
     lines = done.stdout.strip().splitlines()
     if done.returncode or not lines or not lines[-1].startswith("RATE "):
         raise RuntimeError(f"{case['kind']} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
@@ -166,7 +216,15 @@ def spawn(case: dict, before: str | None) -> float:
 
 
 def markdown(rows: list[dict], before: bool) -> str:
-    head = ["size", "workers", "loaders alone", "Trainer input, after", "after / loaders", "no-op train(), after", "/ loaders"]
+    head = [
+        "size",
+        "workers",
+        "loaders alone",
+        "Trainer input, after",
+        "after / loaders",
+        "no-op train(), after",
+        "/ loaders",
+    ]
     if before:
         head += ["Trainer input, before", "before / loaders", "no-op train(), before", "/ loaders"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -206,15 +264,28 @@ def main() -> None:
             for _ in range(args.repeats):
                 for kind in kinds:
                     before = kind.endswith("_before")
-                    case = {"kind": kind.removesuffix("_before"), "data": str(data), "size": size, "workers": workers,
-                            "epochs": 2 if args.tiny else EPOCHS[size], "out": str(work / "runs" / kind)}
+                    case = {
+                        "kind": kind.removesuffix("_before"),
+                        "data": str(data),
+                        "size": size,
+                        "workers": workers,
+                        "epochs": 2 if args.tiny else EPOCHS[size],
+                        "out": str(work / "runs" / kind),
+                    }
                     rates[kind].append(spawn(case, args.before if before else None))
-            row = {"size": size, "workers": workers, **{k: statistics.median(v) for k, v in rates.items()}, "all": rates}
+            row = {
+                "size": size,
+                "workers": workers,
+                **{k: statistics.median(v) for k, v in rates.items()},
+                "all": rates,
+            }
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "all"}), flush=True)
     print(markdown(rows, bool(args.before)))
     if args.json:
-        args.json.write_text(json.dumps({"loadavg_at_start": os.getloadavg()[0], "nproc": os.cpu_count(), "rows": rows}, indent=1))
+        args.json.write_text(
+            json.dumps({"loadavg_at_start": os.getloadavg()[0], "nproc": os.cpu_count(), "rows": rows}, indent=1)
+        )
 
 
 if __name__ == "__main__":

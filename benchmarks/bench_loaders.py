@@ -143,9 +143,9 @@ def make_data(work: Path, sizes=(28, 224)) -> dict[tuple[str, int], dict]:
     """An npz file per content and size (the in-memory loader's input) and its hfmed build (everyone else's)."""
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import write_npz
+    from hfmed.loading_scripts.medmnist import MedMNIST
 
     from hfmed.writer import build_config
-    from hfmed.loading_scripts.medmnist import MedMNIST
 
     npz_dir, out = work / "npz", work / "medmnist"
     npz_dir.mkdir(parents=True, exist_ok=True)
@@ -157,7 +157,9 @@ def make_data(work: Path, sizes=(28, 224)) -> dict[tuple[str, int], dict]:
             if not path.exists():
                 print(f"writing {path}", file=sys.stderr)
                 members = _members(content, size)
-                order = [f"{s}_images" for s in ("train", "val", "test")] + [f"{s}_labels" for s in ("train", "val", "test")]
+                order = [f"{s}_images" for s in ("train", "val", "test")] + [
+                    f"{s}_labels" for s in ("train", "val", "test")
+                ]
                 tmp = path.with_suffix(".tmp")
                 write_npz(tmp, members, order)
                 tmp.rename(path)
@@ -170,8 +172,14 @@ def make_data(work: Path, sizes=(28, 224)) -> dict[tuple[str, int], dict]:
                 rows = {s: len(z[f"{s}_labels"]) for s in ("train", "val", "test")}
             shards = sorted((out / config).glob("train-*.parquet"))
             png_bytes = sum(p.stat().st_size for p in shards)
-            result[content, size] = {"content": content, "config": config, "npz": str(path), "rows": rows, "train_shards": len(shards),
-                                     "png_bytes_per_image": png_bytes / rows["train"]}
+            result[content, size] = {
+                "content": content,
+                "config": config,
+                "npz": str(path),
+                "rows": rows,
+                "train_shards": len(shards),
+                "png_bytes_per_image": png_bytes / rows["train"],
+            }
     return result
 
 
@@ -227,7 +235,14 @@ def _loader(case: dict):
     persistent = {"persistent_workers": True} if workers else {}
     if kind == "inmemory":
         ds = InMemory(case["npz"], case["split"])
-        dl = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, generator=torch.Generator().manual_seed(0), **persistent)
+        dl = DataLoader(
+            ds,
+            batch_size=batch,
+            shuffle=True,
+            num_workers=workers,
+            generator=torch.Generator().manual_seed(0),
+            **persistent,
+        )
         return dl, lambda e: None
     if kind == "datasets":
         from datasets import load_dataset
@@ -252,7 +267,9 @@ def _loader(case: dict):
         "hfmed-cached": {"streaming": False, "cache_dir": case["cache_dir"]},
     }[kind]
     options.update(case.get("hfmed", {}))
-    dl = loaders.dataloader(case["build"], case["config"], split=case["split"], num_workers=workers, **persistent, **{**common, **options})
+    dl = loaders.dataloader(
+        case["build"], case["config"], split=case["split"], num_workers=workers, **persistent, **{**common, **options}
+    )
     if kind == "float-fused":  # uint8 to the model, whose first step converts (normalisation folded into its weights)
         return _converted(dl), dl.set_epoch
     return dl, dl.set_epoch
@@ -294,12 +311,27 @@ def run_case(case: dict) -> dict:
     gc.collect()
     self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {**case, "setup_s": setup_s, "seconds": elapsed, "images": images, "batches": batches,
-            "images_per_s": images / elapsed, "batches_per_s": batches / elapsed, "peak_rss_mb": self_rss, "peak_worker_rss_mb": child_rss}
+    return {
+        **case,
+        "setup_s": setup_s,
+        "seconds": elapsed,
+        "images": images,
+        "batches": batches,
+        "images_per_s": images / elapsed,
+        "batches_per_s": batches / elapsed,
+        "peak_rss_mb": self_rss,
+        "peak_worker_rss_mb": child_rss,
+    }
 
 
 def spawn(case: dict, timeout: float) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--run-case", json.dumps(case)], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, __file__, "--run-case", json.dumps(case)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
     if done.returncode:
         return {**case, "error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -313,16 +345,34 @@ def machine() -> dict:
     import PIL
     import torch
 
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
-    mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
     try:
         import medmnist
 
         mm = medmnist.__version__
     except ImportError:
         mm = "not installed"
-    return {"nproc": os.cpu_count(), "cpu": model, "ram_gib": round(mem / 2**20, 1), "python": platform.python_version(), "torch": torch.__version__,
-            "datasets": datasets.__version__, "pillow": PIL.__version__, "medmnist": mm, "loadavg_at_start": os.getloadavg()[0]}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "ram_gib": round(mem / 2**20, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "datasets": datasets.__version__,
+        "pillow": PIL.__version__,
+        "medmnist": mm,
+        "loadavg_at_start": os.getloadavg()[0],
+    }
 
 
 def _median(runs: list[dict]) -> dict:
@@ -340,7 +390,10 @@ def table(results: list[dict]) -> str:
         if r.get("purpose") != "rss":
             cases.setdefault((r["content"], r["size"], r["workers"], r["kind"]), []).append(r)
     medians = {k: _median(v) for k, v in cases.items()}
-    lines = ["| content | size | workers | loader | images/s (median) | range | x datasets | x in-memory |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| content | size | workers | loader | images/s (median) | range | x datasets | x in-memory |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for (content, size, workers, kind), r in medians.items():
         if "error" in r:
             lines.append(f"| {content} | {size} px | {workers} | {kind} | failed: {r['error']} | | | |")
@@ -350,17 +403,32 @@ def table(results: list[dict]) -> str:
             other = medians.get((content, size, workers, ref))
             ratios.append(f"{r['images_per_s'] / other['images_per_s']:.2f}" if other and "error" not in other else "-")
         spread = f"{r['low']:,.0f}-{r['high']:,.0f}" if r["runs"] > 1 else "-"
-        lines.append(f"| {content} | {size} px | {workers} | {kind} | {r['images_per_s']:,.0f} | "
-            f"{spread} | {ratios[0]} | {ratios[1]} |")
+        lines.append(
+            f"| {content} | {size} px | {workers} | {kind} | {r['images_per_s']:,.0f} | "
+            f"{spread} | {ratios[0]} | {ratios[1]} |"
+        )
     return "\n".join(lines)
 
 
 def _case(args, d: dict, work: Path, kind: str, workers: int) -> dict:
     size = int(d["config"].rpartition("_")[2]) if "_" in d["config"] else 28
-    epochs = max(1, math.ceil(args.min_images * (8 if size == 28 else 1) / d["rows"]["train"]))  # 28 px: seconds, not tenths
-    return {"kind": kind, "content": d["content"], "size": size, "workers": workers,
-            "batch": args.batch_size, "split": "train", "epochs": epochs, "warmup_epochs": 1, "config": d["config"], "build": str(work / "medmnist"),
-            "npz": d["npz"], "cache_dir": str(work / "cache")}
+    epochs = max(
+        1, math.ceil(args.min_images * (8 if size == 28 else 1) / d["rows"]["train"])
+    )  # 28 px: seconds, not tenths
+    return {
+        "kind": kind,
+        "content": d["content"],
+        "size": size,
+        "workers": workers,
+        "batch": args.batch_size,
+        "split": "train",
+        "epochs": epochs,
+        "warmup_epochs": 1,
+        "config": d["config"],
+        "build": str(work / "medmnist"),
+        "npz": d["npz"],
+        "cache_dir": str(work / "cache"),
+    }
 
 
 def main_cpu(args) -> None:
@@ -369,8 +437,11 @@ def main_cpu(args) -> None:
     info = machine()
     print(f"machine: {json.dumps(info)}", flush=True)
     for d in data.values():
-        print(f"data {d['config']}: train {d['rows']['train']} images, {d['train_shards']} "
-            f"shard(s), {d['png_bytes_per_image']:,.0f} PNG bytes/image", flush=True)
+        print(
+            f"data {d['config']}: train {d['rows']['train']} images, {d['train_shards']} "
+            f"shard(s), {d['png_bytes_per_image']:,.0f} PNG bytes/image",
+            flush=True,
+        )
     results, loads = [], []
     for rep in range(args.repeat):  # whole rounds, so that a busy spell on the machine hits every loader alike
         for (content, size), d in data.items():
@@ -388,24 +459,51 @@ def main_cpu(args) -> None:
                     r = spawn(case, args.timeout)
                     results.append(r)
                     shown = r.get("error") or f"{r['images_per_s']:,.0f} images/s"
-                    print(f"  round {rep + 1}: {d['config']}, {workers} workers, {kind}: {shown} (load {loads[-1]:.1f})", flush=True)
+                    print(
+                        f"  round {rep + 1}: {d['config']}, {workers} workers, {kind}: {shown} (load {loads[-1]:.1f})",
+                        flush=True,
+                    )
     print("\n" + table(results))
-    print(f"\nload average (1 min) before each case: median {np.median(loads):.1f}, range "
-        f"{min(loads):.1f}-{max(loads):.1f}")
+    print(
+        f"\nload average (1 min) before each case: median {np.median(loads):.1f}, range "
+        f"{min(loads):.1f}-{max(loads):.1f}"
+    )
     if args.rss:
         d = data["rgb", 224] if ("rgb", 224) in data else next(iter(data.values()))
-        print(f"\nPeak RSS of hfmed's loader (streaming, {d['config']}, 2 workers, "
-            f"shuffle_buffer={RSS_BUFFER} rows, one epoch):\n")
+        print(
+            f"\nPeak RSS of hfmed's loader (streaming, {d['config']}, 2 workers, "
+            f"shuffle_buffer={RSS_BUFFER} rows, one epoch):\n"
+        )
         print("| split | rows | main process MB | largest worker MB |\n|---|---|---|---|")
         for split in ("validation", "train"):
-            case = {**_case(args, d, work, "hfmed", 2), "split": split, "epochs": 1, "warmup_epochs": 0, "hfmed": {"shuffle_buffer": RSS_BUFFER}, "purpose": "rss"}
+            case = {
+                **_case(args, d, work, "hfmed", 2),
+                "split": split,
+                "epochs": 1,
+                "warmup_epochs": 0,
+                "hfmed": {"shuffle_buffer": RSS_BUFFER},
+                "purpose": "rss",
+            }
             r = spawn(case, args.timeout)
             results.append(r)
             rows = d["rows"]["val" if split == "validation" else split]
-            print(f"| {split} | {rows:,} | {r.get('peak_rss_mb', float('nan')):,.0f} | "
-                f"{r.get('peak_worker_rss_mb', float('nan')):,.0f} |", flush=True)
+            print(
+                f"| {split} | {rows:,} | {r.get('peak_rss_mb', float('nan')):,.0f} | "
+                f"{r.get('peak_worker_rss_mb', float('nan')):,.0f} |",
+                flush=True,
+            )
     if args.json:
-        args.json.write_text(json.dumps({"machine": info, "data": {f"{c}-{s}": d for (c, s), d in data.items()}, "loads": loads, "results": results}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": info,
+                    "data": {f"{c}-{s}": d for (c, s), d in data.items()},
+                    "loads": loads,
+                    "results": results,
+                },
+                indent=1,
+            )
+        )
 
 
 # --- on an accelerator --------------------------------------------------------------------------
@@ -414,15 +512,19 @@ def main_cpu(args) -> None:
 def main_gpu(args) -> None:
     """ViT-B/16, 224 px, bf16: train images/s fed by hfmed vs fed synthetic tensors on the device."""
     import torch
+    from synthetic import seconds_on_one_batch, synchronize, training_step
     from transformers import ViTConfig, ViTForImageClassification
 
     from hfmed import loaders
-    from synthetic import seconds_on_one_batch, synchronize, training_step
 
     device = torch.device(args.device)
     work = args.work.resolve()
     d = make_data(work, (224,))["rgb", 224]
-    config = ViTConfig() if not args.tiny else ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    config = (
+        ViTConfig()
+        if not args.tiny
+        else ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    )
     config.num_labels = 5  # the RGB content's labels: RetinaMNIST's five grades
     model = ViTForImageClassification(config).to(device).train()
     optim = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -435,8 +537,19 @@ def main_gpu(args) -> None:
     labels = torch.randint(0, config.num_labels, (b,), device=device)
     synthetic = args.steps * b / seconds_on_one_batch(step, pixels, labels, device, args.warmup, args.steps)
 
-    loader = loaders.dataloader(work / "medmnist", d["config"], batch_size=b, shuffle=True, drop_last=True, num_workers=args.workers[-1],
-                                persistent_workers=args.workers[-1] > 0, mean=MEAN, std=STD, device=device, progress=False)
+    loader = loaders.dataloader(
+        work / "medmnist",
+        d["config"],
+        batch_size=b,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.workers[-1],
+        persistent_workers=args.workers[-1] > 0,
+        mean=MEAN,
+        std=STD,
+        device=device,
+        progress=False,
+    )
     seen, start, images = 0, None, 0
     while seen < args.warmup + args.steps:
         for batch in loader:
@@ -452,8 +565,19 @@ def main_gpu(args) -> None:
     synchronize(device)
     real = images / (time.perf_counter() - start)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    print(json.dumps({"device": name, "model": "ViT-B/16" if not args.tiny else "tiny ViT", "batch": b, "workers": args.workers[-1],
-                      "synthetic_images_per_s": synthetic, "hfmed_images_per_s": real, "ratio": real / synthetic}))
+    print(
+        json.dumps(
+            {
+                "device": name,
+                "model": "ViT-B/16" if not args.tiny else "tiny ViT",
+                "batch": b,
+                "workers": args.workers[-1],
+                "synthetic_images_per_s": synthetic,
+                "hfmed_images_per_s": real,
+                "ratio": real / synthetic,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -463,13 +587,29 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     p.add_argument("--content", nargs="+", default=list(CONTENT), choices=list(CONTENT))
     p.add_argument("--loaders", nargs="+", default=list(LOADERS), choices=LOADERS + FLOAT_PLACES)
-    p.add_argument("--places", nargs="*", default=list(FLOAT_PLACES), choices=FLOAT_PLACES, help="also measured, at 224 px RGB only")
+    p.add_argument(
+        "--places",
+        nargs="*",
+        default=list(FLOAT_PLACES),
+        choices=FLOAT_PLACES,
+        help="also measured, at 224 px RGB only",
+    )
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--min-images", type=int, default=3_000, help="timed images per case at least (whole epochs, after one untimed epoch)")
+    p.add_argument(
+        "--min-images",
+        type=int,
+        default=3_000,
+        help="timed images per case at least (whole epochs, after one untimed epoch)",
+    )
     p.add_argument("--warmup", type=int, default=5, help="--gpu: training steps before timing")
     p.add_argument("--repeat", type=int, default=3, help="rounds of every case; the table shows medians")
     p.add_argument("--timeout", type=float, default=1800)
-    p.add_argument("--no-rss", dest="rss", action="store_false", help="skip the peak-memory runs (memory is bounded by the shuffle buffer, not the split)")
+    p.add_argument(
+        "--no-rss",
+        dest="rss",
+        action="store_false",
+        help="skip the peak-memory runs (memory is bounded by the shuffle buffer, not the split)",
+    )
     p.add_argument("--json", type=Path, help="also write every figure here")
     p.add_argument("--setup", action="store_true", help="print how to create the benchmark environment")
     p.add_argument("--gpu", action="store_true", help="ViT-B/16 bf16 on --device: hfmed-fed vs synthetic")

@@ -53,15 +53,18 @@ def generate(work: Path, n: int) -> Path:
     sizes = dict(zip(("train", "val", "test"), proportional(n, [real[s] for _, s in SPLITS])))
     stream = images(n, 224, 3, seed=0, chunk=256)
     t = time.perf_counter()
-    make_medimeta_folder(source, INFO_FILE, sizes, seed=0, tiff=False, images=lambda rng, k, shape: next(stream), chunk=256)
+    make_medimeta_folder(
+        source, INFO_FILE, sizes, seed=0, tiff=False, images=lambda rng, k, shape: next(stream), chunk=256
+    )
     done.write_text(str(n))
     print(f"generated {n} images in {time.perf_counter() - t:.0f} s: {source / DATASET}", file=sys.stderr)
     return source
 
 
 def run_hfmed(source: str, out: str, threads: int | None) -> dict:
-    import hfmed.writer as writer
     from hfmed.loading_scripts.medimeta import MedIMeta
+
+    import hfmed.writer as writer
 
     card_seconds = 0.0
     write_card = writer.cards.write_card
@@ -114,7 +117,11 @@ def run_plain(source: str, out: str, threads: int | None) -> dict:
         data = {"image": list(images[idx])}
         for name, values in labels.items():
             mapping = key_to_id[name]
-            data[name] = [np.flatnonzero(values[i]).tolist() for i in idx] if mapping is None else [mapping[int(values[i])] for i in idx]
+            data[name] = (
+                [np.flatnonzero(values[i]).tolist() for i in idx]
+                if mapping is None
+                else [mapping[int(values[i])] for i in idx]
+            )
         data["patient_id"] = [patient[i] for i in idx]
         Dataset.from_dict(data, features=features).to_parquet(os.path.join(out, f"{split}.parquet"))
     return {"seconds": time.perf_counter() - t}
@@ -145,14 +152,19 @@ def child(route: str, source: Path, out: Path, threads: int | None) -> dict:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
+    )
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, Python {platform.python_version()}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="MedIMeta conversion: hfmed against the plain datasets route")
-    ap.add_argument("--work", type=Path, required=True, help="scratch folder outside the repository (source and outputs)")
+    ap.add_argument(
+        "--work", type=Path, required=True, help="scratch folder outside the repository (source and outputs)"
+    )
     ap.add_argument("--images", type=int, default=20_000, help="images in the generated crc folder")
     ap.add_argument("--threads", type=int, help="hfmed encoding threads (default: all cores)")
     ap.add_argument("--keep", action="store_true", help="keep both outputs under --work")
@@ -171,22 +183,26 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
     p, h, n = rows["plain"], rows["hfmed"], args.images
     shards_only = h["seconds"] - h["card_seconds"]
-    print("| input | images | plain img/s | hfmed img/s | speed-up | plain MB | hfmed MB "
+    print(
+        "| input | images | plain img/s | hfmed img/s | speed-up | plain MB | hfmed MB "
         "| bytes ratio | plain peak RSS MB | hfmed peak RSS MB | plain CPU s | hfmed "
-        "CPU s |")
+        "CPU s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     print(
         f"| generated MedIMeta folder (crc layout, 224 px RGB, images.hdf5) | {n} | "
-            f"{n / p['seconds']:.0f} | {n / h['seconds']:.0f} | "
+        f"{n / p['seconds']:.0f} | {n / h['seconds']:.0f} | "
         f"**{p['seconds'] / h['seconds']:.2f}x** ({p['seconds'] / shards_only:.2f}x "
-            f"without the card's {h['card_seconds']:.2f} s) | "
+        f"without the card's {h['card_seconds']:.2f} s) | "
         f"{p['bytes'] / 1e6:.1f} | {h['bytes'] / 1e6:.1f} | "
-            f"**{h['bytes'] / p['bytes']:.3f}x** | {p['peak_rss_mb']:.0f} | "
-            f"{h['peak_rss_mb']:.0f} | "
+        f"**{h['bytes'] / p['bytes']:.3f}x** | {p['peak_rss_mb']:.0f} | "
+        f"{h['peak_rss_mb']:.0f} | "
         f"{p['cpu_seconds']:.0f} | {h['cpu_seconds']:.0f} |"
     )
-    print(f"\nLoad average after the runs: {os.getloadavg()[0]:.2f} (CPU seconds, all "
-        "threads of each process, are less sensitive to other load than wall time)")
+    print(
+        f"\nLoad average after the runs: {os.getloadavg()[0]:.2f} (CPU seconds, all "
+        "threads of each process, are less sensitive to other load than wall time)"
+    )
     print("\n" + json.dumps({"images": n, "plain": p, "hfmed": h}))
 
 

@@ -41,9 +41,9 @@ def _cpu() -> float:
 def measure(variant: str, source: str, config: str, out: str) -> dict:
     """Build one config with one layout, then read its train split both ways (in this process)."""
     import torch
+    from hfmed.loading_scripts.medmnist import MedMNIST
 
     from hfmed import parquet_options, writer
-    from hfmed.loading_scripts.medmnist import MedMNIST
 
     parquet_options.CHOSEN = variant
     write_card = writer.cards.write_card
@@ -61,7 +61,9 @@ def measure(variant: str, source: str, config: str, out: str) -> dict:
 
     def hfmed_read() -> int:
         n = 0
-        for batch in loaders.dataloader(out, config, split="train", batch_size=256, streaming=True, dtype=torch.uint8, progress=False):
+        for batch in loaders.dataloader(
+            out, config, split="train", batch_size=256, streaming=True, dtype=torch.uint8, progress=False
+        ):
             n += len(batch["labels"])
         return n
 
@@ -128,8 +130,10 @@ def main() -> None:
     import os
 
     print(f"Machine: {machine()}; load average at start {os.getloadavg()[0]:.1f} (shared with other jobs)\n")
-    print("| input | layout | MB | bytes vs today | build s (CPU s) | hfmed.loaders read "
-        "s (CPU s) | datasets read s (CPU s) |")
+    print(
+        "| input | layout | MB | bytes vs today | build s (CPU s) | hfmed.loaders read "
+        "s (CPU s) | datasets read s (CPU s) |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|")
     for name, source, config in inputs:
         base = None
@@ -138,10 +142,10 @@ def main() -> None:
             base = base or r
             print(
                 f"| {name} | {variant} | {r['bytes'] / 1e6:.2f} | "
-                    f"{r['bytes'] / base['bytes']:.3f}x | {r['build_s']:.2f} ({r['build_cpu']:.2f}) "
-                    "| "
+                f"{r['bytes'] / base['bytes']:.3f}x | {r['build_s']:.2f} ({r['build_cpu']:.2f}) "
+                "| "
                 f"{r['hfmed_read_s']:.2f} ({r['hfmed_read_cpu']:.2f}) | "
-                    f"{r['datasets_read_s']:.2f} ({r['datasets_read_cpu']:.2f}) |",
+                f"{r['datasets_read_s']:.2f} ({r['datasets_read_cpu']:.2f}) |",
                 flush=True,
             )
 

@@ -80,9 +80,9 @@ def build(work: Path, tiny: bool) -> Path:
         return work / "medmnist"
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import make_medmnist_npz
+    from hfmed.loading_scripts.medmnist import MedMNIST
 
     from hfmed.writer import build_config
-    from hfmed.loading_scripts.medmnist import MedMNIST
 
     out = work / "medmnist"
     if not (out / "pneumoniamnist_224").is_dir():
@@ -93,12 +93,36 @@ def build(work: Path, tiny: bool) -> Path:
 
 
 def train_argv(args, arch: str, data: Path) -> list[str]:
-    argv = ["--dataset", str(data), "--subset", "pneumoniamnist", "--size", "224",
-            "--preset", "finetune", "--arch", arch, "--arch_size", "nano" if args.tiny else "base",
-            "--per_device_train_batch_size", str(args.batch_size), "--max_steps", str(args.warmup + args.steps),
-            "--dataloader_num_workers", str(args.workers),
-            "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false",
-            "--disable_tqdm", "true", "--output_dir", str(data.parent / "runs" / arch)]
+    argv = [
+        "--dataset",
+        str(data),
+        "--subset",
+        "pneumoniamnist",
+        "--size",
+        "224",
+        "--preset",
+        "finetune",
+        "--arch",
+        arch,
+        "--arch_size",
+        "nano" if args.tiny else "base",
+        "--per_device_train_batch_size",
+        str(args.batch_size),
+        "--max_steps",
+        str(args.warmup + args.steps),
+        "--dataloader_num_workers",
+        str(args.workers),
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--load_best_model_at_end",
+        "false",
+        "--disable_tqdm",
+        "true",
+        "--output_dir",
+        str(data.parent / "runs" / arch),
+    ]
     argv += ["--use_cpu", "true"] if args.device == "cpu" else ["--bf16", "true"]
     return argv + shlex.split(args.train_args)
 
@@ -145,21 +169,38 @@ def run_real(case: dict) -> dict:
     training.MedTrainer = ClockedTrainer  # train_hf.run looks it up at call time
     results = train_hf.run(case["argv"])
     (t0, n0), (t1, n1) = marks[first], marks[last]
-    return {"images_per_s": (n1 - n0) / (t1 - t0), "images_timed": n1 - n0, "device": _device_name(device[0]),
-            **{k: results[k] for k in ("train_images_per_second", "train_seconds", "wall_time_seconds", "precision", "channels_last",
-                                       "model", "image_size", "num_samples")}}
+    return {
+        "images_per_s": (n1 - n0) / (t1 - t0),
+        "images_timed": n1 - n0,
+        "device": _device_name(device[0]),
+        **{
+            k: results[k]
+            for k in (
+                "train_images_per_second",
+                "train_seconds",
+                "wall_time_seconds",
+                "precision",
+                "channels_last",
+                "model",
+                "image_size",
+                "num_samples",
+            )
+        },
+    }
 
 
 def run_synthetic(case: dict) -> dict:
     """The model train_hf builds from the same flags, trained on one batch already on the device."""
+    import synthetic
     import torch
     from transformers import Trainer
 
-    import synthetic
     from hfmed import training
 
     torch.manual_seed(0)
-    data_args, model_args, recipe_args, training_args = training.parse_args(case["argv"])  # also sets TF32 as the Trainer would
+    data_args, model_args, recipe_args, training_args = training.parse_args(
+        case["argv"]
+    )  # also sets TF32 as the Trainer would
     info = training.open_data(data_args, training_args).info  # the card and one schema; no pixels
     bundle = training.build_model(model_args, recipe_args, info, data_args)
     channels_last = training.wants_channels_last(model_args, bundle.model)
@@ -174,8 +215,14 @@ def run_synthetic(case: dict) -> dict:
 
     step = synthetic.training_step(model, optimizer, device, training_args.bf16)
     seconds = synthetic.seconds_on_one_batch(step, pixels, labels, device, case["warmup"], case["steps"])
-    return {"images_per_s": case["steps"] * b / seconds, "seconds": seconds, "optimizer": optimizer_cls.__name__,
-            "precision": "bf16" if training_args.bf16 else "fp32", "channels_last": channels_last, "device": _device_name(device)}
+    return {
+        "images_per_s": case["steps"] * b / seconds,
+        "seconds": seconds,
+        "optimizer": optimizer_cls.__name__,
+        "precision": "bf16" if training_args.bf16 else "fp32",
+        "channels_last": channels_last,
+        "device": _device_name(device),
+    }
 
 
 def spawn(case: dict, timeout: float) -> dict:
@@ -183,7 +230,13 @@ def spawn(case: dict, timeout: float) -> dict:
     out = Path(case["result"])
     out.unlink(missing_ok=True)
     try:
-        done = subprocess.run([sys.executable, __file__, "--run-case", json.dumps(case)], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        done = subprocess.run(
+            [sys.executable, __file__, "--run-case", json.dumps(case)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     if done.returncode or not out.exists():
@@ -200,39 +253,62 @@ def machine() -> dict:
     import torch
     import transformers
 
-    return {"nproc": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "transformers": transformers.__version__, "accelerate": accelerate.__version__, "datasets": datasets.__version__,
-            "loadavg_at_start": os.getloadavg()[0]}
+    return {
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+        "datasets": datasets.__version__,
+        "loadavg_at_start": os.getloadavg()[0],
+    }
 
 
 def table(rows: list[dict], batch: int) -> str:
-    lines = ["| model | images/s real (steady) | images/s real (train_hf, whole train()) | "
+    lines = [
+        "| model | images/s real (steady) | images/s real (train_hf, whole train()) | "
         "images/s synthetic | real / synthetic | s per epoch real "
-             "| batch | precision | channels-last | device |", "|---|---|---|---|---|---|---|---|---|---|"]
+        "| batch | precision | channels-last | device |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         real, synth = r["real"], r["synthetic"]
         if "error" in real or "error" in synth:
             lines.append(f"| {r['name']} | failed: {real.get('error') or synth.get('error')} | | | | | {batch} | | | |")
             continue
         epoch = real["num_samples"]["train"] / real["images_per_s"]
-        lines.append(f"| {r['name']} | {real['images_per_s']:,.1f} | "
+        lines.append(
+            f"| {r['name']} | {real['images_per_s']:,.1f} | "
             f"{real['train_images_per_second']:,.1f} | {synth['images_per_s']:,.1f} "
-                     f"| {real['images_per_s'] / synth['images_per_s']:.2f} | {epoch:,.1f} | {batch} | {real['precision']} "
-                     f"| {'yes' if real['channels_last'] else 'no'} | {real['device']} |")
+            f"| {real['images_per_s'] / synth['images_per_s']:.2f} | {epoch:,.1f} | {batch} | {real['precision']} "
+            f"| {'yes' if real['channels_last'] else 'no'} | {real['device']} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--work", type=Path, default=Path("/tmp/hfmed-bench"), help="where the data, pixel cache and runs go (--tiny: under <work>/tiny)")
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=Path("/tmp/hfmed-bench"),
+        help="where the data, pixel cache and runs go (--tiny: under <work>/tiny)",
+    )
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--batch-size", type=int, help="per device; default 128 (--tiny: 16)")
     p.add_argument("--steps", type=int, help="timed optimizer steps; default 100 (--tiny: 3)")
     p.add_argument("--warmup", type=int, help="steps before timing, at least 1; default 10 (--tiny: 2)")
     p.add_argument("--workers", type=int, help="dataloader workers of the real runs; default 8 (--tiny: 1)")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cuda: bf16; cpu: fp32 (--use_cpu true)")
-    p.add_argument("--train-args", default="", help="more train_hf.py flags for the real and synthetic runs, e.g. '--augment none'")
-    p.add_argument("--tiny", action="store_true", help="smoke test on a CPU: nano models, a 64/16/16-image build, fp32, a few steps")
+    p.add_argument(
+        "--train-args", default="", help="more train_hf.py flags for the real and synthetic runs, e.g. '--augment none'"
+    )
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="smoke test on a CPU: nano models, a 64/16/16-image build, fp32, a few steps",
+    )
     p.add_argument("--timeout", type=float, default=900, help="seconds per run")
     p.add_argument("--json", type=Path, help="also write every figure here")
     p.add_argument("--run-case", help=argparse.SUPPRESS)
@@ -262,7 +338,13 @@ def main() -> None:
         argv = train_argv(args, arch, data)
         row = {"name": name, "argv": argv}
         for kind in ("real", "synthetic"):
-            case = {"kind": kind, "argv": argv, "warmup": args.warmup, "steps": args.steps, "result": str(work / "runs" / f"{arch}-{kind}.json")}
+            case = {
+                "kind": kind,
+                "argv": argv,
+                "warmup": args.warmup,
+                "steps": args.steps,
+                "result": str(work / "runs" / f"{arch}-{kind}.json"),
+            }
             (work / "runs").mkdir(parents=True, exist_ok=True)
             row[kind] = r = spawn(case, args.timeout)
             shown = r.get("error") or f"{r['images_per_s']:,.1f} images/s"
@@ -271,7 +353,18 @@ def main() -> None:
     print(f"\n{rows[0]['name']}, real: python train_hf.py {shlex.join(rows[0]['argv'])}\n")
     print(table(rows, args.batch_size))
     if args.json:
-        args.json.write_text(json.dumps({"machine": info, "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "run_case"}, "results": rows}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": info,
+                    "settings": {
+                        k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "run_case"
+                    },
+                    "results": rows,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

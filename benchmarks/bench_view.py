@@ -31,8 +31,9 @@ COPIES = 30  # of each real config: 60 configs in all
 
 def build_60(work: Path) -> Path:
     sys.path.insert(0, str(ROOT))
-    from hfmed.writer import build_config
     from hfmed.loading_scripts.medmnist import MedMNIST
+
+    from hfmed.writer import build_config
 
     real = work / "real"
     if not (real / "README.md").exists():
@@ -73,7 +74,9 @@ def get(url: str) -> bytes:
 def cli_startup(folder: Path) -> tuple[float, float]:
     """Seconds from launching `hfmed view` to its first /api/configs answer, and to its first page of rows."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "hfmed.cli", "view", str(folder)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hfmed.cli", "view", str(folder)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
     try:
         url = proc.stdout.readline().split(" at ", 1)[1].split()[0]
         configs = json.loads(get(url + "api/configs"))
@@ -101,9 +104,11 @@ def cli_alone() -> float:
 
 def datasets_first_page(folder: Path) -> float:
     """Seconds for a fresh process to read the same 100 rows with `datasets` (no viewer)."""
-    code = (f"from datasets import load_dataset; ds = load_dataset({str(folder)!r}, "
+    code = (
+        f"from datasets import load_dataset; ds = load_dataset({str(folder)!r}, "
         "'breastmnist_copy17', split='train[0:100]');"
-            " assert len(ds) == 100; [r['image'].size for r in ds]")
+        " assert len(ds) == 100; [r['image'].size for r in ds]"
+    )
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True)
     return time.perf_counter() - t0
@@ -113,17 +118,26 @@ def in_process(folder: Path, repeat: int) -> dict[str, float]:
     """Medians of the library's own steps, Python already started."""
     from hfmed import view
 
-    steps: dict[str, list[float]] = {"start (card read, port bound)": [], "/api/configs": [], "/api/config 2D": [],
-                                     "/api/rows 2D, 100 rows": [], "/api/rows 3D, 100 rows": [], "/api/volume 28^3": []}
+    steps: dict[str, list[float]] = {
+        "start (card read, port bound)": [],
+        "/api/configs": [],
+        "/api/config 2D": [],
+        "/api/rows 2D, 100 rows": [],
+        "/api/rows 3D, 100 rows": [],
+        "/api/volume 28^3": [],
+    }
     for _ in range(repeat):
         t = time.perf_counter()
         v = view.start(folder).start_background()
         steps["start (card read, port bound)"].append(time.perf_counter() - t)
         base = v.url()
-        for key, path in (("/api/configs", "api/configs"), ("/api/config 2D", "api/config?config=breastmnist_copy05"),
-                          ("/api/rows 2D, 100 rows", "api/rows?config=breastmnist_copy05&split=train&offset=200"),
-                          ("/api/rows 3D, 100 rows", "api/rows?config=adrenalmnist3d_copy05&split=train&offset=1000"),
-                          ("/api/volume 28^3", "api/volume?config=adrenalmnist3d_copy05&split=train&row=1100&column=volume")):
+        for key, path in (
+            ("/api/configs", "api/configs"),
+            ("/api/config 2D", "api/config?config=breastmnist_copy05"),
+            ("/api/rows 2D, 100 rows", "api/rows?config=breastmnist_copy05&split=train&offset=200"),
+            ("/api/rows 3D, 100 rows", "api/rows?config=adrenalmnist3d_copy05&split=train&offset=1000"),
+            ("/api/volume 28^3", "api/volume?config=adrenalmnist3d_copy05&split=train&row=1100&column=volume"),
+        ):
             t = time.perf_counter()
             get(base + path)
             steps[key].append(time.perf_counter() - t)
@@ -145,12 +159,16 @@ def main() -> None:
     ds_s = statistics.median(datasets_first_page(folder) for _ in range(args.repeat))
     floor_s = statistics.median(cli_alone() for _ in range(args.repeat))
     print(f"hfmed --help alone: median {floor_s * 1000:.0f} ms")
-    print("hfmed view, launch to first /api/configs answer: median "
+    print(
+        "hfmed view, launch to first /api/configs answer: median "
         f"{configs_s * 1000:.0f} ms (min {min(r[0] for r in runs) * 1000:.0f}, max "
-        f"{max(r[0] for r in runs) * 1000:.0f}) over {args.repeat}")
+        f"{max(r[0] for r in runs) * 1000:.0f}) over {args.repeat}"
+    )
     print(f"hfmed view, launch to the first page of 100 rows: median {page_s * 1000:.0f} ms")
-    print("datasets.load_dataset, fresh process to the same 100 rows: median "
-        f"{ds_s * 1000:.0f} ms ({ds_s / page_s:.1f}x the viewer)")
+    print(
+        "datasets.load_dataset, fresh process to the same 100 rows: median "
+        f"{ds_s * 1000:.0f} ms ({ds_s / page_s:.1f}x the viewer)"
+    )
     for key, seconds in in_process(folder, args.repeat).items():
         print(f"  in process, {key}: median {seconds * 1000:.1f} ms")
 

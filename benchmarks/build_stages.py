@@ -27,9 +27,9 @@ sys.path.insert(0, str(HERE.parent))
 
 def stages(source: Path, config: str, out: Path) -> dict[str, float]:
     """CPU seconds of each stage of a one-thread build."""
-    import hfmed.writer as writer
-
     from hfmed.loading_scripts.medmnist import MedMNIST
+
+    import hfmed.writer as writer
 
     encode = 0.0
     encode_batch = writer.encode_batch
@@ -53,9 +53,9 @@ def stages(source: Path, config: str, out: Path) -> dict[str, float]:
 
 
 def all_cores(source: Path, config: str, out: Path) -> tuple[float, float, float]:
-    import hfmed.writer as writer
-
     from hfmed.loading_scripts.medmnist import MedMNIST
+
+    import hfmed.writer as writer
 
     shutil.rmtree(out, ignore_errors=True)
     load = os.getloadavg()[0]
@@ -81,19 +81,24 @@ def main() -> None:
     if not b224.exists():
         realistic.breastmnist_224(b224)
     cores = os.cpu_count() or 1
-    print("| input | CPU s, one thread | encode | reader thread | rest of main thread | "
+    print(
+        "| input | CPU s, one thread | encode | reader thread | rest of main thread | "
         f"most cores with {cores} threads | cores got with {cores} threads (load "
-        "average) |")
+        "average) |"
+    )
     print("|---|---|---|---|---|---|---|")
-    for name, source, config in (("breastmnist resized to 224 px L", b224, "breastmnist_224"), (f"{args.photos} photo tiles, 224 px RGB", photos, "pathmnist_224")):
+    for name, source, config in (
+        ("breastmnist resized to 224 px L", b224, "breastmnist_224"),
+        (f"{args.photos} photo tiles, 224 px RGB", photos, "pathmnist_224"),
+    ):
         s = stages(source, config, args.work / "out")
         # the reader runs beside the main thread; encoding divides among the threads, the rest does not
         bound = s["total"] / max(s["encode"] / cores + s["main_other"], s["reader"])
         wall, cpu, load = all_cores(source, config, args.work / "out")
         print(
             f"| {name} | {s['total']:.2f} | {s['encode']:.2f} "
-                f"({s['encode'] / s['total']:.0%}) | {s['reader']:.2f} | {s['main_other']:.2f} "
-                "| "
+            f"({s['encode'] / s['total']:.0%}) | {s['reader']:.2f} | {s['main_other']:.2f} "
+            "| "
             f"{min(bound, cores):.2f} | {cpu / wall:.2f} ({load:.1f}) |",
             flush=True,
         )

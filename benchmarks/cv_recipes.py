@@ -83,17 +83,19 @@ def summarize(work: Path, recipes: list[tuple[str, list[str]]], folds: int) -> l
                 labels.append(npz["validation_labels"])
                 scores.append(npz["validation_scores"])
         pooled = metrics.compute(task, np.concatenate(labels), np.concatenate(scores))
-        rows.append({
-            "recipe": name,
-            "flags": shlex.join(flags),
-            "fold_auc": aucs,
-            "fold_acc": accs,
-            "mean_auc": float(np.mean(aucs)),
-            "sd_auc": float(np.std(aucs, ddof=1)),
-            "mean_acc": float(np.mean(accs)),
-            "pooled_auc": pooled["auc"],
-            "pooled_acc": pooled["acc"],
-        })
+        rows.append(
+            {
+                "recipe": name,
+                "flags": shlex.join(flags),
+                "fold_auc": aucs,
+                "fold_acc": accs,
+                "mean_auc": float(np.mean(aucs)),
+                "sd_auc": float(np.std(aucs, ddof=1)),
+                "mean_acc": float(np.mean(accs)),
+                "pooled_auc": pooled["auc"],
+                "pooled_acc": pooled["acc"],
+            }
+        )
     return sorted(rows, key=lambda r: -r["mean_auc"])
 
 
@@ -105,7 +107,7 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         lines.append(
             f"| {r['recipe']} | `{r['flags'] or '(none)'}` | {r['mean_auc']:.3f} +- "
-                f"{r['sd_auc']:.3f} | {r['mean_acc']:.3f} "
+            f"{r['sd_auc']:.3f} | {r['mean_acc']:.3f} "
             f"| {r['pooled_auc']:.3f} / {r['pooled_acc']:.3f} | {' '.join(f'{a:.3f}' for a in r['fold_auc'])} |"
         )
     return "\n".join(lines)
@@ -113,7 +115,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    common = argv[argv.index("--") + 1:] if "--" in argv else []
+    common = argv[argv.index("--") + 1 :] if "--" in argv else []
     own = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="folder for the runs: WORK/<recipe>/fold<i>")
@@ -126,21 +128,38 @@ def main(argv: list[str] | None = None) -> int:
     names = [name for name, _ in args.recipe]
     if len(set(names)) != len(names):
         parser.error("recipe names must differ")
-    if any(flag.startswith(("--cv_fold", "--output_dir", "--seed")) for flag in common + [f for _, fl in args.recipe for f in fl]):
+    if any(
+        flag.startswith(("--cv_fold", "--output_dir", "--seed"))
+        for flag in common + [f for _, fl in args.recipe for f in fl]
+    ):
         parser.error("--cv_folds, --cv_fold, --output_dir and --seed are set per run by this script")
     jobs = []
     for fold in range(args.folds):  # fold by fold, so that a partial comparison is a paired one
         for name, flags in args.recipe:
             out = args.work / name / f"fold{fold}"
-            command = [sys.executable, "train_hf.py", *common, *flags, "--cv_folds", str(args.folds), "--cv_fold", str(fold),
-                       "--seed", str(fold), "--output_dir", str(out)]
+            command = [
+                sys.executable,
+                "train_hf.py",
+                *common,
+                *flags,
+                "--cv_folds",
+                str(args.folds),
+                "--cv_fold",
+                str(fold),
+                "--seed",
+                str(fold),
+                "--output_dir",
+                str(out),
+            ]
             jobs.append((command, out))
     run_all(jobs, args.parallel, args.threads)
     rows = summarize(args.work, args.recipe, args.folds)
     print(markdown(rows))
     print(f"\nchosen by mean fold AUC: {rows[0]['recipe']}")
     if args.json:
-        args.json.write_text(json.dumps({"folds": args.folds, "common_flags": shlex.join(common), "recipes": rows}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({"folds": args.folds, "common_flags": shlex.join(common), "recipes": rows}, indent=2) + "\n"
+        )
     return 0
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import struct
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -47,8 +47,16 @@ def _npy_header(shape: tuple[int, ...], dtype: str = "|u1") -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text
 
 
-def write_medmnist_like(path: Path, n_train: int, size: int, channels: int, n_val: int = 0, n_test: int = 0,
-                        n_classes: int = 9, seed: int = 0) -> Path:
+def write_medmnist_like(
+    path: Path,
+    n_train: int,
+    size: int,
+    channels: int,
+    n_val: int = 0,
+    n_test: int = 0,
+    n_classes: int = 9,
+    seed: int = 0,
+) -> Path:
     """A MedMNIST-format .npz (deflated members, 2D member order) written in a streaming way."""
     splits = {"train": n_train, "val": n_val, "test": n_test}
     shape_tail = (size, size, 3) if channels == 3 else (size, size)

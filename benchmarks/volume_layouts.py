@@ -30,7 +30,9 @@ def slices_table(features: Features, volumes: np.ndarray, labels: np.ndarray):
 
     n, d = volumes.shape[:2]
     pngs = png.encode_batch(np.ascontiguousarray(volumes.reshape(n * d, *volumes.shape[2:])))
-    images = pa.StructArray.from_arrays([pa.array(pngs, pa.binary()), pa.nulls(len(pngs), pa.string())], names=["bytes", "path"])
+    images = pa.StructArray.from_arrays(
+        [pa.array(pngs, pa.binary()), pa.nulls(len(pngs), pa.string())], names=["bytes", "path"]
+    )
     column = pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)), images)
     return pa.table({"label": pa.array(labels, pa.int64()), "slices": column}, schema=features.arrow_schema)
 
@@ -58,11 +60,17 @@ def main() -> None:
         else:
             table = slices_table(features, volumes, labels)
         path = args.work / "train.parquet"
-        pq.write_table(table, path, row_group_size=min(len(table), 690), **parquet_options.writer_options(features, table.schema))
-        page = viewer_rules.first_rows(features, table.slice(0, 100), len(table), dataset="<org>/medmnist", config="adrenalmnist3d", split="train")
+        pq.write_table(
+            table, path, row_group_size=min(len(table), 690), **parquet_options.writer_options(features, table.schema)
+        )
+        page = viewer_rules.first_rows(
+            features, table.slice(0, 100), len(table), dataset="<org>/medmnist", config="adrenalmnist3d", split="train"
+        )
         cut = ", ".join(f"{c} in {k} rows" for c, k in page.cut.items()) or "none"
-        print(f"| {name} | {path.stat().st_size / 1e6:.2f} | {page.rows} of {page.wanted} | "
-            f"{cut} | {page.page_bytes / 1e6:.2f} MB |")
+        print(
+            f"| {name} | {path.stat().st_size / 1e6:.2f} | {page.rows} of {page.wanted} | "
+            f"{cut} | {page.page_bytes / 1e6:.2f} MB |"
+        )
 
 
 if __name__ == "__main__":

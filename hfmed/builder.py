@@ -9,9 +9,10 @@ what is specific to its source format.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from datasets import Features
 
@@ -113,7 +114,9 @@ class Builder:
     def task_types(cls, meta: dict[str, Any]) -> dict[str, str]:
         """Task type by label column ("*": every column), from a shard's metadata."""
         tasks = meta.get("tasks") or []
-        return {str(t["column"]): str(t["type"]) for t in tasks if isinstance(t, dict) and "column" in t and "type" in t}
+        return {
+            str(t["column"]): str(t["type"]) for t in tasks if isinstance(t, dict) and "column" in t and "type" in t
+        }
 
     # Used by the library --------------------------------------------------------------------
     @property
@@ -126,4 +129,3 @@ class Builder:
 
     def batches(self, split: SplitGenerator) -> Iterator[dict[str, Any]]:
         return self._generate_batches(**split.gen_kwargs)
-

@@ -14,9 +14,10 @@ is computed from the built configs, never typed in by hand.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
@@ -77,7 +78,9 @@ def scan(out_dir: str | Path) -> list[ConfigSummary]:
     """
     out_dir = Path(out_dir)
     found = []
-    for folder in sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")):
+    for folder in sorted(
+        p for p in out_dir.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+    ):
         shards = sorted(folder.glob("*.parquet"))
         if not any(outdir.shard_collection(s) is not None for s in shards):
             continue
@@ -87,7 +90,9 @@ def scan(out_dir: str | Path) -> list[ConfigSummary]:
             try:
                 md = pq.read_metadata(shard)
             except Exception as e:  # pyarrow raises several types for damaged files
-                raise UserError(f"{shard}: not a readable Parquet file ({e}); rebuild this config with --overwrite") from None
+                raise UserError(
+                    f"{shard}: not a readable Parquet file ({e}); rebuild this config with --overwrite"
+                ) from None
             if features is None:
                 features, meta = read_metadata(md.schema.to_arrow_schema())
             s = splits.setdefault(_split_of(shard), SplitSummary(_split_of(shard), 0, 0, 0))
@@ -96,7 +101,9 @@ def scan(out_dir: str | Path) -> list[ConfigSummary]:
             s.download_size += shard.stat().st_size
             s.files.append(shard)
         order = {name: i for i, name in enumerate(SPLITS)}
-        found.append(ConfigSummary(folder.name, features, meta, sorted(splits.values(), key=lambda s: order.get(s.name, 99))))
+        found.append(
+            ConfigSummary(folder.name, features, meta, sorted(splits.values(), key=lambda s: order.get(s.name, 99)))
+        )
     return found
 
 
@@ -175,7 +182,9 @@ def source_text(collection: str, *parts: str) -> str:
     try:
         return registry.card_folder(collection).joinpath(*parts).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UserError(f"card source dataset_cards/{collection}/{'/'.join(parts)} is missing; reinstall hfmed") from None
+        raise UserError(
+            f"card source dataset_cards/{collection}/{'/'.join(parts)} is missing; reinstall hfmed"
+        ) from None
 
 
 # --- collections ----------------------------------------------------------------------------
@@ -273,7 +282,9 @@ def license_text(collection: str, configs: list[ConfigSummary]) -> str | None:
 def _write_license(out_dir: Path, text: str | None) -> None:
     """Write, replace or remove LICENSE, unless it is the user's own (it does not start with our header)."""
     path = out_dir / LICENSE_FILE
-    ours = not path.exists() or (path.is_file() and path.read_text(encoding="utf-8", errors="replace").startswith(_LICENSE_HEADER))
+    ours = not path.exists() or (
+        path.is_file() and path.read_text(encoding="utf-8", errors="replace").startswith(_LICENSE_HEADER)
+    )
     if not ours:
         return
     if text is not None:
@@ -298,7 +309,9 @@ def card_data(configs: list[ConfigSummary], default: str | None, **metadata: Any
             {
                 "config_name": c.name,
                 "features": c.features._to_yaml_list(),
-                "splits": [{"name": s.name, "num_bytes": s.num_bytes, "num_examples": s.num_examples} for s in c.splits],
+                "splits": [
+                    {"name": s.name, "num_bytes": s.num_bytes, "num_examples": s.num_examples} for s in c.splits
+                ],
                 "download_size": sum(s.download_size for s in c.splits),
                 "dataset_size": sum(s.num_bytes for s in c.splits),
             }
@@ -335,7 +348,11 @@ def existing_montages(collection: str, configs: list[ConfigSummary]) -> dict[str
 
 
 def render_card(
-    collection: str, configs: list[ConfigSummary], default: str | None, repo_id: str | None = None, montages: dict[str, str] | None = None
+    collection: str,
+    configs: list[ConfigSummary],
+    default: str | None,
+    repo_id: str | None = None,
+    montages: dict[str, str] | None = None,
 ) -> DatasetCard:
     """The whole card of a collection's built configs, from its template and measured facts.
 
@@ -344,7 +361,9 @@ def render_card(
     spec = _spec(collection)
     default = _default_of(configs, default)
     # the mark by which a rebuild knows the card is its own to replace (no time, pid or path in it)
-    data = card_data(configs, default, **hub_metadata(spec, configs), **{outdir.CARD_MARK_KEY: {"collection": collection}})
+    data = card_data(
+        configs, default, **hub_metadata(spec, configs), **{outdir.CARD_MARK_KEY: {"collection": collection}}
+    )
     if montages is None:
         montages = existing_montages(collection, configs)
     ctx = CardContext(configs, default, repo_id or f"<org>/{collection}", montages)
@@ -354,9 +373,11 @@ def render_card(
 def _collection_of(out_dir: str | Path, configs: list[ConfigSummary]) -> str | None:
     collections = {c.meta.get("collection") for c in configs}
     if len(collections) > 1:
-        raise UserError(f"{out_dir} mixes configs of several collections "
+        raise UserError(
+            f"{out_dir} mixes configs of several collections "
             f"({', '.join(sorted(map(str, collections)))}); build each collection into its "
-            "own folder")
+            "own folder"
+        )
     return collections.pop() if collections else None
 
 

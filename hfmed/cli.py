@@ -95,7 +95,15 @@ def cmd_push(args: argparse.Namespace) -> int:
 
     options = {"revision": args.revision, "private": args.private, "create_pr": args.create_pr, "token": args.token}
     try:
-        result = push(args.folder, args.repo, **options, dry_run=args.dry_run, force=args.force, message=args.message, on_upload=announce)
+        result = push(
+            args.folder,
+            args.repo,
+            **options,
+            dry_run=args.dry_run,
+            force=args.force,
+            message=args.message,
+            on_upload=announce,
+        )
     except PushRefused as e:
         for line in e.problems:
             print(line, file=sys.stderr)
@@ -106,7 +114,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         total = result.total_bytes
         print(
             f"dry run: {len(result.files)} files, {_size(total)} ({total:,} bytes) would be "
-                f"uploaded to {result.target}; "
+            f"uploaded to {result.target}; "
             f"the card's loading examples would name {result.repo}"
         )
         return 0
@@ -131,7 +139,10 @@ def cmd_view(args: argparse.Namespace) -> int:
     viewer = view.start(args.folder, host=args.host, port=args.port, config=args.config)
     print(f"serving {viewer.catalog.folder} at {viewer.url(args.config)}  (Ctrl-C stops)", flush=True)
     if not viewer.loopback:
-        print(f"hfmed: warning: listening on {args.host}: anyone who can reach this machine can read this build", file=sys.stderr)
+        print(
+            f"hfmed: warning: listening on {args.host}: anyone who can reach this machine can read this build",
+            file=sys.stderr,
+        )
     viewer.run()
     print("hfmed view: stopped", file=sys.stderr)
     return 0
@@ -152,12 +163,20 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="convert official files into a dataset folder")
     b.add_argument("collection", choices=collections)
     b.add_argument("names", nargs="*", help="subsets/configs to build (e.g. pneumoniamnist, retinamnist_224, bus)")
-    b.add_argument("--all", action="store_true", help="every config of the collection; complete ones are kept (resumable)")
+    b.add_argument(
+        "--all", action="store_true", help="every config of the collection; complete ones are kept (resumable)"
+    )
     b.add_argument("--size", type=int, help="MedMNIST image size: 28, 64, 128 or 224 (3D: 28 or 64)")
-    b.add_argument("--source", help="a local .npz file, or a folder holding the official files / MedIMeta dataset folders")
+    b.add_argument(
+        "--source", help="a local .npz file, or a folder holding the official files / MedIMeta dataset folders"
+    )
     b.add_argument("--out", help="output folder (default: ./<collection>)")
     b.add_argument("--overwrite", action="store_true", help="rebuild configs that already exist")
-    b.add_argument("--unofficial", action="store_true", help="accept a MedMNIST file whose split sizes differ from the official release")
+    b.add_argument(
+        "--unofficial",
+        action="store_true",
+        help="accept a MedMNIST file whose split sizes differ from the official release",
+    )
     b.add_argument("--threads", type=int, help="encoding threads (default: all cores)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=cmd_build)
@@ -168,7 +187,9 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--source", help="the source file or folder, when it is not the cached download")
     v.set_defaults(func=cmd_verify)
 
-    w = sub.add_parser("view", help="browse a build on localhost as the Hub's viewer will show it; look inside 3D volumes")
+    w = sub.add_parser(
+        "view", help="browse a build on localhost as the Hub's viewer will show it; look inside 3D volumes"
+    )
     w.add_argument("folder", help="the built dataset folder (e.g. medmnist)")
     w.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one, printed)")
     w.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
@@ -188,7 +209,7 @@ def _add_hub_commands(sub) -> None:
         "check",
         help="check offline that a built folder is ready for the Hub and its viewer",
         description="Check a built folder offline: card YAML, data_files globs, schemas, embedded "
-            "images, row-group sizes, "
+        "images, row-group sizes, "
         "config count, no .py files, and that every config streams with load_dataset. Prints one line per problem; "
         "exit code 0 when clean, 1 when problems were found, 2 when the folder cannot be checked. The Hub's online "
         "YAML validation is not contacted.",
@@ -206,26 +227,33 @@ def _add_hub_commands(sub) -> None:
     )
     p.add_argument("folder", help="the built dataset folder (e.g. medmnist)")
     p.add_argument("--repo", required=True, help="the dataset repository, ORG/NAME (e.g. my-org/medmnist)")
-    p.add_argument("--private", action="store_true", help="create the repository private (an existing one keeps its visibility)")
     p.add_argument(
-        "--revision", help="branch to push to; created from the default branch if missing (refs/pr/N continues a pull request)"
+        "--private", action="store_true", help="create the repository private (an existing one keeps its visibility)"
+    )
+    p.add_argument(
+        "--revision",
+        help="branch to push to; created from the default branch if missing (refs/pr/N continues a pull request)",
     )
     p.add_argument(
         "--create-pr",
         action="store_true",
         help="open a pull request against the default branch instead of committing to it; "
-            "to continue an interrupted one, "
+        "to continue an interrupted one, "
         "rerun with --revision refs/pr/N instead. With huggingface_hub older than 2 "
-            "this is a single, non-resumable commit "
+        "this is a single, non-resumable commit "
         "(upload_folder), since upload_large_folder cannot open pull requests",
     )
     p.add_argument("--message", default="Upload dataset with hfmed", help="commit message")
-    p.add_argument("--dry-run", action="store_true", help="list the files and total size that would be uploaded; no network, no token")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the files and total size that would be uploaded; no network, no token",
+    )
     p.add_argument("--force", action="store_true", help="push even if `hfmed check` finds problems")
     p.add_argument(
         "--token",
         help="Hugging Face token (default: HF_TOKEN or the stored login); prefer HF_TOKEN, "
-            "a command line is visible to other users",
+        "a command line is visible to other users",
     )
     p.set_defaults(func=cmd_push)
 

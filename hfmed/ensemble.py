@@ -14,8 +14,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ def _member(folder: Path) -> dict[str, Any]:
         raise UserError(
             f"{predictions_file} not found; evaluate that run again to write it: "
             f"python train_hf.py --model {folder} --do_train false --output_dir <new "
-                "folder> (plus its --subset and --dataset)"
+            "folder> (plus its --subset and --dataset)"
         )
     try:
         results = json.loads(results_file.read_text(encoding="utf-8"))
@@ -49,7 +50,9 @@ def _member(folder: Path) -> dict[str, Any]:
             f"{folder} is cross-validation fold {cv.get('fold')} of {cv.get('folds')} and has no test predictions; "
             "an ensemble combines runs trained on the official splits"
         )
-    missing = [f"{split}_{kind}" for split in SCORED_SPLITS for kind in ("labels", "scores") if f"{split}_{kind}" not in arrays]
+    missing = [
+        f"{split}_{kind}" for split in SCORED_SPLITS for kind in ("labels", "scores") if f"{split}_{kind}" not in arrays
+    ]
     if missing:
         raise UserError(f"{predictions_file} lacks {', '.join(missing)}; rerun that training run")
     return {"folder": folder, "results": results, "arrays": arrays}
@@ -73,7 +76,9 @@ def combine(folders: list[Path]) -> tuple[list[dict[str, Any]], dict[str, tuple[
                 )
         for split in SCORED_SPLITS:
             a, b = first["arrays"], other["arrays"]
-            if a[f"{split}_labels"].shape != b[f"{split}_labels"].shape or not np.array_equal(a[f"{split}_labels"], b[f"{split}_labels"]):
+            if a[f"{split}_labels"].shape != b[f"{split}_labels"].shape or not np.array_equal(
+                a[f"{split}_labels"], b[f"{split}_labels"]
+            ):
                 raise UserError(
                     f"{other['folder']} and {first['folder']} have different {split} labels (other rows, or another "
                     "order: --streaming with shuffling?); an ensemble needs the same rows in the same order"
@@ -107,7 +112,21 @@ def ensemble(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, overw
     scores = {split: metrics.compute(task, y_true, y_score) for split, (y_true, y_score) in combined.items()}
     names = [str(m["folder"]) for m in members]
     results = {
-        **{key: first.get(key) for key in ("collection", "dataset", "config", "subset", "task", "task_column_chosen", "task_type", "num_labels", "label_names", "image_size")},
+        **{
+            key: first.get(key)
+            for key in (
+                "collection",
+                "dataset",
+                "config",
+                "subset",
+                "task",
+                "task_column_chosen",
+                "task_type",
+                "num_labels",
+                "label_names",
+                "image_size",
+            )
+        },
         "model": f"ensemble of {len(members)} runs",
         "selection_metric": first.get("selection_metric", "auc"),
         "members": [_member_summary(name, m["results"]) for name, m in zip(names, members)],

@@ -6,7 +6,7 @@ each collection's table is.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import yaml
@@ -14,7 +14,7 @@ import yaml
 from hfmed import registry
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(collection: str) -> dict:
     """The parsed facts of a collection (read once; callers must not mutate it)."""
     return yaml.safe_load(registry.facts_file(collection).read_text(encoding="utf-8"))

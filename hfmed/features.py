@@ -9,14 +9,16 @@ cost of a build, and both numpy and the deflate library release the GIL, so imag
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from concurrent.futures import Executor
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from datasets import Array3D, ClassLabel, Features, Image, List
 
 from hfmed import png
+
 HFMED_METADATA_KEY = b"hfmed"
 
 
@@ -66,7 +68,9 @@ def _array3d(values: np.ndarray, feature: Array3D, arrow_type: pa.DataType) -> p
     return pa.ExtensionArray.from_storage(arrow_type, outer)
 
 
-def encode_batch(features: Features, batch: Mapping[str, Any], executor: Executor | None = None, parts: int = 1) -> pa.Table:
+def encode_batch(
+    features: Features, batch: Mapping[str, Any], executor: Executor | None = None, parts: int = 1
+) -> pa.Table:
     """Build the Arrow table of one batch, with exactly ``features.arrow_schema``."""
     schema = features.arrow_schema
     arrays = []

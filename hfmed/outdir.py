@@ -21,8 +21,8 @@ import contextlib
 import fcntl
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from hfmed.errors import UserError
 
@@ -73,9 +73,8 @@ def config_collection(folder: Path) -> str | None:
 
 
 def card_header(text: str) -> dict | None:
-    from huggingface_hub.repocard import REGEX_YAML_BLOCK
-
     import yaml
+    from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
     m = REGEX_YAML_BLOCK.search(text)
     if m is None:
@@ -142,8 +141,10 @@ def is_our_png(path: Path) -> bool:
 
 def refuse_foreign(path: Path, what: str) -> None:
     """Stop before replacing or removing a file hfmed did not write."""
-    raise UserError(f"{path}: {what} that hfmed did not write is in the way; move it elsewhere "
-        "(hfmed never replaces your files) or choose another --out")
+    raise UserError(
+        f"{path}: {what} that hfmed did not write is in the way; move it elsewhere "
+        "(hfmed never replaces your files) or choose another --out"
+    )
 
 
 # --- sources -----------------------------------------------------------------------------------
@@ -160,9 +161,13 @@ def check_apart(out_dir: Path, sources: list[Path]) -> None:
         if out == src:
             raise UserError(f"--out {out_dir} is the source {source}; choose an output folder outside the source")
         if src.is_dir() and out.is_relative_to(src):
-            raise UserError(f"--out {out_dir} lies inside the source folder {source}; choose an output folder outside the source")
+            raise UserError(
+                f"--out {out_dir} lies inside the source folder {source}; choose an output folder outside the source"
+            )
         if src.is_dir() and src.is_relative_to(out):
-            raise UserError(f"--out {out_dir} contains the source folder {source}; choose an output folder that holds no source")
+            raise UserError(
+                f"--out {out_dir} contains the source folder {source}; choose an output folder that holds no source"
+            )
 
 
 # --- working files -----------------------------------------------------------------------------
@@ -207,7 +212,9 @@ def locked(out_dir: Path, name: str, *, wait: bool) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise UserError(f"another hfmed process is building {name} in {out_dir} right now; wait for it to finish, then rerun") from None
+            raise UserError(
+                f"another hfmed process is building {name} in {out_dir} right now; wait for it to finish, then rerun"
+            ) from None
         try:
             current = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:

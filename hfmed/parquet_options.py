@@ -7,7 +7,8 @@ keeps the layouts that were compared, so the benchmark can rerun them; ``CHOSEN`
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pyarrow as pa
 from datasets import Features
@@ -28,7 +29,11 @@ def datasets_defaults(features: Features, schema: pa.Schema) -> dict[str, Any]:
     from datasets import config
     from datasets.arrow_writer import get_parquet_column_options
 
-    return {**get_parquet_column_options(features, schema), "write_page_index": True, "use_content_defined_chunking": config.DEFAULT_CDC_OPTIONS}
+    return {
+        **get_parquet_column_options(features, schema),
+        "write_page_index": True,
+        "use_content_defined_chunking": config.DEFAULT_CDC_OPTIONS,
+    }
 
 
 def zstd_paged(features: Features, schema: pa.Schema) -> dict[str, Any]:

@@ -73,7 +73,9 @@ def get(name: str) -> type[Builder]:
         and getattr(value, "collection", None) == name
     ]
     if len(found) != 1:
-        raise UserError(f"{path}: defines {len(found)} builders with collection = {name!r}; a collection file defines one")
+        raise UserError(
+            f"{path}: defines {len(found)} builders with collection = {name!r}; a collection file defines one"
+        )
     return found[0]
 
 

@@ -8,10 +8,11 @@ writer: PNG bytes through Pillow, lists and volumes straight from Arrow buffers.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -102,9 +103,13 @@ def verify(out_dir: str | Path, config: str, source: str | Path | None = None) -
             for n, (b, s) in enumerate(zip(built_rows, _source_rows(builder, split)), start=1):
                 for name in features:
                     if not _equal(b[name], s[name]):
-                        raise VerifyFailed(f"{config}: {split.name} row {n - 1}: column {name!r} differs from the source")
+                        raise VerifyFailed(
+                            f"{config}: {split.name} row {n - 1}: column {name!r} differs from the source"
+                        )
             total = sum(pq.read_metadata(f).num_rows for f in files)
             if total != split.num_rows or n != split.num_rows:
-                raise VerifyFailed(f"{config}: {split.name} has {total} rows in the build, {split.num_rows} in the source")
+                raise VerifyFailed(
+                    f"{config}: {split.name} has {total} rows in the build, {split.num_rows} in the source"
+                )
             reports.append(SplitReport(split.name, n))
     return reports

@@ -30,7 +30,24 @@ from urllib.parse import quote
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datasets import Array2D, Array3D, Array4D, Array5D, Audio, ClassLabel, Features, Image, Json, LargeList, List, Pdf, Translation, TranslationVariableLanguages, Value, Video
+from datasets import (
+    Array2D,
+    Array3D,
+    Array4D,
+    Array5D,
+    Audio,
+    ClassLabel,
+    Features,
+    Image,
+    Json,
+    LargeList,
+    List,
+    Pdf,
+    Translation,
+    TranslationVariableLanguages,
+    Value,
+    Video,
+)
 
 # services/worker/src/worker/config.py, FIRST_ROWS_MAX_BYTES is 1_000_000, but the Hub runs with
 # chart/env/prod.yaml `firstRows.maxBytes: "200_000"`: the production value is what visitors get.
@@ -38,7 +55,9 @@ FIRST_ROWS_MAX_BYTES = 200_000
 FIRST_ROWS_MIN_NUMBER = 10  # services/worker/src/worker/config.py, FIRST_ROWS_MIN_NUMBER
 FIRST_ROWS_MIN_CELL_BYTES = 100  # services/worker/src/worker/config.py, FIRST_ROWS_MIN_CELL_BYTES
 FIRST_ROWS_COLUMNS_MAX_NUMBER = 1_000  # services/worker/src/worker/config.py, FIRST_ROWS_COLUMNS_MAX_NUMBER
-WORKER_CONTENT_MAX_BYTES = 10_000_000  # services/worker/src/worker/config.py, WORKER_CONTENT_MAX_BYTES: a larger response fails its job
+WORKER_CONTENT_MAX_BYTES = (
+    10_000_000  # services/worker/src/worker/config.py, WORKER_CONTENT_MAX_BYTES: a larger response fails its job
+)
 CONFIG_NAMES_MAX_NUMBER = 4_000  # services/worker/src/worker/config.py, CONFIG_NAMES_MAX_NUMBER
 SPLIT_NAMES_MAX_NUMBER = 30  # services/worker/src/worker/config.py, SPLIT_NAMES_MAX_NUMBER
 MAX_NUM_ROWS_PER_PAGE = 100  # libs/libcommon/src/libcommon/constants.py, MAX_NUM_ROWS_PER_PAGE (first rows and /rows)
@@ -57,7 +76,20 @@ MEDIA_FEATURES = (Image, Audio, Pdf, Video)
 ASSETS_BASE_URL = "https://datasets-server.huggingface.co/assets"
 # Feature types get_cell_value (libs/libcommon/src/libcommon/viewer_utils/features.py) can show;
 # any other raises TypeError and the config's first rows fail.
-SHOWN_FEATURES = (*MEDIA_FEATURES, Json, Value, ClassLabel, Array2D, Array3D, Array4D, Array5D, Translation, TranslationVariableLanguages, List, LargeList)
+SHOWN_FEATURES = (
+    *MEDIA_FEATURES,
+    Json,
+    Value,
+    ClassLabel,
+    Array2D,
+    Array3D,
+    Array4D,
+    Array5D,
+    Translation,
+    TranslationVariableLanguages,
+    List,
+    LargeList,
+)
 ARRAY_FEATURES = (Array2D, Array3D, Array4D, Array5D)
 # /rows has no size limit of its own: the page goes to the browser whole. We warn from the
 # largest response the viewer lets a worker store (WORKER_CONTENT_MAX_BYTES), our choice of bar.
@@ -93,19 +125,43 @@ def name_findings(splits_by_config: dict[str, list[str]]) -> list[Finding]:
     """Config and split names the viewer (through datasets) lists, and how many."""
     out = []
     if len(splits_by_config) > CONFIG_NAMES_MAX_NUMBER:
-        out.append(Finding("README.md", f"{len(splits_by_config)} configs; the viewer lists at most "
-            f"{CONFIG_NAMES_MAX_NUMBER:,} and shows none beyond", True))
+        out.append(
+            Finding(
+                "README.md",
+                f"{len(splits_by_config)} configs; the viewer lists at most "
+                f"{CONFIG_NAMES_MAX_NUMBER:,} and shows none beyond",
+                True,
+            )
+        )
     for config, splits in splits_by_config.items():
         bad = sorted(set(config) & set(CONFIG_NAME_FORBIDDEN))
         if not config or bad:
-            out.append(Finding("README.md", f"config name {config!r} holds {''.join(bad) or 'nothing'}; datasets refuses "
-                f"config names with any of {CONFIG_NAME_FORBIDDEN}, so the viewer cannot list it", True))
+            out.append(
+                Finding(
+                    "README.md",
+                    f"config name {config!r} holds {''.join(bad) or 'nothing'}; datasets refuses "
+                    f"config names with any of {CONFIG_NAME_FORBIDDEN}, so the viewer cannot list it",
+                    True,
+                )
+            )
         if len(splits) > SPLIT_NAMES_MAX_NUMBER:
-            out.append(Finding(f"{config}/", f"{len(splits)} splits; the viewer refuses more than {SPLIT_NAMES_MAX_NUMBER} per config", True))
+            out.append(
+                Finding(
+                    f"{config}/",
+                    f"{len(splits)} splits; the viewer refuses more than {SPLIT_NAMES_MAX_NUMBER} per config",
+                    True,
+                )
+            )
         for split in splits:
             if not SPLIT_NAME.match(split):
-                out.append(Finding(f"{config}/", f"split name {split!r} does not match {SPLIT_NAME.pattern} (letters, digits, _ "
-                    "and inner dots); datasets and the viewer refuse it", True))
+                out.append(
+                    Finding(
+                        f"{config}/",
+                        f"split name {split!r} does not match {SPLIT_NAME.pattern} (letters, digits, _ "
+                        "and inner dots); datasets and the viewer refuse it",
+                        True,
+                    )
+                )
     return out
 
 
@@ -113,21 +169,49 @@ def feature_findings(config: str, features: Features) -> list[Finding]:
     """Columns the viewer cannot show, or shows only as numbers."""
     out = []
     if len(features) > FIRST_ROWS_COLUMNS_MAX_NUMBER:
-        out.append(Finding(f"{config}/", f"{len(features)} columns; the viewer shows at most {FIRST_ROWS_COLUMNS_MAX_NUMBER}", True))
+        out.append(
+            Finding(
+                f"{config}/", f"{len(features)} columns; the viewer shows at most {FIRST_ROWS_COLUMNS_MAX_NUMBER}", True
+            )
+        )
     for name, feature in features.items():
         if len(name) > MAX_COLUMN_NAME_LENGTH:
-            out.append(Finding(f"{config}/", f"column name {name[:40]!r}... is {len(name)} characters; the viewer refuses "
-                f"names over {MAX_COLUMN_NAME_LENGTH}", True))
+            out.append(
+                Finding(
+                    f"{config}/",
+                    f"column name {name[:40]!r}... is {len(name)} characters; the viewer refuses "
+                    f"names over {MAX_COLUMN_NAME_LENGTH}",
+                    True,
+                )
+            )
         if not isinstance(feature, SHOWN_FEATURES) and not isinstance(feature, (dict, list)):
-            out.append(Finding(f"{config}/", f"column {name!r} is a {type(feature).__name__}, which the viewer cannot show; its first rows fail", True))
+            out.append(
+                Finding(
+                    f"{config}/",
+                    f"column {name!r} is a {type(feature).__name__}, which the viewer cannot show; its first rows fail",
+                    True,
+                )
+            )
     media = [n for n, f in features.items() if isinstance(f, MEDIA_FEATURES)]
     arrays = [n for n, f in features.items() if isinstance(f, ARRAY_FEATURES)]
     if arrays and not media:
-        out.append(Finding(f"{config}/", f"column(s) {', '.join(map(repr, arrays))} are shown as lists of numbers and "
-            "nothing else in the config is drawn; add an image column (a preview)", False))
+        out.append(
+            Finding(
+                f"{config}/",
+                f"column(s) {', '.join(map(repr, arrays))} are shown as lists of numbers and "
+                "nothing else in the config is drawn; add an image column (a preview)",
+                False,
+            )
+        )
     elif arrays and list(features).index(arrays[0]) < list(features).index(media[0]):
-        out.append(Finding(f"{config}/", f"column {arrays[0]!r} (numbers) comes before {media[0]!r} (drawn); the viewer "
-            "shows columns in this order", False))
+        out.append(
+            Finding(
+                f"{config}/",
+                f"column {arrays[0]!r} (numbers) comes before {media[0]!r} (drawn); the viewer "
+                "shows columns in this order",
+                False,
+            )
+        )
     return out
 
 
@@ -142,7 +226,13 @@ def opening_findings(default: str | None, features_by_config: dict[str, Features
     if any(isinstance(f, ARRAY_FEATURES) for f in features.values()):
         drawn = [c for c, f in features_by_config.items() if not any(isinstance(x, ARRAY_FEATURES) for x in f.values())]
         hint = f"; mark a 2D config such as {drawn[0]!r} `default: true`" if drawn else ""
-        return [Finding("README.md", f"the viewer opens on {opening!r}, whose volumes it shows only as cut lists of numbers{hint}", False)]
+        return [
+            Finding(
+                "README.md",
+                f"the viewer opens on {opening!r}, whose volumes it shows only as cut lists of numbers{hint}",
+                False,
+            )
+        ]
     return []
 
 
@@ -158,13 +248,25 @@ def row_group_findings(where: str, metadata: pq.FileMetaData, datasets_limit: in
         compressed = sum(c.total_compressed_size for c in columns)
         paged = all(c.has_offset_index for c in columns)
         if compressed > ROWS_INDEX_MAX_ARROW_DATA_IN_MEMORY and not paged:
-            out.append(Finding(where, f"row group {g} holds {_mb(compressed)} compressed and the file has no page "
-                f"index; the viewer reads at most {_mb(ROWS_INDEX_MAX_ARROW_DATA_IN_MEMORY)} at "
-                "once and cannot show these rows; rebuild with smaller row groups", True))
+            out.append(
+                Finding(
+                    where,
+                    f"row group {g} holds {_mb(compressed)} compressed and the file has no page "
+                    f"index; the viewer reads at most {_mb(ROWS_INDEX_MAX_ARROW_DATA_IN_MEMORY)} at "
+                    "once and cannot show these rows; rebuild with smaller row groups",
+                    True,
+                )
+            )
         if rg.total_byte_size > datasets_limit:
-            out.append(Finding(where, f"row group {g} holds {_mb(rg.total_byte_size)} uncompressed, over the "
-                f"{_mb(datasets_limit)} datasets writes at most (config.MAX_ROW_GROUP_SIZE); "
-                "every streaming reader holds a whole row group", False))
+            out.append(
+                Finding(
+                    where,
+                    f"row group {g} holds {_mb(rg.total_byte_size)} uncompressed, over the "
+                    f"{_mb(datasets_limit)} datasets writes at most (config.MAX_ROW_GROUP_SIZE); "
+                    "every streaming reader holds a whole row group",
+                    False,
+                )
+            )
     return out
 
 
@@ -245,23 +347,36 @@ def _cut_size(serialized: bytes) -> int:
 def cell_sizes(name: str, feature, column: pa.Array, asset_url: str) -> tuple[list[int], list[int]]:
     """JSON bytes of each cell as the viewer sends it, and once cut (equal where it is never cut)."""
     if isinstance(feature, Image):
-        sizes = [len(_dumps(_image_cell(cell, asset_url.format(row=i, column=quote(name))))) for i, cell in enumerate(column.to_pylist())]
+        sizes = [
+            len(_dumps(_image_cell(cell, asset_url.format(row=i, column=quote(name)))))
+            for i, cell in enumerate(column.to_pylist())
+        ]
         return sizes, sizes
     if isinstance(feature, (List, LargeList)) and isinstance(feature.feature, Image):
         # each image an asset named image-<hash of its place>.jpg (append_hash_suffix in viewer_utils/features.py);
         # nested media are not kept whole: the cell can be cut like any other
         url = asset_url.replace("image.jpg", "image-0000000.jpg")
-        serialized = [_dumps([_image_cell(c, url.format(row=i, column=quote(name))) for c in cells or []]) for i, cells in enumerate(column.to_pylist())]
-        return [len(x) for x in serialized], [len(x) if len(x) <= FIRST_ROWS_MIN_CELL_BYTES else _cut_size(x) for x in serialized]
+        serialized = [
+            _dumps([_image_cell(c, url.format(row=i, column=quote(name))) for c in cells or []])
+            for i, cells in enumerate(column.to_pylist())
+        ]
+        return [len(x) for x in serialized], [
+            len(x) if len(x) <= FIRST_ROWS_MIN_CELL_BYTES else _cut_size(x) for x in serialized
+        ]
     if isinstance(feature, MEDIA_FEATURES):
-        sizes = [len(_dumps({"src": asset_url.format(row=i, column=quote(name)), "type": "media"})) for i in range(len(column))]
+        sizes = [
+            len(_dumps({"src": asset_url.format(row=i, column=quote(name)), "type": "media"}))
+            for i in range(len(column))
+        ]
         return sizes, sizes
     if isinstance(feature, ARRAY_FEATURES):
         sizes = _array_sizes(feature, column)
         if sizes is not None:  # the first bytes of a numeric array are digits, commas and brackets
             return sizes, [s if s <= FIRST_ROWS_MIN_CELL_BYTES else FIRST_ROWS_MIN_CELL_BYTES + 2 for s in sizes]
     serialized = [_dumps(v) for v in column.to_pylist()]
-    return [len(s) for s in serialized], [len(s) if len(s) <= FIRST_ROWS_MIN_CELL_BYTES else _cut_size(s) for s in serialized]
+    return [len(s) for s in serialized], [
+        len(s) if len(s) <= FIRST_ROWS_MIN_CELL_BYTES else _cut_size(s) for s in serialized
+    ]
 
 
 def _item_size(row_idx: int, row_bytes: int, cut: list[str]) -> int:
@@ -270,7 +385,9 @@ def _item_size(row_idx: int, row_bytes: int, cut: list[str]) -> int:
     return len('{"row_idx":') + len(str(row_idx)) + len(',"row":') + row_bytes + len(',"truncated_cells":') + names + 1
 
 
-def first_rows(features: Features, table: pa.Table, num_rows_total: int, *, dataset: str, config: str, split: str) -> FirstRows:
+def first_rows(
+    features: Features, table: pa.Table, num_rows_total: int, *, dataset: str, config: str, split: str
+) -> FirstRows:
     """The first page of one split, rebuilt as create_first_rows_response and create_truncated_row_items build it.
 
     ``table`` holds the split's first rows (at most ``MAX_NUM_ROWS_PER_PAGE``); sizes are those of
@@ -289,7 +406,18 @@ def first_rows(features: Features, table: pa.Table, num_rows_total: int, *, data
         return 2 + (len(keys) - 1) + sum(keys[c] + (cut if c in cut_columns else full)[c][i] for c in features)
 
     features_json = [{"feature_idx": i, "name": k, "type": v} for i, (k, v) in enumerate(features.to_dict().items())]
-    surrounding = len(_dumps({"dataset": dataset, "config": config, "split": split, "features": features_json, "rows": [], "truncated": False}))
+    surrounding = len(
+        _dumps(
+            {
+                "dataset": dataset,
+                "config": config,
+                "split": split,
+                "features": features_json,
+                "rows": [],
+                "truncated": False,
+            }
+        )
+    )
     page_bytes = 2 + sum(_item_size(i, row_bytes(i, []), []) + 1 for i in range(n))
     rows_bytes = 2
     cut_cells: dict[int, list[str]] = {}
@@ -335,20 +463,30 @@ def first_rows_findings(config: str, pages: dict[str, FirstRows]) -> list[Findin
         where = f"{config}/" + (",".join(splits) if len(splits) > 1 else splits[0])
         p = pages[splits[0]]
         if key[0] == "fails":
-            out.append(Finding(where, f"the viewer's first page would be {p.response_bytes:,} bytes even with every "
-                f"cell cut, over the {WORKER_CONTENT_MAX_BYTES:,} a worker may store: the first "
-                "rows fail", True))
+            out.append(
+                Finding(
+                    where,
+                    f"the viewer's first page would be {p.response_bytes:,} bytes even with every "
+                    f"cell cut, over the {WORKER_CONTENT_MAX_BYTES:,} a worker may store: the first "
+                    "rows fail",
+                    True,
+                )
+            )
             continue
         parts = []
         if p.rows < p.wanted:
-            parts.append(f"the first page holds {p.rows} of {p.wanted} rows (the viewer's first rows are "
-                f"cut at {FIRST_ROWS_MAX_BYTES:,} bytes of JSON)")
+            parts.append(
+                f"the first page holds {p.rows} of {p.wanted} rows (the viewer's first rows are "
+                f"cut at {FIRST_ROWS_MAX_BYTES:,} bytes of JSON)"
+            )
         if p.cut:
             cells = ", ".join(f"{c!r} in {k} row(s)" for c, k in sorted(p.cut.items()))
             parts.append(f"cells cut to {FIRST_ROWS_MIN_CELL_BYTES} characters: {cells}")
         if p.page_bytes > ROWS_PAGE_WARN_BYTES:
-            parts.append(f"each later page of {MAX_NUM_ROWS_PER_PAGE} rows (/rows, never cut) is about "
-                f"{_mb(p.page_bytes)} of JSON")
+            parts.append(
+                f"each later page of {MAX_NUM_ROWS_PER_PAGE} rows (/rows, never cut) is about "
+                f"{_mb(p.page_bytes)} of JSON"
+            )
         if parts:
             out.append(Finding(where, "; ".join(parts), False))
     return out
@@ -370,7 +508,9 @@ def _head(files: list[Path], rows: int) -> pa.Table:
     return pa.Table.from_batches(parts) if parts else pa.table({})
 
 
-def check_config(folder: Path, config: str, splits: dict[str, list[Path]], features: Features, dataset: str, datasets_limit: int) -> list[Finding]:
+def check_config(
+    folder: Path, config: str, splits: dict[str, list[Path]], features: Features, dataset: str, datasets_limit: int
+) -> list[Finding]:
     """Every viewer rule for one built config: features, row groups, and the first page of each split."""
     out = feature_findings(config, features)
     if any(f.error for f in out):
@@ -390,6 +530,12 @@ def check_config(folder: Path, config: str, splits: dict[str, list[Path]], featu
             try:
                 pages[split] = first_rows(features, head, total, dataset=dataset, config=config, split=split)
             except UnreadableImage as e:
-                out.append(Finding(f"{config}/{split}", f"an image among the first {MAX_NUM_ROWS_PER_PAGE} rows does not open with "
-                    f"Pillow ({e}); the viewer's first rows fail", True))
+                out.append(
+                    Finding(
+                        f"{config}/{split}",
+                        f"an image among the first {MAX_NUM_ROWS_PER_PAGE} rows does not open with "
+                        f"Pillow ({e}); the viewer's first rows fail",
+                        True,
+                    )
+                )
     return out + first_rows_findings(config, pages)

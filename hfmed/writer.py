@@ -17,10 +17,11 @@ import queue
 import re
 import shutil
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -33,7 +34,9 @@ from hfmed.features import encode_batch, schema_with_metadata
 
 SHARD_RAW_BYTES = 384 << 20  # raw pixels per shard; PNG makes the file smaller
 SHARD_MAX_ROWS = 20_000  # so that large 28 px splits still give workers several shards
-ROW_GROUP_RAW_BYTES = 16 << 20  # far under the 300 MB the viewer reads at once (hfmed.viewer_rules) and datasets' 100 MB
+ROW_GROUP_RAW_BYTES = (
+    16 << 20
+)  # far under the 300 MB the viewer reads at once (hfmed.viewer_rules) and datasets' 100 MB
 ROW_GROUP_MAX_ROWS = 2_000
 TMP_PREFIX = ".hfmed-tmp-"
 OLD_PREFIX = ".hfmed-old-"
@@ -140,7 +143,9 @@ def _write_split(builder: Builder, split: SplitGenerator, folder: Path, executor
     try:
         first = next(source)
     except StopIteration:
-        raise UserError(f"split {split.name} of {builder.config_name} yielded no rows; the source is incomplete") from None
+        raise UserError(
+            f"split {split.name} of {builder.config_name} yielded no rows; the source is incomplete"
+        ) from None
     plan = plan_shards(split.num_rows, _raw_row_nbytes(first))
 
     def all_batches():
@@ -154,8 +159,10 @@ def _write_split(builder: Builder, split: SplitGenerator, folder: Path, executor
         for group in _rebatch(all_batches(), plan.rows_per_group):
             n = len(next(iter(group.values())))
             if written + n > split.num_rows:
-                raise UserError(f"split {split.name} of {builder.config_name} has more rows than its declared "
-                    f"{split.num_rows}; the source is inconsistent")
+                raise UserError(
+                    f"split {split.name} of {builder.config_name} has more rows than its declared "
+                    f"{split.num_rows}; the source is inconsistent"
+                )
             if written // plan.rows_per_shard != shard:
                 if writer is not None:
                     writer.close()
@@ -173,8 +180,10 @@ def _write_split(builder: Builder, split: SplitGenerator, folder: Path, executor
         if writer is not None:
             writer.close()
     if written != split.num_rows:
-        raise UserError(f"split {split.name} of {builder.config_name} has {written} rows, expected "
-            f"{split.num_rows}; the source is truncated")
+        raise UserError(
+            f"split {split.name} of {builder.config_name} has {written} rows, expected "
+            f"{split.num_rows}; the source is truncated"
+        )
 
 
 def _pid_of(path: Path) -> int | None:
@@ -235,8 +244,10 @@ def _prepare(builder: Builder, out_dir: Path, overwrite: bool) -> bool:
     """Checks before the source is read; True when the config is already complete and its card current."""
     final = out_dir / builder.config_name
     if builder.config_name.lower() in RESERVED_NAMES:
-        raise UserError(f"{builder.config_name!r} cannot be a config: {out_dir / builder.config_name} "
-            "is where the card and its montages go; rename the dataset")
+        raise UserError(
+            f"{builder.config_name!r} cannot be a config: {out_dir / builder.config_name} "
+            "is where the card and its montages go; rename the dataset"
+        )
     outdir.check_apart(out_dir, builder.source_paths())
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir} is a file, not a folder; choose another --out")
@@ -268,7 +279,10 @@ def _write_config(builder: Builder, out_dir: Path, overwrite: bool, threads: int
     tmp.mkdir()
     total = sum(s.num_rows for s in splits)
     try:
-        with ThreadPoolExecutor(threads) as executor, tqdm(total=total, desc=config, unit="img", disable=not progress) as bar:
+        with (
+            ThreadPoolExecutor(threads) as executor,
+            tqdm(total=total, desc=config, unit="img", disable=not progress) as bar,
+        ):
             for split in splits:
                 _write_split(builder, split, tmp, executor, threads, bar)
         if final.exists():
@@ -290,7 +304,9 @@ def write_card(out_dir: Path) -> Path:
         return cards.write_card(out_dir)
 
 
-def build_config(builder: Builder, out_dir: str | Path, *, overwrite: bool = False, threads: int | None = None, progress: bool = True) -> Path:
+def build_config(
+    builder: Builder, out_dir: str | Path, *, overwrite: bool = False, threads: int | None = None, progress: bool = True
+) -> Path:
     """Write ``<out_dir>/<config>/`` and refresh ``<out_dir>/README.md``; returns the config folder.
 
     A config that a stopped build already placed gets its card completed instead of an error.
@@ -309,9 +325,11 @@ def build_config(builder: Builder, out_dir: str | Path, *, overwrite: bool = Fal
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()  # the folder as it was: absent
         if isinstance(e, OSError):  # reading errors are UserErrors already; this is the output
-            raise UserError(f"cannot write into {out_dir} "
+            raise UserError(
+                f"cannot write into {out_dir} "
                 f"({os.strerror(e.errno) if e.errno else _os_reason(e)}); free some space, or "
-                "choose a writable --out, and rerun") from None
+                "choose a writable --out, and rerun"
+            ) from None
         raise
     return out_dir / builder.config_name
 

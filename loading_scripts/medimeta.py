@@ -18,15 +18,25 @@ where class id ``i`` of ``column`` stands for label key ``keys[i]`` of task ``na
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from datasets import ClassLabel, Features, Image, List, Value
 
 from hfmed import __version__, facts, montage
 from hfmed.builder import Builder, SplitGenerator
-from hfmed.cards import CardContext, CollectionCard, ConfigSummary, LabelCounts, has_source, label_counts, source_text, split_sizes
+from hfmed.cards import (
+    CardContext,
+    CollectionCard,
+    ConfigSummary,
+    LabelCounts,
+    has_source,
+    label_counts,
+    source_text,
+    split_sizes,
+)
 from hfmed.errors import UserError
 from hfmed.sources.medimeta import INFO_FILE, SPLIT_FILES, MedIMetaFolder, is_dataset_id, license_id
 
@@ -46,28 +56,44 @@ def _check_name(name: str) -> None:
 def dataset_folders(source: Path) -> dict[str, Path]:
     """Dataset id -> folder for every dataset under ``source`` (or ``source`` itself)."""
     if not source.is_dir():
-        raise UserError(f"{source}: no such folder; pass --source the folder holding the MedIMeta dataset folders (bus/, cxr/, ...)")
+        raise UserError(
+            f"{source}: no such folder; pass --source the folder holding the MedIMeta dataset folders (bus/, cxr/, ...)"
+        )
     if (source / INFO_FILE).is_file():
         return {source.name: source}
-    return {p.name: p for p in sorted(source.iterdir()) if p.is_dir() and not p.name.startswith(".") and (p / INFO_FILE).is_file()}
+    return {
+        p.name: p
+        for p in sorted(source.iterdir())
+        if p.is_dir() and not p.name.startswith(".") and (p / INFO_FILE).is_file()
+    }
 
 
 def resolve(config_name: str, source: Path | None) -> tuple[Path, bool]:
     """The dataset folder of a config, and whether the config uses the original splits."""
     _check_name(config_name)
     if source is None:
-        raise UserError("MedIMeta is downloaded by hand (Zenodo record 7884735); pass --source the "
-            "folder holding its dataset folders")
+        raise UserError(
+            "MedIMeta is downloaded by hand (Zenodo record 7884735); pass --source the "
+            "folder holding its dataset folders"
+        )
     folders = dataset_folders(source)
     if not (source / INFO_FILE).is_file():  # a dataset folder without info.yaml is still that dataset's folder
-        folders.update({p.name: p for p in (source / config_name, source / config_name.removesuffix(ORIGINAL_SUFFIX)) if p.is_dir()})
+        folders.update(
+            {
+                p.name: p
+                for p in (source / config_name, source / config_name.removesuffix(ORIGINAL_SUFFIX))
+                if p.is_dir()
+            }
+        )
     if config_name in folders:
         return folders[config_name], False
     if config_name.endswith(ORIGINAL_SUFFIX) and config_name[: -len(ORIGINAL_SUFFIX)] in folders:
         return folders[config_name[: -len(ORIGINAL_SUFFIX)]], True
     if (source / INFO_FILE).is_file():
-        raise UserError(f"{source} is the dataset folder of {source.name}, not of {config_name!r}; pass "
-            f"the folder that holds {config_name}/")
+        raise UserError(
+            f"{source} is the dataset folder of {source.name}, not of {config_name!r}; pass "
+            f"the folder that holds {config_name}/"
+        )
     found = ", ".join(folders) or "none"
     raise UserError(f"{source}: no MedIMeta dataset folder {config_name!r} (a folder with info.yaml); found: {found}")
 
@@ -134,11 +160,20 @@ def _card_variables(ctx: CardContext) -> dict[str, Any]:
                 "description": _description(ds_id, facts),
                 "has_patient_id": "patient_id" in base.features,
                 "montage": ctx.montages.get(base.name),
-                "configs": [{"name": c.name, "original": _is_original(c), "default": c.name == ctx.default, "splits": split_sizes(c)} for c in members],
+                "configs": [
+                    {
+                        "name": c.name,
+                        "original": _is_original(c),
+                        "default": c.name == ctx.default,
+                        "splits": split_sizes(c),
+                    }
+                    for c in members
+                ],
                 "count_columns": [s.name for s in base.splits],
                 "tasks": [_task(t, counts[t["column"]]) for t in base.meta["tasks"]],
                 "original_data": [
-                    {**o, "citations": [" ".join(str(c).split()) for c in o.get("citations") or []]} for o in facts.get("original_data") or []
+                    {**o, "citations": [" ".join(str(c).split()) for c in o.get("citations") or []]}
+                    for o in facts.get("original_data") or []
                 ],
             }
         )
@@ -173,8 +208,10 @@ class MedIMeta(Builder):
         self.folder = MedIMetaFolder(path)
         self.info = self.folder.info
         if self.info.id != path.name:
-            raise UserError(f"{path / INFO_FILE}: declares id {self.info.id!r} but its folder is "
-                f"{path.name!r}; rename the folder to {self.info.id}")
+            raise UserError(
+                f"{path / INFO_FILE}: declares id {self.info.id!r} but its folder is "
+                f"{path.name!r}; rename the folder to {self.info.id}"
+            )
         self.kind = SPLIT_KIND[self.original]
         self._features: Features | None = None
 
@@ -196,8 +233,10 @@ class MedIMeta(Builder):
     # --- splits and rows --------------------------------------------------------------------
     def _split_generators(self) -> list[SplitGenerator]:
         if self.original and not (self.folder.path / "original_splits").is_dir():
-            raise UserError(f"{self.folder.path / 'original_splits'}: missing; download the complete "
-                f"dataset folder to build {self.config_name}")
+            raise UserError(
+                f"{self.folder.path / 'original_splits'}: missing; download the complete "
+                f"dataset folder to build {self.config_name}"
+            )
         if self.original and not self.folder.original_differs():
             raise UserError(
                 f"{self.folder.path / 'original_splits'}: the original splits hold the same images as splits/; "
@@ -237,7 +276,9 @@ class MedIMeta(Builder):
     @classmethod
     def config_names(cls, names: list[str], *, all_configs: bool, size: int | None, source: Path | None) -> list[str]:
         if size is not None:
-            raise UserError("--size applies to medmnist only; every MedIMeta image is as its info.yaml declares (224x224)")
+            raise UserError(
+                "--size applies to medmnist only; every MedIMeta image is as its info.yaml declares (224x224)"
+            )
         if all_configs and names:
             raise UserError("give dataset ids or --all, not both")
         if not all_configs:
@@ -255,7 +296,9 @@ class MedIMeta(Builder):
             if MedIMetaFolder(path).original_differs():
                 out.append(name + ORIGINAL_SUFFIX)
         if not out:
-            raise UserError(f"{source}: no MedIMeta dataset folders in it (folders holding info.yaml); unpack the downloads there")
+            raise UserError(
+                f"{source}: no MedIMeta dataset folders in it (folders holding info.yaml); unpack the downloads there"
+            )
         return out
 
     @classmethod
@@ -273,7 +316,9 @@ class MedIMeta(Builder):
                         "type": task["type"],
                         "classes": len(task["labels"]),
                         "train/val/test": f"{sp['train']}/{sp['validation']}/{sp['test']}" if first else "",
-                        "original splits": (f"{og['train']}/{og['validation']}/{og['test']}" if og else "-") if first else "",
+                        "original splits": (f"{og['train']}/{og['validation']}/{og['test']}" if og else "-")
+                        if first
+                        else "",
                         "license": d["license_id"] if first else "",
                     }
                 )
@@ -284,6 +329,6 @@ class MedIMeta(Builder):
         if not subset:
             raise UserError(
                 "name a MedIMeta dataset with --subset (e.g. --subset dr_regular --task "
-                    "dr_level); `hfmed list medimeta` shows them"
+                "dr_level); `hfmed list medimeta` shows them"
             )
         return subset

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from datasets import Array3D, ClassLabel, Features, Image, List
@@ -80,7 +81,9 @@ def _shape(entry: dict, size: int) -> str:
     return f"{size}×{size}" + ("×3" if entry["channels"] == 3 else "")
 
 
-def _subset_variables(flag: str, entry: dict, members: list[tuple[int, ConfigSummary]], ctx: CardContext) -> dict[str, Any]:
+def _subset_variables(
+    flag: str, entry: dict, members: list[tuple[int, ConfigSummary]], ctx: CardContext
+) -> dict[str, Any]:
     # every size of a subset holds the same samples and labels: one count table serves all
     counts = next(iter(label_counts(members[0][1]).values()))
     configs = [
@@ -203,11 +206,15 @@ class MedMNIST(Builder):
         path = archive.path
         for kind in ("images", "labels"):
             if f"{prefix}_{kind}" not in archive.members:
-                raise UserError(f"{path}: member '{prefix}_{kind}' is missing; this is not a complete MedMNIST {self.flag} file")
+                raise UserError(
+                    f"{path}: member '{prefix}_{kind}' is missing; this is not a complete MedMNIST {self.flag} file"
+                )
         images, labels = archive.members[f"{prefix}_images"], archive.members[f"{prefix}_labels"]
         want = self._expected_image_shape()
         if images.dtype != np.uint8:
-            raise UserError(f"{path}: '{prefix}_images' is {images.dtype}, expected uint8 pixels; re-save the images as uint8")
+            raise UserError(
+                f"{path}: '{prefix}_images' is {images.dtype}, expected uint8 pixels; re-save the images as uint8"
+            )
         if images.shape[1:] != want:
             got = images.shape[1:]
             hint = ""
@@ -221,12 +228,16 @@ class MedMNIST(Builder):
         k = len(self.facts["labels"])
         want_l = (k,) if self.facts["task"] == "multi-label" else (1,)
         if labels.shape[1:] != want_l and not (want_l == (1,) and labels.shape[1:] == ()):
-            raise UserError(f"{path}: '{prefix}_labels' rows are {labels.shape[1:]}, expected {want_l} for "
-                f"a {self.facts['task']} subset")
+            raise UserError(
+                f"{path}: '{prefix}_labels' rows are {labels.shape[1:]}, expected {want_l} for "
+                f"a {self.facts['task']} subset"
+            )
         n = images.shape[0]
         if labels.shape[0] != n:
-            raise UserError(f"{path}: '{prefix}_images' has {n} rows but '{prefix}_labels' has "
-                f"{labels.shape[0]}; the file is inconsistent")
+            raise UserError(
+                f"{path}: '{prefix}_images' has {n} rows but '{prefix}_labels' has "
+                f"{labels.shape[0]}; the file is inconsistent"
+            )
         official = self.facts["splits"][split]
         if n != official and not self.unofficial:
             raise UserError(
@@ -244,8 +255,10 @@ class MedMNIST(Builder):
             lo, hi = int(chunk.min()), int(chunk.max())
             if lo < 0 or hi > (1 if multi else k - 1):
                 allowed = "0 or 1" if multi else f"0..{k - 1}"
-                raise UserError(f"{archive.path}: '{prefix}_labels' holds {lo if lo < 0 else hi}, outside "
-                    f"{allowed} for {self.flag}; the labels are not MedMNIST's")
+                raise UserError(
+                    f"{archive.path}: '{prefix}_labels' holds {lo if lo < 0 else hi}, outside "
+                    f"{allowed} for {self.flag}; the labels are not MedMNIST's"
+                )
 
     def _split_generators(self) -> list[SplitGenerator]:
         path = self.source_path()
@@ -258,8 +271,10 @@ class MedMNIST(Builder):
             self._check_label_range(archive, s.gen_kwargs["prefix"])
         self._md5 = download.md5sum(path)
         if self._md5 not in self.official_md5s and not self.unofficial:
-            logger.warning(f"{path}: md5 {self._md5} is not an official {self.file_name}; the structure is "
-                "valid, building it anyway")
+            logger.warning(
+                f"{path}: md5 {self._md5} is not an official {self.file_name}; the structure is "
+                "valid, building it anyway"
+            )
         return plan
 
     def _generate_batches(self, archive: NpzArchive, prefix: str) -> Iterator[dict[str, Any]]:

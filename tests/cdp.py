@@ -36,10 +36,22 @@ class Browser:
         from websockets.sync.client import connect
 
         self.proc = subprocess.Popen(
-            [executable, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
-             "--hide-scrollbars", "--force-device-scale-factor=1", f"--window-size={width},{height}",
-             "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                executable,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--hide-scrollbars",
+                "--force-device-scale-factor=1",
+                f"--window-size={width},{height}",
+                "--remote-debugging-port=0",
+                f"--user-data-dir={profile}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         port = self._port()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
@@ -87,7 +99,7 @@ class Browser:
             "new Promise((resolve) => { const t0 = Date.now(); (function poll() { let v = null;"
             f" try {{ v = ({condition}); }} catch (e) {{}}"
             f" if (v) resolve(v); else if (Date.now() - t0 > {int(timeout_s * 1000)}) "
-                f"resolve(null); else setTimeout(poll, 50); }})(); }})"
+            f"resolve(null); else setTimeout(poll, 50); }})(); }})"
         )
 
     def open(self, url: str) -> None:
@@ -96,8 +108,10 @@ class Browser:
         self.call("Page.navigate", url=url)
 
     def rect(self, selector: str) -> dict:
-        return self.evaluate(f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
-                             " return {x: r.x, y: r.y, width: r.width, height: r.height}; })()")
+        return self.evaluate(
+            f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
+            " return {x: r.x, y: r.y, width: r.width, height: r.height}; })()"
+        )
 
     def scroll_into_view(self, selector: str) -> None:
         self.evaluate(f"document.querySelector({json.dumps(selector)}).scrollIntoView({{block: 'center'}})")

@@ -122,8 +122,9 @@ def real_adrenalmnist3d() -> Path:
 @pytest.fixture(scope="session")
 def built_medmnist(tmp_path_factory, real_breastmnist, real_adrenalmnist3d) -> Path:
     """A ``medmnist`` folder holding the real breastmnist and adrenalmnist3d builds (built once per run)."""
-    from hfmed.writer import build_config
     from hfmed.loading_scripts.medmnist import MedMNIST
+
+    from hfmed.writer import build_config
 
     out = tmp_path_factory.mktemp("build") / "medmnist"
     build_config(MedMNIST("breastmnist", real_breastmnist), out, progress=False)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import h5py
 import numpy as np
@@ -85,7 +86,9 @@ def make_medimeta_folder(
     hdf5_channel_axis: bool = False,
     patient_id: bool = True,
     shuffled: bool = True,
-    images: Callable[[np.random.Generator, int, tuple[int, ...]], np.ndarray] = noise_images,  # (rng, k, shape) -> k images
+    images: Callable[
+        [np.random.Generator, int, tuple[int, ...]], np.ndarray
+    ] = noise_images,  # (rng, k, shape) -> k images
     chunk: int = 512,
 ) -> Path:
     """Write ``<root>/<id>/`` in the official layout; returns the dataset folder.

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hfmed.loading_scripts.medmnist import MedMNIST
 
 from hfmed import benchmark, cli
 from hfmed.benchmark import decathlon, final, protocol, space
 from hfmed.errors import UserError
 from hfmed.writer import build_config
-from hfmed.loading_scripts.medmnist import MedMNIST
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_SPACE = (
@@ -50,17 +50,31 @@ def test_search_selects_on_folds_then_reads_test_once_and_resumes(tiny_build, tm
     monkeypatch.setattr(np, "load", spying_load)
     done = benchmark.run_subset(target, 1e6, out, **OPTIONS)
     monkeypatch.setattr(np, "load", load)
-    assert sorted(test_readers) == [("final.py", "seed100"), ("final.py", "seed101")]  # once per member, by the evaluation only
+    assert sorted(test_readers) == [
+        ("final.py", "seed100"),
+        ("final.py", "seed101"),
+    ]  # once per member, by the evaluation only
 
     results, record = json.loads((out / "results.json").read_text()), json.loads((out / "search.json").read_text())
     assert results["test"]["auc"] == pytest.approx(done.results["test"]["auc"]) and 0 <= results["test"]["acc"] <= 1
-    assert record["plan"] == {**record["plan"], "epochs": 1, "folds": 2, "candidates": ["plain", "wd"], "seeds": [100, 101], "cut": []}
+    assert record["plan"] == {
+        **record["plan"],
+        "epochs": 1,
+        "folds": 2,
+        "candidates": ["plain", "wd"],
+        "seeds": [100, 101],
+        "cut": [],
+    }
     # Search runs: cross-validation folds, no test figures and no test predictions.
     for name in ("plain", "wd"):
         for fold in (0, 1):
             run = out / "search" / name / f"fold{fold}"
             r = json.loads((run / "results.json").read_text())
-            assert r["test"] is None and r["cross_validation"]["fold"] == fold and r["arguments"]["TrainingArguments"]["seed"] == fold
+            assert (
+                r["test"] is None
+                and r["cross_validation"]["fold"] == fold
+                and r["arguments"]["TrainingArguments"]["seed"] == fold
+            )
             with np.load(run / "predictions.npz") as npz:
                 assert all(k.startswith("validation_") for k in npz.files)
             assert record["selection"]["fold_auc"][name][str(fold)] == pytest.approx(r["validation"]["auc"])
@@ -73,7 +87,11 @@ def test_search_selects_on_folds_then_reads_test_once_and_resumes(tiny_build, tm
         command = json.loads((out / member / "results.json").read_text())["command"]
         assert flags in command and f"--seed {seed}" in command and "--cv_fold" not in command
     # The ensemble is the mean of the seeds' probabilities, scored once.
-    with np.load(out / "final/seed100/predictions.npz") as a, np.load(out / "final/seed101/predictions.npz") as b, np.load(out / "predictions.npz") as e:
+    with (
+        np.load(out / "final/seed100/predictions.npz") as a,
+        np.load(out / "final/seed101/predictions.npz") as b,
+        np.load(out / "predictions.npz") as e,
+    ):
         np.testing.assert_allclose(e["test_scores"], (a["test_scores"] + b["test_scores"]) / 2)
     assert len(calls) == 1
     assert results["test"]["auc_95ci"][0] <= results["test"]["auc"] <= results["test"]["auc_95ci"][1]
@@ -94,8 +112,16 @@ def test_search_selects_on_folds_then_reads_test_once_and_resumes(tiny_build, tm
     ours = ranked["medmnist_v1"]["methods"][0]
     auc, acc = round(results["test"]["auc"], 3), round(results["test"]["acc"], 3)
     rows = json.loads(json.dumps([r for r in ranked["medmnist_v1"]["methods"][1:]]))
-    auc_rank = 1 + sum(r["results"]["breastmnist"]["auc"] > auc for r in rows) + sum(r["results"]["breastmnist"]["auc"] == auc for r in rows) / 2
-    acc_rank = 1 + sum(r["results"]["breastmnist"]["acc"] > acc for r in rows) + sum(r["results"]["breastmnist"]["acc"] == acc for r in rows) / 2
+    auc_rank = (
+        1
+        + sum(r["results"]["breastmnist"]["auc"] > auc for r in rows)
+        + sum(r["results"]["breastmnist"]["auc"] == auc for r in rows) / 2
+    )
+    acc_rank = (
+        1
+        + sum(r["results"]["breastmnist"]["acc"] > acc for r in rows)
+        + sum(r["results"]["breastmnist"]["acc"] == acc for r in rows) / 2
+    )
     assert ours["ranks"]["breastmnist"] == pytest.approx((auc_rank + acc_rank) / 2) == ours["average_rank"]
     assert (out / "decathlon.png").stat().st_size > 0
 
@@ -110,12 +136,15 @@ def test_a_budget_too_small_for_a_search_skips_it_and_says_so(tiny_build, tmp_pa
     assert "cut by the budget" in (out / "results.md").read_text()
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["benchmark", "--subset", "breastmnist", "--out", "x"], "needs --subset, --budget and --out"),
-    (["benchmark", "--subset", "breastmnist", "--budget", "soon", "--out", "x"], "is not a duration"),
-    (["benchmark", "--report", "nowhere"], "is not a folder"),
-    (["benchmark", "--report", ".", "--subset", "breastmnist"], "give it alone"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["benchmark", "--subset", "breastmnist", "--out", "x"], "needs --subset, --budget and --out"),
+        (["benchmark", "--subset", "breastmnist", "--budget", "soon", "--out", "x"], "is not a duration"),
+        (["benchmark", "--report", "nowhere"], "is not a folder"),
+        (["benchmark", "--report", ".", "--subset", "breastmnist"], "give it alone"),
+    ],
+)
 def test_command_errors_are_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli.main(argv) == 2
@@ -146,17 +175,35 @@ def _fake_trainer(fold_auc: dict[str, list[float]], wall_seconds: float, started
             started.append(str(job.out))
             job.out.mkdir(parents=True)
             cv = "--cv_fold" in job.args
-            results = {"collection": "medmnist", "config": "breastmnist", "subset": "breastmnist", "task": "label", "task_type": "binary",
-                       "num_labels": 2, "label_names": ["malignant", "benign"], "image_size": 28, "wall_time_seconds": wall_seconds,
-                       "command": " ".join(job.args), "best_validation_auc": 0.9}
+            results = {
+                "collection": "medmnist",
+                "config": "breastmnist",
+                "subset": "breastmnist",
+                "task": "label",
+                "task_type": "binary",
+                "num_labels": 2,
+                "label_names": ["malignant", "benign"],
+                "image_size": 28,
+                "wall_time_seconds": wall_seconds,
+                "command": " ".join(job.args),
+                "best_validation_auc": 0.9,
+            }
             y = np.array([0, 1] * 10)
             arrays = {"validation_labels": y, "validation_scores": rng.random((20, 2))}
             if cv:
                 fold = int(job.args[job.args.index("--cv_fold") + 1])
-                results |= {"cross_validation": {"fold": fold}, "test": None, "validation": {"auc": fold_auc[job.out.parent.name][fold], "acc": 0.5}}
+                results |= {
+                    "cross_validation": {"fold": fold},
+                    "test": None,
+                    "validation": {"auc": fold_auc[job.out.parent.name][fold], "acc": 0.5},
+                }
             else:
                 arrays |= {"test_labels": y, "test_scores": rng.random((20, 2))}
-                results |= {"cross_validation": None, "validation": {"auc": 0.9, "acc": 0.8}, "test": {"auc": 0.5, "acc": 0.5}}
+                results |= {
+                    "cross_validation": None,
+                    "validation": {"auc": 0.9, "acc": 0.8},
+                    "test": {"auc": 0.5, "acc": 0.5},
+                }
             np.savez(job.out / "predictions.npz", **arrays)
             (job.out / "results.json").write_text(json.dumps(results))
             status[job.out] = "done"
@@ -187,7 +234,12 @@ def test_a_round_that_no_longer_fits_the_budget_is_skipped_and_recorded(tiny_bui
     # Runs take far longer than estimated: after fold 0 the next round would eat the final seeds' time.
     monkeypatch.setattr(protocol, "run_jobs", _fake_trainer(aucs, 2e4, started))
     budget_seconds = 3.5e4
-    done = benchmark.run_subset(benchmark.Target("breastmnist", dataset=str(tiny_build)), budget_seconds, tmp_path / "b", **{**FAKE, "parallel": 1})
+    done = benchmark.run_subset(
+        benchmark.Target("breastmnist", dataset=str(tiny_build)),
+        budget_seconds,
+        tmp_path / "b",
+        **{**FAKE, "parallel": 1},
+    )
     record = done.record
     assert record["plan"]["folds"] == 3 and [r["folds"] for r in record["rounds"]] == [[0]]
     assert record["skipped"][0]["folds"] == [1, 2] and "final model" in record["skipped"][0]["why"]
@@ -203,6 +255,8 @@ def test_free_slots_take_several_folds_per_round(tiny_build, tmp_path, monkeypat
     aucs = {"plain": [0.80, 0.82, 0.81], "wd": [0.83, 0.84, 0.86]}
     monkeypatch.setattr(protocol, "run_jobs", _fake_trainer(aucs, 1.0, started))
     options = {**FAKE, "space": TINY_SPACE, "parallel": 4}
-    done = benchmark.run_subset(benchmark.Target("breastmnist", dataset=str(tiny_build)), 1e9, tmp_path / "b", **options)
+    done = benchmark.run_subset(
+        benchmark.Target("breastmnist", dataset=str(tiny_build)), 1e9, tmp_path / "b", **options
+    )
     assert [r["folds"] for r in done.record["rounds"]] == [[0, 1], [2]] and len(done.record["slots"]) == 4
     assert done.record["selection"]["folds_compared"] == [0, 1, 2] and done.record["dropped"] == {}

@@ -95,7 +95,12 @@ def test_the_plan_cuts_candidates_then_seeds_then_folds_then_epochs():
     assert hour.estimated_seconds <= 3600 and hour.cut  # 4 x 5 x ~6 min runs do not fit an hour on 2 slots
     assert hour.candidates == [c.name for c in space.SPACE[: len(hour.candidates)]]
     tiny = budget.make_plan(1, *args)
-    assert (tiny.epochs, tiny.folds, tiny.candidates, tiny.seeds) == (15, 0, ["wd_ls"], [100]) and "over budget" in tiny.cut[-1]
+    assert (tiny.epochs, tiny.folds, tiny.candidates, tiny.seeds) == (
+        15,
+        0,
+        ["wd_ls"],
+        [100],
+    ) and "over budget" in tiny.cut[-1]
     # a bigger budget never plans less
     plans = [budget.make_plan(b, *args) for b in (600, 1800, 3600, 7200, 14400)]
     assert [p.estimated_seconds for p in plans] == sorted(p.estimated_seconds for p in plans)
@@ -117,7 +122,10 @@ def test_hopeless_candidates_are_dropped_on_shared_folds_only():
     assert selection.hopeless(scores, ["a", "b", "c"]) == ["b"]  # 0.91 - 0.855 > 0.03; c is 0.015 behind
     assert selection.hopeless({"a": {0: 0.9}, "b": {0: 0.5}}, ["a", "b"]) == []  # one fold is not enough
     # b has an extra fold that a lacks: compared on fold 0 and 1 only
-    assert selection.ranking({"a": {0: 0.9, 1: 0.9}, "b": {0: 0.8, 1: 0.8, 2: 1.0}}, ["a", "b"])[0] == ("a", pytest.approx(0.9))
+    assert selection.ranking({"a": {0: 0.9, 1: 0.9}, "b": {0: 0.8, 1: 0.8, 2: 1.0}}, ["a", "b"])[0] == (
+        "a",
+        pytest.approx(0.9),
+    )
     # a tie at three decimals keeps the space's order
     assert selection.ranking({"x": {0: 0.9001}, "y": {0: 0.9004}}, ["x", "y"])[0][0] == "x"
 
@@ -161,14 +169,21 @@ def test_the_bootstrap_auc_and_acc_are_the_medmnist_definitions(task, classes):
 
 def test_the_whole_decathlon_runs_each_subset_in_its_folder_with_its_file(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(benchmark, "run_subset", lambda target, seconds, out, **kw: calls.append((target, seconds, out, kw)))
+    monkeypatch.setattr(
+        benchmark, "run_subset", lambda target, seconds, out, **kw: calls.append((target, seconds, out, kw))
+    )
     sources = tmp_path / "npz"
     sources.mkdir()
     (sources / "breastmnist.npz").write_bytes(b"")
-    benchmark.run_decathlon(list(benchmark.SUBSETS), 7200, tmp_path / "runs", source=str(sources), size=28, dataset="built", parallel=3)
+    benchmark.run_decathlon(
+        list(benchmark.SUBSETS), 7200, tmp_path / "runs", source=str(sources), size=28, dataset="built", parallel=3
+    )
     assert [c[0].subset for c in calls] == list(benchmark.SUBSETS) and all(c[1] == 7200 for c in calls)
     by_subset = {c[0].subset: c for c in calls}
-    assert by_subset["breastmnist"][0].source == str(sources / "breastmnist.npz") and by_subset["pathmnist"][0].source is None
+    assert (
+        by_subset["breastmnist"][0].source == str(sources / "breastmnist.npz")
+        and by_subset["pathmnist"][0].source is None
+    )
     assert by_subset["pathmnist"][2] == tmp_path / "runs" / "pathmnist" and by_subset["pathmnist"][3] == {"parallel": 3}
     assert by_subset["pathmnist"][0].dataset == "built"
 

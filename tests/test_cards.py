@@ -14,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import MEDIMETA_INFO, make_medmnist_npz, medmnist_arrays, write_npz
 from datasets import Features
+from hfmed.loading_scripts.medmnist import MedMNIST, preview
 from huggingface_hub import DatasetCard
 from PIL import Image
 
-from conftest import MEDIMETA_INFO, make_medmnist_npz, medmnist_arrays, write_npz
 from hfmed import cards, facts, hub, montage, registry
 from hfmed.errors import UserError
 from hfmed.features import read_metadata
 from hfmed.writer import build_config
-from hfmed.loading_scripts.medmnist import MedMNIST, preview
 
 SOURCES = registry.card_folder("medmnist").parent
 
@@ -54,7 +54,9 @@ def test_every_medmnist_subset_has_a_prose_source_and_every_source_a_subset():
 
 
 def test_every_medimeta_dataset_has_a_prose_source_and_every_source_a_dataset():
-    files = {p.name[: -len(".md")] for p in SOURCES.joinpath("medimeta", "datasets").iterdir() if p.name.endswith(".md")}
+    files = {
+        p.name[: -len(".md")] for p in SOURCES.joinpath("medimeta", "datasets").iterdir() if p.name.endswith(".md")
+    }
     assert files == set(facts.load("medimeta")["datasets"]) == {p.stem for p in MEDIMETA_INFO.glob("*.yaml")}
     assert all(prose("medimeta", "datasets", ds) for ds in files)
 
@@ -186,7 +188,9 @@ def tile(picture: np.ndarray, row: int, col: int, height: int, width: int) -> np
 
 
 def test_a_2d_montage_shows_the_first_training_images_of_each_class_by_row(built_medmnist, real_breastmnist):
-    assert "![samples of breastmnist](images/breastmnist.png)" in (built_medmnist / "README.md").read_text(encoding="utf-8")
+    assert "![samples of breastmnist](images/breastmnist.png)" in (built_medmnist / "README.md").read_text(
+        encoding="utf-8"
+    )
     picture = np.asarray(Image.open(built_medmnist / "images" / "breastmnist.png"))
     arrays = np.load(real_breastmnist)
     images, labels = arrays["train_images"], arrays["train_labels"].reshape(-1)
@@ -217,7 +221,11 @@ def test_two_builds_of_the_same_sources_give_byte_identical_cards_and_montages(t
         for name, npz in sources.items():
             build_small(out, npz, name)
     assert tree_bytes(first) == tree_bytes(second)
-    assert sorted(p.name for p in (first / "images").iterdir()) == ["chestmnist.png", "organmnist3d.png", "pneumoniamnist.png"]
+    assert sorted(p.name for p in (first / "images").iterdir()) == [
+        "chestmnist.png",
+        "organmnist3d.png",
+        "pneumoniamnist.png",
+    ]
 
 
 def test_removing_a_config_removes_its_montage_and_its_card_section(tmp_path, built_medmnist):
@@ -251,7 +259,12 @@ def test_a_montage_png_decodes_and_carries_no_varying_chunks(built_medmnist):
     chunks, pos = [], 8
     while pos < len(data):
         length = int.from_bytes(data[pos : pos + 4], "big")
-        chunks.append((data[pos + 4 : pos + 8].decode("ascii"), data[pos + 8 : pos + 8 + length] if data[pos + 4 : pos + 8] == b"tEXt" else None))
+        chunks.append(
+            (
+                data[pos + 4 : pos + 8].decode("ascii"),
+                data[pos + 8 : pos + 8 + length] if data[pos + 4 : pos + 8] == b"tEXt" else None,
+            )
+        )
         pos += 12 + length
     assert {name for name, _ in chunks} <= {"IHDR", "IDAT", "IEND", "tEXt"}
     assert [text for name, text in chunks if name == "tEXt"] == [b"Software\x00hfmed"]  # the ownership mark, constant
@@ -270,7 +283,10 @@ def built_medimeta(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("medimeta")
     for ds in ("bus", "dr_regular", "organs_axial"):
         make_medimeta_folder(root / "src", MEDIMETA_INFO / f"{ds}.yaml", {"train": 8, "val": 3, "test": 3})
-    assert main(["build", "medimeta", "--all", "--source", str(root / "src"), "--out", str(root / "medimeta"), "--quiet"]) == 0
+    assert (
+        main(["build", "medimeta", "--all", "--source", str(root / "src"), "--out", str(root / "medimeta"), "--quiet"])
+        == 0
+    )
     return root / "medimeta"
 
 
@@ -281,7 +297,9 @@ def test_a_medimeta_card_carries_each_datasets_prose_facts_and_citations(built_m
         assert f"### {ds}\n" in text
     assert SOURCES.joinpath("medimeta", "citation.bib").read_text(encoding="utf-8").strip() in text
     assert "Not for clinical use" in text
-    assert "Dataset of breast ultrasound images, Data in Brief, Volume 28" in text  # bus's original data, from info.yaml
+    assert (
+        "Dataset of breast ultrasound images, Data in Brief, Volume 28" in text
+    )  # bus's original data, from info.yaml
 
 
 def test_a_medimeta_card_maps_class_ids_to_the_source_label_keys(built_medimeta):
@@ -310,7 +328,9 @@ def test_a_medimeta_build_mixing_licenses_names_both_and_passes_check(built_medi
     assert data.license == "other"
     assert data.license_name == "cc-by-nc-sa-4.0-and-cc-by-sa-4.0"
     assert data.license_link == "LICENSE"
-    assert "cc-by-nc-sa-4.0 (https://creativecommons.org/licenses/by-nc-sa/4.0/):\n  organs_axial" in (built_medimeta / "LICENSE").read_text(encoding="utf-8")
+    assert "cc-by-nc-sa-4.0 (https://creativecommons.org/licenses/by-nc-sa/4.0/):\n  organs_axial" in (
+        built_medimeta / "LICENSE"
+    ).read_text(encoding="utf-8")
     montages = sorted(p.name for p in (built_medimeta / "images").iterdir())
     assert montages == ["bus.png", "dr_regular.png", "organs_axial.png"]  # one per dataset, not per split variant
     assert hub.check(built_medimeta).problems == []
@@ -324,7 +344,11 @@ def test_a_rebuilt_config_gets_a_montage_of_its_new_images(tmp_path, small_npz):
     newer = make_medmnist_npz(tmp_path / "newer", "pneumoniamnist", n={"train": 12, "val": 5, "test": 6}, seed=1)
     build_config(MedMNIST("pneumoniamnist", newer, unofficial=True), out, overwrite=True, progress=False)
     build_small(fresh, newer, "pneumoniamnist")
-    assert (out / "images" / "pneumoniamnist.png").read_bytes() == (fresh / "images" / "pneumoniamnist.png").read_bytes() != old
+    assert (
+        (out / "images" / "pneumoniamnist.png").read_bytes()
+        == (fresh / "images" / "pneumoniamnist.png").read_bytes()
+        != old
+    )
 
 
 def test_each_template_uses_only_variables_the_renderer_provides(built_medmnist, built_medimeta):
@@ -336,6 +360,9 @@ def test_each_template_uses_only_variables_the_renderer_provides(built_medmnist,
         configs = cards.scan(folder)
         spec = registry.get(collection).card
         provided = spec.variables(cards.CardContext(configs, configs[0].name, "org/x", {}))
-        provided |= cards.hub_metadata(spec, configs) | {"card_data": None, "license_link": None}  # license_link: only where licenses differ
+        provided |= cards.hub_metadata(spec, configs) | {
+            "card_data": None,
+            "license_link": None,
+        }  # license_link: only where licenses differ
         used = meta.find_undeclared_variables(jinja2.Environment().parse(cards.source_text(collection, "template.md")))
         assert used <= set(provided), used - set(provided)

@@ -76,7 +76,9 @@ def test_the_report_lists_exactly_the_files_of_the_dataset(folder):
     report = hub.check(folder)
     assert report.problems == []
     shards = sorted(p.relative_to(folder) for p in folder.glob("*/*.parquet") if not p.parent.name.startswith("."))
-    assert report.files == sorted([Path("README.md"), *shards, Path("images/adrenalmnist3d.png"), Path("images/breastmnist.png")])
+    assert report.files == sorted(
+        [Path("README.md"), *shards, Path("images/adrenalmnist3d.png"), Path("images/breastmnist.png")]
+    )
 
 
 # --- the card ----------------------------------------------------------------------------------
@@ -93,7 +95,11 @@ def test_yaml_that_does_not_parse(folder):
 
 
 def test_configs_that_datasets_rejects(folder):
-    edit_card(folder, "  - split: train\n    path: breastmnist/train-*.parquet", "  - split: train\n    paths: breastmnist/train-*.parquet")
+    edit_card(
+        folder,
+        "  - split: train\n    path: breastmnist/train-*.parquet",
+        "  - split: train\n    paths: breastmnist/train-*.parquet",
+    )
     found = problems(folder)
     assert any("`configs` is not valid" in p for p in found), found
 
@@ -109,7 +115,11 @@ def test_an_unknown_size_category(folder):
 
 
 def test_two_default_configs(folder):
-    edit_card(folder, "    path: adrenalmnist3d/test-*.parquet\n", "    path: adrenalmnist3d/test-*.parquet\n  default: true\n")
+    edit_card(
+        folder,
+        "    path: adrenalmnist3d/test-*.parquet\n",
+        "    path: adrenalmnist3d/test-*.parquet\n  default: true\n",
+    )
     found = problems(folder)
     assert any("several default configs" in p for p in found), found
 
@@ -131,7 +141,9 @@ def test_a_glob_that_matches_nothing(folder):
 def test_a_stray_file_caught_by_a_glob(folder):
     shutil.copy(folder / BREAST_TRAIN, folder / "breastmnist" / "train-copy.parquet")
     found = problems(folder)
-    assert any(p.startswith("breastmnist/train-copy.parquet:") and "not named train-NNNNN-of-MMMMM.parquet" in p for p in found), found
+    assert any(
+        p.startswith("breastmnist/train-copy.parquet:") and "not named train-NNNNN-of-MMMMM.parquet" in p for p in found
+    ), found
 
 
 def test_a_missing_shard_of_a_split(folder):
@@ -148,7 +160,9 @@ def test_a_stray_file_outside_every_config(folder):
 def test_a_shard_folder_the_card_does_not_declare(folder):
     shutil.copytree(folder / "breastmnist", folder / "breastmnist_64")
     found = problems(folder)
-    assert len(found) == 3 and all(p.startswith("breastmnist_64/") and "belongs to no config" in p for p in found), found
+    assert len(found) == 3 and all(p.startswith("breastmnist_64/") and "belongs to no config" in p for p in found), (
+        found
+    )
 
 
 def test_a_python_file(folder):
@@ -168,7 +182,9 @@ def test_features_that_disagree_with_the_card(folder):
     edit_card(folder, "'1': normal, benign", "'1': benign")
     found = problems(folder)
     schema = [p for p in found if "schema disagrees" in p]
-    assert len(schema) == 1 and schema[0].startswith("breastmnist/: the shards' schema disagrees with the card's dataset_info: 'label'"), found
+    assert len(schema) == 1 and schema[0].startswith(
+        "breastmnist/: the shards' schema disagrees with the card's dataset_info: 'label'"
+    ), found
 
 
 def test_a_shard_whose_schema_differs_from_its_siblings(folder):
@@ -203,7 +219,9 @@ def test_images_stored_as_paths_without_bytes(folder):
 def test_images_that_do_not_decode_fail_the_streaming_load(folder):
     def garbage(images: pa.StructArray) -> pa.Array:
         n = len(images)
-        return pa.StructArray.from_arrays([pa.array([b"not a png"] * n, pa.binary()), pa.nulls(n, pa.string())], fields=list(images.type))
+        return pa.StructArray.from_arrays(
+            [pa.array([b"not a png"] * n, pa.binary()), pa.nulls(n, pa.string())], fields=list(images.type)
+        )
 
     rewrite_column(folder / BREAST_TRAIN, "image", garbage)
     found = problems(folder)
@@ -222,7 +240,7 @@ def test_problems_print_one_line_each_and_exit_1(folder, capsys):
     captured = capsys.readouterr()
     assert [line for line in captured.out.strip().splitlines() if not line.startswith("warning: ")] == [
         "setup.py: a Python file in a dataset repository makes the Hub look for a "
-            "loading script, which datasets no longer runs; remove it",
+        "loading script, which datasets no longer runs; remove it",
         "notes.txt: belongs to no config and is not linked from the card; remove it (push leaves it out)",
     ]
     assert "2 problem(s)" in captured.err
@@ -256,6 +274,12 @@ def test_a_build_streams_in_a_fresh_process_with_only_datasets(built_medmnist, t
         print(row["image"].size, row["image"].mode, names[row["label"]])
         """
     )
-    done = subprocess.run([sys.executable, "-I", "-c", script, str(built_medmnist)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", script, str(built_medmnist)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert re.fullmatch(r"\(28, 28\) L (malignant|normal, benign)", done.stdout.strip().splitlines()[-1])

@@ -8,26 +8,58 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hfmed.loading_scripts.medmnist import MedMNIST
 
 from hfmed import metrics
 from hfmed.writer import build_config
-from hfmed.loading_scripts.medmnist import MedMNIST
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import cv_recipes  # noqa: E402
 
-QUICK = ["--subset", "breastmnist", "--arch", "resnet", "--arch_size", "nano", "--num_train_epochs", "1",
-         "--per_device_train_batch_size", "8", "--disable_tqdm", "true"]
+QUICK = [
+    "--subset",
+    "breastmnist",
+    "--arch",
+    "resnet",
+    "--arch_size",
+    "nano",
+    "--num_train_epochs",
+    "1",
+    "--per_device_train_batch_size",
+    "8",
+    "--disable_tqdm",
+    "true",
+]
 
 
 def test_recipes_are_run_on_every_fold_summarized_and_resumed(small_npz, tmp_path, monkeypatch):
     monkeypatch.setenv("HFMED_CACHE", str(tmp_path / "hfmed-cache"))
     data = tmp_path / "medmnist"
-    build_config(MedMNIST("breastmnist", small_npz("breastmnist", n={"train": 24, "val": 11, "test": 13}), unofficial=True), data, progress=False)
+    build_config(
+        MedMNIST("breastmnist", small_npz("breastmnist", n={"train": 24, "val": 11, "test": 13}), unofficial=True),
+        data,
+        progress=False,
+    )
     work, summary = tmp_path / "cv", tmp_path / "cv.json"
-    argv = ["--work", str(work), "--folds", "2", "--parallel", "2", "--json", str(summary),
-            "--recipe", "plain=", "--recipe", "wd=--weight_decay 0.5", "--", "--dataset", str(data), *QUICK]
+    argv = [
+        "--work",
+        str(work),
+        "--folds",
+        "2",
+        "--parallel",
+        "2",
+        "--json",
+        str(summary),
+        "--recipe",
+        "plain=",
+        "--recipe",
+        "wd=--weight_decay 0.5",
+        "--",
+        "--dataset",
+        str(data),
+        *QUICK,
+    ]
     assert cv_recipes.main(argv) == 0
 
     rows = {r["recipe"]: r for r in json.loads(summary.read_text())["recipes"]}
@@ -44,7 +76,9 @@ def test_recipes_are_run_on_every_fold_summarized_and_resumed(small_npz, tmp_pat
                 scores.append(saved["validation_scores"])
         assert row["mean_auc"] == pytest.approx(np.mean(row["fold_auc"]))
         assert sum(len(y) for y in labels) == 24 + 11  # the folds cover train and validation, once
-        assert row["pooled_auc"] == pytest.approx(metrics.compute("binary", np.concatenate(labels), np.concatenate(scores))["auc"])
+        assert row["pooled_auc"] == pytest.approx(
+            metrics.compute("binary", np.concatenate(labels), np.concatenate(scores))["auc"]
+        )
     ranked = json.loads(summary.read_text())["recipes"]
     assert ranked[0]["mean_auc"] >= ranked[1]["mean_auc"]
 

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from conftest import make_medmnist_npz
+
 from hfmed.cli import main
 from hfmed.hub import check
 from hfmed.verify import verify
@@ -62,11 +62,24 @@ sys.exit(main(sys.argv[3:]))
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("sources")
-    return {flag: make_medmnist_npz(folder, flag, n=N, seed=i) for i, flag in enumerate(("breastmnist", "pneumoniamnist"))}
+    return {
+        flag: make_medmnist_npz(folder, flag, n=N, seed=i) for i, flag in enumerate(("breastmnist", "pneumoniamnist"))
+    }
 
 
 def build_args(sources, out: Path, flag: str, *extra: str) -> list[str]:
-    return ["build", "medmnist", flag, "--source", str(sources[flag]), "--out", str(out), "--unofficial", "--quiet", *extra]
+    return [
+        "build",
+        "medmnist",
+        flag,
+        "--source",
+        str(sources[flag]),
+        "--out",
+        str(out),
+        "--unofficial",
+        "--quiet",
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("point", ["before", "during", "placing", "after placing", "writing the card"])
@@ -76,7 +89,10 @@ def test_a_build_killed_at_any_point_is_completed_by_rerunning_it(sources, tmp_p
     extra = ["--overwrite"] if point == "placing" else []
     if extra:
         assert main(build_args(sources, out, "breastmnist")) == 0
-    killed = subprocess.run([sys.executable, "-c", KILLER, point, "breastmnist", *build_args(sources, out, "breastmnist", *extra)], cwd=tmp_path)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, point, "breastmnist", *build_args(sources, out, "breastmnist", *extra)],
+        cwd=tmp_path,
+    )
     assert killed.returncode == -signal.SIGKILL
     visible = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     assert set(visible) <= {"README.md", "images", "pneumoniamnist", "breastmnist"}

@@ -18,7 +18,12 @@ def test_build_takes_plain_values_and_says_what_it_built(small_npz, tmp_path):
     npz = small_npz("breastmnist")
     seen = []
     result = build(
-        "medmnist", ["breastmnist"], source=npz, out=tmp_path / "out", options={"unofficial": True}, progress=False,
+        "medmnist",
+        ["breastmnist"],
+        source=npz,
+        out=tmp_path / "out",
+        options={"unofficial": True},
+        progress=False,
         on_built=lambda name, path: seen.append((name, path)),
     )
     assert result.built == {"breastmnist": tmp_path / "out" / "breastmnist"} and seen == list(result.built.items())

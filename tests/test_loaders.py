@@ -32,8 +32,9 @@ BATCH = 8
 
 
 def _build(out: Path, src: Path, name: str, rows: dict[str, int], shard_rows: int, group_rows: int) -> Path:
-    import hfmed.writer as writer
     from hfmed.loading_scripts.medmnist import MedMNIST
+
+    import hfmed.writer as writer
 
     with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the generated file is not an official one, by design
@@ -54,8 +55,12 @@ def build(tmp_path_factory):
     npz = {}
     for name in ("pneumoniamnist", "chestmnist", "pathmnist", "adrenalmnist3d"):
         npz[name] = _build(out, src, name, ROWS, shard_rows=40, group_rows=10)
-    npz["breastmnist"] = _build(out, src, "breastmnist", {"train": 40, "val": 5, "test": 5}, shard_rows=20_000, group_rows=2_000)
-    npz["dermamnist_64"] = _build(out, src, "dermamnist_64", {"train": 24, "val": 4, "test": 4}, shard_rows=10, group_rows=5)
+    npz["breastmnist"] = _build(
+        out, src, "breastmnist", {"train": 40, "val": 5, "test": 5}, shard_rows=20_000, group_rows=2_000
+    )
+    npz["dermamnist_64"] = _build(
+        out, src, "dermamnist_64", {"train": 24, "val": 4, "test": 4}, shard_rows=10, group_rows=5
+    )
     return out, {k: np.load(v) for k, v in npz.items()}
 
 
@@ -76,7 +81,9 @@ def _rows(batches, images: np.ndarray, labels: np.ndarray) -> list[int]:
         x = x[:, 0] if x.shape[1] == 1 else x.transpose(0, 2, 3, 1)
         for row, label in zip(x, batch["labels"].numpy()):
             i = table[np.ascontiguousarray(row).tobytes()]
-            assert np.array_equal(np.asarray(label).reshape(-1), labels[i].reshape(-1)), f"row {i}: label {label} != {labels[i]}"
+            assert np.array_equal(np.asarray(label).reshape(-1), labels[i].reshape(-1)), (
+                f"row {i}: label {label} != {labels[i]}"
+            )
             seen.append(i)
     return seen
 
@@ -104,7 +111,17 @@ def test_plan_gives_every_row_to_exactly_one_rank_and_worker(drop_last):
                     for rank in range(world):
                         batches = 0
                         for w in range(workers):
-                            kw = dict(rank=rank, world=world, workers=workers, batch=batch, shuffle=True, seed=3, epoch=1, target_rows=8, drop_last=drop_last)
+                            kw = dict(
+                                rank=rank,
+                                world=world,
+                                workers=workers,
+                                batch=batch,
+                                shuffle=True,
+                                seed=3,
+                                epoch=1,
+                                target_rows=8,
+                                drop_last=drop_last,
+                            )
                             for block in plan.epoch_blocks(unit_rows, **kw)[w::workers]:
                                 assert block.num_rows > 0
                                 batches += -(-block.num_rows // batch)
@@ -230,7 +247,9 @@ def test_multi_label_batches_are_multi_hot(build):
 def test_rgb_and_volumes_come_out_as_stored(build):
     _, npz = build
     src = npz["pathmnist"]
-    assert sorted(_rows(_uint8(build, "pathmnist", num_workers=2), src["train_images"], src["train_labels"])) == list(range(ROWS["train"]))
+    assert sorted(_rows(_uint8(build, "pathmnist", num_workers=2), src["train_images"], src["train_labels"])) == list(
+        range(ROWS["train"])
+    )
     big = npz["dermamnist_64"]  # PNGs large enough to be inflated apart from Pillow's decoder
     assert _rows(_uint8(build, "dermamnist_64"), big["train_images"], big["train_labels"]) == list(range(24))
     vol = npz["adrenalmnist3d"]
@@ -272,21 +291,43 @@ def test_float_batches_are_to_tensor_scaled_and_normalised(build):
     assert batch["pixel_values"].dtype == torch.float32
     expected = torch.from_numpy(src[:BATCH]).float().unsqueeze(1) / 255
     assert torch.allclose(batch["pixel_values"], expected, atol=1e-6)
-    norm = next(iter(loaders.dataloader(out, "pneumoniamnist", batch_size=BATCH, rgb=True, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5), progress=False)))
+    norm = next(
+        iter(
+            loaders.dataloader(
+                out,
+                "pneumoniamnist",
+                batch_size=BATCH,
+                rgb=True,
+                mean=(0.5, 0.4, 0.3),
+                std=(0.2, 0.25, 0.5),
+                progress=False,
+            )
+        )
+    )
     x = norm["pixel_values"]
     assert x.shape == (BATCH, 3, 28, 28)
     for c, (m, s) in enumerate(zip((0.5, 0.4, 0.3), (0.2, 0.25, 0.5))):
         assert torch.allclose(x[:, c], (expected[:, 0] - m) / s, atol=1e-5)
 
 
-@pytest.mark.parametrize("config, kw", [("pneumoniamnist", {}), ("pathmnist", dict(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5))),
-                                        ("pneumoniamnist", dict(rgb=True, mean=(0.5,), std=(0.25,), image_size=32))])
+@pytest.mark.parametrize(
+    "config, kw",
+    [
+        ("pneumoniamnist", {}),
+        ("pathmnist", dict(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5))),
+        ("pneumoniamnist", dict(rgb=True, mean=(0.5,), std=(0.25,), image_size=32)),
+    ],
+)
 def test_workers_hand_over_the_same_float_batches(build, config, kw):
     """With workers, batches cross processes as uint8 and are finished in the consumer: same values."""
     out, _ = build
     one = [b["pixel_values"] for b in loaders.dataloader(out, config, batch_size=BATCH, progress=False, **kw)]
-    two = [b["pixel_values"] for b in loaders.dataloader(out, config, batch_size=BATCH, num_workers=2, progress=False, **kw)]
+    two = [
+        b["pixel_values"]
+        for b in loaders.dataloader(out, config, batch_size=BATCH, num_workers=2, progress=False, **kw)
+    ]
     assert all(b.dtype == torch.float32 and b.is_contiguous() for b in two)
+
     def key(b):  # workers interleave batches; compare them as a set
         return b.flatten().tolist()[:64]
 
@@ -297,6 +338,7 @@ def test_workers_hand_over_the_same_float_batches(build, config, kw):
 def test_resize_augment_and_the_device_path_agree(build):
     out, npz = build
     src = torch.from_numpy(npz["pneumoniamnist"]["train_images"][:BATCH]).unsqueeze(1)
+
     def flip(x):
         return x.flip(-1)
 
@@ -311,9 +353,13 @@ def test_resize_augment_and_the_device_path_agree(build):
     assert workers.shape == on_device.shape == (BATCH, 3, 56, 56)
     assert torch.allclose(workers, expected, atol=1e-5)
     assert torch.equal(workers, on_device)
-    shrink = next(iter(loaders.dataloader(out, "pathmnist", batch_size=BATCH, image_size=14, dtype=torch.uint8, progress=False)))
+    shrink = next(
+        iter(loaders.dataloader(out, "pathmnist", batch_size=BATCH, image_size=14, dtype=torch.uint8, progress=False))
+    )
     assert shrink["pixel_values"].shape == (BATCH, 3, 14, 14) and shrink["pixel_values"].is_contiguous()
-    vol = next(iter(loaders.dataloader(out, "adrenalmnist3d", batch_size=2, image_size=14, device="cpu", progress=False)))
+    vol = next(
+        iter(loaders.dataloader(out, "adrenalmnist3d", batch_size=2, image_size=14, device="cpu", progress=False))
+    )
     assert vol["pixel_values"].shape == (2, 1, 14, 14, 14) and vol["pixel_values"].dtype == torch.float32
 
 
@@ -329,15 +375,30 @@ def test_batches_kept_by_the_consumer_stay_intact(build, monkeypatch, recycled):
         monkeypatch.setattr(dataset, "HUGE_PAGE_MIN_BYTES", 0)
     _, npz = build
     src = npz["pneumoniamnist"]
-    for kw in (dict(augment=lambda x: x), dict(image_size=28), dict(streaming=True, decode_threads=1), dict(num_workers=2)):
+    for kw in (
+        dict(augment=lambda x: x),
+        dict(image_size=28),
+        dict(streaming=True, decode_threads=1),
+        dict(num_workers=2),
+    ):
         kept = list(_uint8(build, "pneumoniamnist", shuffle=True, **kw))
         assert sorted(_rows(kept, src["train_images"], src["train_labels"])) == list(range(ROWS["train"]))
     expected = torch.from_numpy(src["train_images"]).float().div(255).sub(0.5).div(0.25)
-    for workers, device in ((0, None), (2, None), (0, "cpu"), (2, "cpu")):  # float batches: converted in the process that yields them
+    for workers, device in (
+        (0, None),
+        (2, None),
+        (0, "cpu"),
+        (2, "cpu"),
+    ):  # float batches: converted in the process that yields them
         kw = dict(batch_size=BATCH, mean=(0.5,), std=(0.25,), num_workers=workers, device=device, progress=False)
         kept = list(loaders.dataloader(build[0], "pneumoniamnist", **kw))
         got = torch.cat([b["pixel_values"][:, 0] for b in kept])
-        as_uint8 = [{"pixel_values": (got * 0.25 + 0.5).mul(255).round().to(torch.uint8).unsqueeze(1), "labels": torch.cat([b["labels"] for b in kept])}]
+        as_uint8 = [
+            {
+                "pixel_values": (got * 0.25 + 0.5).mul(255).round().to(torch.uint8).unsqueeze(1),
+                "labels": torch.cat([b["labels"] for b in kept]),
+            }
+        ]
         rows = _rows(as_uint8, src["train_images"], src["train_labels"])  # workers interleave their batches
         assert sorted(rows) == list(range(ROWS["train"])) and torch.allclose(got, expected[rows], atol=1e-6)
 
@@ -377,7 +438,10 @@ def test_batch_memory_replaces_a_short_batch_area_rather_than_allocating_afresh(
     short = memory((2, 8), torch.float32)  # an epoch's last, short batch took the only area
     del short
     full = memory((4, 8), torch.float32)
-    assert len(memory.areas) == 1 and full.data_ptr() == torch.frombuffer(memoryview(memory.areas[0]), dtype=torch.uint8).data_ptr()
+    assert (
+        len(memory.areas) == 1
+        and full.data_ptr() == torch.frombuffer(memoryview(memory.areas[0]), dtype=torch.uint8).data_ptr()
+    )
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -450,7 +514,9 @@ def test_hub_repositories_are_read_through_the_hub_filesystem(build, hub):
     _, npz = build
     src = npz["pneumoniamnist"]
     assert loaders.task_info(hub, "pneumoniamnist").label_names == ("normal", "pneumonia")
-    loader = loaders.dataloader(hub, "pneumoniamnist", batch_size=BATCH, dtype=torch.uint8, num_workers=2, shuffle=True, progress=False)
+    loader = loaders.dataloader(
+        hub, "pneumoniamnist", batch_size=BATCH, dtype=torch.uint8, num_workers=2, shuffle=True, progress=False
+    )
     assert loader.dataset.source.location.remote
     assert sorted(_rows(loader, src["train_images"], src["train_labels"])) == list(range(ROWS["train"]))
 
@@ -491,7 +557,9 @@ def test_hub_repositories_download_the_split_when_not_streaming(build, hub, tmp_
         return str(out)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
-    loader = loaders.dataloader(hub, "pneumoniamnist", batch_size=BATCH, dtype=torch.uint8, streaming=False, cache_dir=tmp_path, progress=False)
+    loader = loaders.dataloader(
+        hub, "pneumoniamnist", batch_size=BATCH, dtype=torch.uint8, streaming=False, cache_dir=tmp_path, progress=False
+    )
     assert asked["repo_id"] == "my-org/medmnist" and "pneumoniamnist/train-*.parquet" in asked["allow_patterns"]
     assert loader.dataset.source.location.remote is False
     src = npz["pneumoniamnist"]
@@ -508,11 +576,21 @@ def _medimeta_like(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     images = rng.integers(0, 256, (30, 16, 16), dtype=np.uint8)
     grade = rng.integers(0, 4, 30)
     findings = rng.integers(0, 2, (30, 3)).astype(np.uint8)
-    features = Features({"image": Image(), "grade": ClassLabel(names=list("abcd")), "findings": List(ClassLabel(names=["x", "y", "z"]))})
-    meta = {"collection": "medimeta", "config": "toy", "tasks": [{"column": "grade", "type": "ordinal"}, {"column": "findings", "type": "multi-label"}]}
+    features = Features(
+        {"image": Image(), "grade": ClassLabel(names=list("abcd")), "findings": List(ClassLabel(names=["x", "y", "z"]))}
+    )
+    meta = {
+        "collection": "medimeta",
+        "config": "toy",
+        "tasks": [{"column": "grade", "type": "ordinal"}, {"column": "findings", "type": "multi-label"}],
+    }
     table = encode_batch(features, {"image": images, "grade": grade, "findings": findings})
     (folder / "toy").mkdir(parents=True)
-    pq.write_table(table.replace_schema_metadata(schema_with_metadata(features, meta).metadata), folder / "toy" / "train-00000-of-00001.parquet", row_group_size=7)
+    pq.write_table(
+        table.replace_schema_metadata(schema_with_metadata(features, meta).metadata),
+        folder / "toy" / "train-00000-of-00001.parquet",
+        row_group_size=7,
+    )
     return images, grade, findings
 
 
@@ -524,7 +602,9 @@ def test_a_task_column_is_chosen_by_name(tmp_path):
     info = loaders.task_info(root, "toy", task="grade")
     assert (info.task, info.label_names, info.channels, info.image_size) == ("ordinal", ("a", "b", "c", "d"), 1, 16)
     assert loaders.task_info(root, "toy", task="findings").task == "multi-label"
-    loader = loaders.dataloader(root, "toy", task="findings", batch_size=4, dtype=torch.uint8, num_workers=2, progress=False)
+    loader = loaders.dataloader(
+        root, "toy", task="findings", batch_size=4, dtype=torch.uint8, num_workers=2, progress=False
+    )
     assert sorted(_rows(loader, images, findings)) == list(range(30))
     loader = loaders.dataloader(root, "toy", task="grade", batch_size=4, dtype=torch.uint8, progress=False)
     assert _rows(loader, images, grade) == list(range(30))
@@ -537,11 +617,23 @@ def test_mistakes_are_one_clear_line(build, tmp_path):
     out, _ = build
     cases = [
         (dict(source=out, config="nosuchmnist"), "has no config 'nosuchmnist'; available: "),
-        (dict(source=out, config="pneumoniamnist", split="dev"), "has no split 'dev'; available: train, validation, test"),
-        (dict(source=out, config="pneumoniamnist", task="grade"), "has no task column 'grade'; its label columns are: label"),
+        (
+            dict(source=out, config="pneumoniamnist", split="dev"),
+            "has no split 'dev'; available: train, validation, test",
+        ),
+        (
+            dict(source=out, config="pneumoniamnist", task="grade"),
+            "has no task column 'grade'; its label columns are: label",
+        ),
         (dict(source=tmp_path / "no" / "such" / "folder", config="x"), "no such folder, and not a Hub dataset id"),
-        (dict(source=out, config="pneumoniamnist", dtype=torch.uint8, mean=(0.5,), std=(0.2,)), "mean/std need a float dtype"),
-        (dict(source=out, config="pneumoniamnist", mean=(0.5, 0.5), std=(0.2, 0.2)), "mean has 2 values; the batches have 1 channel"),
+        (
+            dict(source=out, config="pneumoniamnist", dtype=torch.uint8, mean=(0.5,), std=(0.2,)),
+            "mean/std need a float dtype",
+        ),
+        (
+            dict(source=out, config="pneumoniamnist", mean=(0.5, 0.5), std=(0.2, 0.2)),
+            "mean has 2 values; the batches have 1 channel",
+        ),
         (dict(source=out, config="adrenalmnist3d", rgb=True), "rgb=True applies to 2D images"),
         (dict(source=out, config="pneumoniamnist", rank=2, world_size=2), "rank 2 is not within world_size 2"),
     ]
@@ -569,7 +661,11 @@ def _damage_image(shard: Path, row: int, keep: int) -> None:
     images = table.column("image").to_pylist()
     images[row]["bytes"] = images[row]["bytes"][:keep]
     i = table.schema.get_field_index("image")
-    pq.write_table(table.set_column(i, table.schema.field(i), pa.array(images, type=table.schema.field(i).type)), shard, row_group_size=10)
+    pq.write_table(
+        table.set_column(i, table.schema.field(i), pa.array(images, type=table.schema.field(i).type)),
+        shard,
+        row_group_size=10,
+    )
 
 
 @pytest.mark.parametrize("workers, streaming", [(0, True), (2, True), (0, False)])
@@ -579,12 +675,20 @@ def test_a_damaged_image_is_named_by_file_row_group_and_row(build, tmp_path, wor
     shutil.copytree(out / "pneumoniamnist", copy / "pneumoniamnist")
     shard = copy / "pneumoniamnist" / "train-00001-of-00003.parquet"
     _damage_image(shard, 13, keep=300)  # a PNG that ends early ("image file is truncated")
-    loader = loaders.dataloader(copy, "pneumoniamnist", batch_size=BATCH, num_workers=workers, progress=False) if streaming else None
+    loader = (
+        loaders.dataloader(copy, "pneumoniamnist", batch_size=BATCH, num_workers=workers, progress=False)
+        if streaming
+        else None
+    )
     with pytest.raises(UserError) as e:  # with streaming=False, while decoding into the pixel cache
-        for _ in loader or loaders.dataloader(copy, "pneumoniamnist", streaming=False, cache_dir=tmp_path / "cache", progress=False):
+        for _ in loader or loaders.dataloader(
+            copy, "pneumoniamnist", streaming=False, cache_dir=tmp_path / "cache", progress=False
+        ):
             pass
     message = str(e.value)
-    assert message.startswith(f"{shard}, row group 1, row 13: the image cannot be decoded (") and "\n" not in message, message
+    assert message.startswith(f"{shard}, row group 1, row 13: the image cannot be decoded (") and "\n" not in message, (
+        message
+    )
     assert "hfmed build --overwrite" in message
     assert not list((tmp_path / "cache").rglob("pixels.u8"))  # no half-written cache left to read
 
@@ -594,7 +698,15 @@ def test_a_shard_removed_or_truncated_mid_epoch_is_named_through_workers(build, 
     out, _ = build
     copy = tmp_path / "medmnist"
     shutil.copytree(out / "pneumoniamnist", copy / "pneumoniamnist")
-    loader = loaders.dataloader(copy, "pneumoniamnist", batch_size=BATCH, num_workers=2, persistent_workers=True, dtype=torch.uint8, progress=False)
+    loader = loaders.dataloader(
+        copy,
+        "pneumoniamnist",
+        batch_size=BATCH,
+        num_workers=2,
+        persistent_workers=True,
+        dtype=torch.uint8,
+        progress=False,
+    )
     assert sum(len(b["labels"]) for b in loader) == ROWS["train"]  # the first epoch, intact
     shard = copy / "pneumoniamnist" / "train-00001-of-00003.parquet"
     if damage == "removed":
@@ -677,12 +789,15 @@ def test_worker_batch_memory_is_refilled_only_after_the_consumer_copied_it(build
 
     released = []
     real = SlotPool.release
-    monkeypatch.setattr(SlotPool, "release", staticmethod(lambda pixels: (released.append(pixels.data_ptr()), real(pixels))))
+    monkeypatch.setattr(
+        SlotPool, "release", staticmethod(lambda pixels: (released.append(pixels.data_ptr()), real(pixels)))
+    )
     out, _ = build
     kw = dict(batch_size=2, progress=False, mean=(0.5,), std=(0.25,))
     one = list(loaders.dataloader(out, "pneumoniamnist", **kw))
     two = list(loaders.dataloader(out, "pneumoniamnist", num_workers=2, **kw))  # 52 batches: each slot refilled
     assert len(released) >= len(two) - 2 * 8 and len(set(released)) < len(released) / 2
+
     def key(b):
         return b["pixel_values"].flatten().tolist()[:32]
 

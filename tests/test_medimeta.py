@@ -18,7 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import MEDIMETA_INFO, first_row
 from datasets import ClassLabel, Features, Image, List, Value, load_dataset
+from medimeta_fixtures import make_medimeta_folder, proportional
 
 from hfmed import facts
 from hfmed.cli import main
@@ -26,9 +28,6 @@ from hfmed.features import read_metadata
 from hfmed.sources import medimeta as source
 from hfmed.sources.medimeta import parse_info, read_runs, snake_case, summarize
 from hfmed.verify import verify
-from medimeta_fixtures import make_medimeta_folder, proportional
-
-from conftest import MEDIMETA_INFO, first_row
 
 INFO_FILES = sorted(MEDIMETA_INFO.glob("*.yaml"))
 IDS = [p.stem for p in INFO_FILES]
@@ -76,7 +75,11 @@ def run_cli(capsys, *argv) -> tuple[int, str]:
 def snapshot(folder: Path) -> dict[str, str]:
     if not folder.exists():
         return {}
-    return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def originals_differ(ds_id: str) -> bool:
@@ -127,7 +130,9 @@ def test_list_shows_every_dataset_with_task_types_splits_and_license(capsys):
     text = capsys.readouterr().out
     for ds_id in IDS:
         assert re.search(rf"^{ds_id}\s", text, re.M), ds_id
-    assert re.search(r"^cxr\s.*disease_labels\s+multi-label\s+14\s+73421/13103/25596\s+86524/0/25596\s+cc-by-sa-4.0", text, re.M)
+    assert re.search(
+        r"^cxr\s.*disease_labels\s+multi-label\s+14\s+73421/13103/25596\s+86524/0/25596\s+cc-by-sa-4.0", text, re.M
+    )
     assert re.search(r"artifact\s+ordinal\s+6", text)
     assert re.search(r"^organs_axial\s.*cc-by-nc-sa-4.0", text, re.M)
 
@@ -209,10 +214,26 @@ def test_tiff_only_folder_builds_the_same_shards_as_hdf5(tmp_path):
     b = make_medimeta_folder(tmp_path / "tiff", info, seed=3, hdf5=False)
     assert not (b / "images.hdf5").exists() and (b / "images" / "000000.tiff").exists()
     for src in ("h5", "tiff"):
-        assert main(["build", "medimeta", "pneumonia", "--source", str(tmp_path / src), "--out", str(tmp_path / f"out_{src}"), "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "build",
+                    "medimeta",
+                    "pneumonia",
+                    "--source",
+                    str(tmp_path / src),
+                    "--out",
+                    str(tmp_path / f"out_{src}"),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
     shards = sorted(p.name for p in (tmp_path / "out_h5" / "pneumonia").iterdir())
     for name in shards:
-        assert (tmp_path / "out_h5" / "pneumonia" / name).read_bytes() == (tmp_path / "out_tiff" / "pneumonia" / name).read_bytes()
+        assert (tmp_path / "out_h5" / "pneumonia" / name).read_bytes() == (
+            tmp_path / "out_tiff" / "pneumonia" / name
+        ).read_bytes()
     assert [r.rows for r in verify(tmp_path / "out_tiff", "pneumonia", tmp_path / "tiff")] == [3, 2, 2]
     assert a.name == b.name == "pneumonia"
 
@@ -240,7 +261,12 @@ def test_rgb_split_in_several_shards_keeps_the_split_file_order(tmp_path, hf_cac
     assert order != sorted(order)
     batches = list(source.MedIMetaFolder(folder).iter_batches(np.array(order)))
     assert [len(b["image"]) for b in batches] == [3, 3, 3, 2]
-    assert main(["build", "medimeta", "derm", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert (
+        main(
+            ["build", "medimeta", "derm", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--quiet"]
+        )
+        == 0
+    )
     shards = sorted((tmp_path / "out" / "derm").glob("train-*.parquet"))
     assert [p.name for p in shards] == [f"train-0000{i}-of-00003.parquet" for i in range(3)]
     assert [pq.ParquetFile(p).metadata.num_row_groups for p in shards] == [2, 2, 2]
@@ -264,10 +290,10 @@ def test_a_new_dataset_in_the_same_layout_builds_and_column_names_never_collide(
         "tasks:\n"
         "  - task_name: Image\n    task_target: BINARY_CLASSIFICATION\n    labels:\n      0: No\n      1: Yes\n"
         '  - task_name: "case category"\n    task_target: MULTICLASS_CLASSIFICATION\n  '
-            '  labels:\n      2: same\n      5: same\n      9: other\n'
+        "  labels:\n      2: same\n      5: same\n      9: other\n"
         "  - task_name: Case-Category\n    task_target: ORDINAL_REGRESSION\n    labels:\n      0: low\n      1: high\n"
         "  - task_name: tissueType\n    task_target: MULTILABEL_CLASSIFICATION\n    "
-            "labels:\n      0: a\n      1: b\n      2: c\n"
+        "labels:\n      0: a\n      1: b\n      2: c\n"
         "input_size: [3, 224, 224]\n"
         "total_num_samples: 1_000\nsplits_num_samples:\n  train: 600\n  val: 200\n  test: 200\n"
         "original_splits_num_samples:\n  train: 800\n  val: 0\n  test: 200\n"
@@ -275,7 +301,9 @@ def test_a_new_dataset_in_the_same_layout_builds_and_column_names_never_collide(
     )
     (tmp_path / "newds.yaml").write_text(info)
     folder = make_medimeta_folder(tmp_path / "src", tmp_path / "newds.yaml", patient_id=False)
-    rc, err = run_cli(capsys, "build", "medimeta", "--all", "--source", tmp_path / "src", "--out", tmp_path / "out", "--quiet")
+    rc, err = run_cli(
+        capsys, "build", "medimeta", "--all", "--source", tmp_path / "src", "--out", tmp_path / "out", "--quiet"
+    )
     assert rc == 0, err
     ds = load_dataset(str(tmp_path / "out"), "newds", streaming=True)
     f = ds["train"].features
@@ -338,28 +366,86 @@ BAD = {
     "source folder missing": (lambda s: shutil.rmtree(s), "no such folder"),
     "dataset folder missing": (lambda s: (s / "bus").rename(s / "other"), "no MedIMeta dataset folder 'bus'"),
     "info.yaml missing": (lambda s: (s / "bus" / "info.yaml").unlink(), "info.yaml: missing"),
-    "info.yaml malformed": (lambda s: (s / "bus" / "info.yaml").write_text("id: bus\ntasks: [\n  - {task_name: x\n"), "malformed YAML"),
-    "info.yaml of another schema": (lambda s: (s / "bus" / "info.yaml").write_text("flag: breastmnist\nsplits: {train: 546}\n"), "not a MedIMeta info.yaml"),
-    "info.yaml with an unknown task target": (lambda s: _rewrite_info(s, "BINARY_CLASSIFICATION", "SEGMENTATION"), "task_target 'SEGMENTATION'"),
-    "task name with a slash": (lambda s: _rewrite_info(s, "task_name: case category", "task_name: ../../case category"), "cannot name a file inside task_labels/"),
-    "task name with dots": (lambda s: _rewrite_info(s, "task_name: case category", "task_name: \"..\""), "cannot name a file inside task_labels/"),
-    "task without a labels file": (lambda s: (s / "bus" / "task_labels" / "malignancy.npy").unlink(), "malignancy.npy: missing"),
-    "labels shorter than the images": (lambda s: _save_labels(s, "malignancy", np.zeros(6, dtype=np.int64)), "has 6 labels for 7 images"),
-    "labels holding an undeclared key": (lambda s: _save_labels(s, "case category", np.array([0, 1, 2, 7, 0, 1, 2])), "holds label 7"),
-    "labels holding Python objects": (lambda s: np.save(s / "bus" / "task_labels" / "malignancy.npy", np.array([0, "x"] * 3 + [1], dtype=object), allow_pickle=True), "not a plain numeric .npy"),
-    "split index out of range": (lambda s: _swap_split_line(s, "train", "images/000007.tiff"), "names image 7, but the dataset has images 0..6"),
-    "split line outside the layout": (lambda s: _swap_split_line(s, "val", "../../../etc/passwd"), "every line must read images/NNNNNN.tiff"),
-    "splits that overlap": (lambda s: _swap_split_line(s, "test", (s / "bus" / "splits" / "train.txt").read_text().split("\n")[0]), "in both train.txt and test.txt"),
+    "info.yaml malformed": (
+        lambda s: (s / "bus" / "info.yaml").write_text("id: bus\ntasks: [\n  - {task_name: x\n"),
+        "malformed YAML",
+    ),
+    "info.yaml of another schema": (
+        lambda s: (s / "bus" / "info.yaml").write_text("flag: breastmnist\nsplits: {train: 546}\n"),
+        "not a MedIMeta info.yaml",
+    ),
+    "info.yaml with an unknown task target": (
+        lambda s: _rewrite_info(s, "BINARY_CLASSIFICATION", "SEGMENTATION"),
+        "task_target 'SEGMENTATION'",
+    ),
+    "task name with a slash": (
+        lambda s: _rewrite_info(s, "task_name: case category", "task_name: ../../case category"),
+        "cannot name a file inside task_labels/",
+    ),
+    "task name with dots": (
+        lambda s: _rewrite_info(s, "task_name: case category", 'task_name: ".."'),
+        "cannot name a file inside task_labels/",
+    ),
+    "task without a labels file": (
+        lambda s: (s / "bus" / "task_labels" / "malignancy.npy").unlink(),
+        "malignancy.npy: missing",
+    ),
+    "labels shorter than the images": (
+        lambda s: _save_labels(s, "malignancy", np.zeros(6, dtype=np.int64)),
+        "has 6 labels for 7 images",
+    ),
+    "labels holding an undeclared key": (
+        lambda s: _save_labels(s, "case category", np.array([0, 1, 2, 7, 0, 1, 2])),
+        "holds label 7",
+    ),
+    "labels holding Python objects": (
+        lambda s: np.save(
+            s / "bus" / "task_labels" / "malignancy.npy", np.array([0, "x"] * 3 + [1], dtype=object), allow_pickle=True
+        ),
+        "not a plain numeric .npy",
+    ),
+    "split index out of range": (
+        lambda s: _swap_split_line(s, "train", "images/000007.tiff"),
+        "names image 7, but the dataset has images 0..6",
+    ),
+    "split line outside the layout": (
+        lambda s: _swap_split_line(s, "val", "../../../etc/passwd"),
+        "every line must read images/NNNNNN.tiff",
+    ),
+    "splits that overlap": (
+        lambda s: _swap_split_line(s, "test", (s / "bus" / "splits" / "train.txt").read_text().split("\n")[0]),
+        "in both train.txt and test.txt",
+    ),
     "split file missing": (lambda s: (s / "bus" / "splits" / "test.txt").unlink(), "test.txt: missing"),
     "image array of the wrong shape": (lambda s: _rewrite_images(s, (7, 100, 100)), "has shape (7, 100, 100)"),
     "image array of the wrong type": (lambda s: _rewrite_images(s, (7, 224, 224), np.float32), "expected uint8 pixels"),
-    "more images than info.yaml declares": (lambda s: _rewrite_images(s, (8, 224, 224)), "holds 8 images, info.yaml declares total_num_samples 7"),
-    "images.hdf5 not HDF5": (lambda s: (s / "bus" / "images.hdf5").write_bytes(b"not hdf5"), "not a readable HDF5 file"),
-    "no images at all": (lambda s: ((s / "bus" / "images.hdf5").unlink(), shutil.rmtree(s / "bus" / "images")), "holds neither images.hdf5 nor images/*.tiff"),
-    "a TIFF missing": (lambda s: ((s / "bus" / "images.hdf5").unlink(), (s / "bus" / "images" / "000003.tiff").unlink()), "000003.tiff: missing"),
+    "more images than info.yaml declares": (
+        lambda s: _rewrite_images(s, (8, 224, 224)),
+        "holds 8 images, info.yaml declares total_num_samples 7",
+    ),
+    "images.hdf5 not HDF5": (
+        lambda s: (s / "bus" / "images.hdf5").write_bytes(b"not hdf5"),
+        "not a readable HDF5 file",
+    ),
+    "no images at all": (
+        lambda s: ((s / "bus" / "images.hdf5").unlink(), shutil.rmtree(s / "bus" / "images")),
+        "holds neither images.hdf5 nor images/*.tiff",
+    ),
+    "a TIFF missing": (
+        lambda s: ((s / "bus" / "images.hdf5").unlink(), (s / "bus" / "images" / "000003.tiff").unlink()),
+        "000003.tiff: missing",
+    ),
     "a TIFF of the wrong mode, found mid-build": (_bad_tiff, "000005.tiff: is a 224x224 RGB image"),
-    "annotations without a row": (lambda s: (s / "bus" / "annotations.csv").write_text("\n".join((s / "bus" / "annotations.csv").read_text().splitlines()[:-1]) + "\n"), "has no row for images/"),
-    "info id differs from the folder": (lambda s: _rewrite_info(s, "id: bus", "id: busi"), "declares id 'busi' but its folder is 'bus'"),
+    "annotations without a row": (
+        lambda s: (s / "bus" / "annotations.csv").write_text(
+            "\n".join((s / "bus" / "annotations.csv").read_text().splitlines()[:-1]) + "\n"
+        ),
+        "has no row for images/",
+    ),
+    "info id differs from the folder": (
+        lambda s: _rewrite_info(s, "id: bus", "id: busi"),
+        "declares id 'busi' but its folder is 'bus'",
+    ),
 }
 
 
@@ -398,7 +484,9 @@ def test_without_original_splits_only_the_standard_config_is_offered(bus_source,
 
 
 def test_size_is_not_a_medimeta_option(bus_source, tmp_path, capsys):
-    rc, err = run_cli(capsys, "build", "medimeta", "bus", "--size", "64", "--source", bus_source, "--out", tmp_path / "out")
+    rc, err = run_cli(
+        capsys, "build", "medimeta", "bus", "--size", "64", "--source", bus_source, "--out", tmp_path / "out"
+    )
     assert rc == 2 and "--size applies to medmnist only" in err
 
 

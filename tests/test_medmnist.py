@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from datasets import Array3D, ClassLabel, Image, List, load_dataset
-
 from conftest import REAL_MEDMNIST, SMALL, first_row, make_medmnist_npz, medmnist_arrays, write_npz
+from datasets import Array3D, ClassLabel, Image, List, load_dataset
+from hfmed.loading_scripts.medmnist import MedMNIST, sizes
+
 from hfmed import facts
 from hfmed.cli import main
 from hfmed.verify import VerifyFailed, verify
 from hfmed.writer import ROW_GROUP_RAW_BYTES, build_config, plan_shards
-from hfmed.loading_scripts.medmnist import MedMNIST, sizes
 
 SUBSETS = facts.load("medmnist")["subsets"]
 
@@ -200,7 +200,22 @@ def test_larger_sizes_get_their_own_config(flag, size, small_npz, tmp_path):
     path = small_npz(flag, size, {"train": 4, "val": 2, "test": 3})
     assert path.name == f"{flag}_{size}.npz"
     out = tmp_path / "medmnist"
-    assert run_cli("build", "medmnist", flag, "--size", str(size), "--source", str(path), "--out", str(out), "--unofficial", "--quiet") == 0
+    assert (
+        run_cli(
+            "build",
+            "medmnist",
+            flag,
+            "--size",
+            str(size),
+            "--source",
+            str(path),
+            "--out",
+            str(out),
+            "--unofficial",
+            "--quiet",
+        )
+        == 0
+    )
     ds = load_dataset(str(out), f"{flag}_{size}")
     key = "volume" if SUBSETS[flag]["volumetric"] else "image"
     assert np.asarray(ds["train"][0][key]).shape[:2] == (size, size)
@@ -232,9 +247,35 @@ def test_two_builds_of_the_same_source_are_byte_identical(small_npz, tmp_path):
 
 def test_building_another_config_keeps_the_others(small_npz, tmp_path):
     out = tmp_path / "medmnist"
-    assert run_cli("build", "medmnist", "retinamnist", "--source", str(small_npz("retinamnist")), "--out", str(out), "--unofficial", "--quiet") == 0
+    assert (
+        run_cli(
+            "build",
+            "medmnist",
+            "retinamnist",
+            "--source",
+            str(small_npz("retinamnist")),
+            "--out",
+            str(out),
+            "--unofficial",
+            "--quiet",
+        )
+        == 0
+    )
     before = tree_bytes(out / "retinamnist")
-    assert run_cli("build", "medmnist", "dermamnist", "--source", str(small_npz("dermamnist")), "--out", str(out), "--unofficial", "--quiet") == 0
+    assert (
+        run_cli(
+            "build",
+            "medmnist",
+            "dermamnist",
+            "--source",
+            str(small_npz("dermamnist")),
+            "--out",
+            str(out),
+            "--unofficial",
+            "--quiet",
+        )
+        == 0
+    )
     assert tree_bytes(out / "retinamnist") == before
     for config in ("retinamnist", "dermamnist"):
         assert len(load_dataset(str(out), config)["train"]) == SMALL["train"]
@@ -288,7 +329,19 @@ def test_all_builds_the_whole_collection_and_resumes_after_a_failure(tmp_path, c
         make_medmnist_npz(sources, flag, n={"train": 3, "val": 2, "test": 2})
     (sources / "octmnist.npz").write_bytes(b"not a zip")  # --all stops at this one
     out = tmp_path / "medmnist"
-    args = ["build", "medmnist", "--all", "--size", "28", "--source", str(sources), "--out", str(out), "--unofficial", "--quiet"]
+    args = [
+        "build",
+        "medmnist",
+        "--all",
+        "--size",
+        "28",
+        "--source",
+        str(sources),
+        "--out",
+        str(out),
+        "--unofficial",
+        "--quiet",
+    ]
     assert run_cli(*args) == 2
     assert "octmnist.npz" in one_error_line(capsys)
     done = sorted(p.parent.name for p in out.glob("*/train-*.parquet"))
@@ -328,7 +381,10 @@ build_config(MedMNIST("organcmnist", {str(path)!r}, unofficial=True), {str(out)!
     assert proc.returncode == 9
     assert not (out / "organcmnist").exists()
     assert [p.name for p in out.iterdir() if p.name.startswith(".hfmed-tmp-")]
-    assert run_cli("build", "medmnist", "organcmnist", "--source", str(path), "--out", str(out), "--unofficial", "--quiet") == 0
+    assert (
+        run_cli("build", "medmnist", "organcmnist", "--source", str(path), "--out", str(out), "--unofficial", "--quiet")
+        == 0
+    )
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
     assert (out / "README.md").exists()
     verify(out, "organcmnist", path)
@@ -344,7 +400,9 @@ def test_verify_names_the_first_differing_row(small_npz, tmp_path, capsys):
     labels[3] = 1 - labels[3]
     import pyarrow as pa
 
-    table = table.set_column(table.schema.get_field_index("label"), table.schema.field("label"), pa.array(labels, pa.int64()))
+    table = table.set_column(
+        table.schema.get_field_index("label"), table.schema.field("label"), pa.array(labels, pa.int64())
+    )
     pq.write_table(table, shard)
     with pytest.raises(VerifyFailed, match="validation row 3: column 'label'"):
         verify(out, "pneumoniamnist", path)
@@ -354,14 +412,21 @@ def test_verify_names_the_first_differing_row(small_npz, tmp_path, capsys):
 
 def test_a_resaved_file_is_accepted_with_a_warning(tmp_path, capsys):
     path = make_medmnist_npz(tmp_path, "breastmnist")  # official structure and sizes, other bytes
-    assert run_cli("build", "medmnist", "breastmnist", "--source", str(path), "--out", str(tmp_path / "o"), "--quiet") == 0
+    assert (
+        run_cli("build", "medmnist", "breastmnist", "--source", str(path), "--out", str(tmp_path / "o"), "--quiet") == 0
+    )
     err = capsys.readouterr().err
     assert "hfmed: warning:" in err and "is not an official breastmnist.npz" in err
 
 
 def test_the_installed_console_script_builds_from_any_folder(tmp_path, real_breastmnist):
     hfmed = Path(sys.executable).parent / "hfmed"
-    proc = subprocess.run([str(hfmed), "build", "medmnist", "breastmnist", "--source", str(real_breastmnist), "--quiet"], cwd=tmp_path, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(hfmed), "build", "medmnist", "breastmnist", "--source", str(real_breastmnist), "--quiet"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "medmnist" / "breastmnist" / "train-00000-of-00001.parquet").exists()
 

@@ -329,9 +329,7 @@ def test_trainer_evaluate_reports_auc_and_acc_over_the_whole_set(tmp_path):
         {"logits": torch.tensor(np.log(p), dtype=torch.float32), "labels": int(y)}
         for p, y in zip(MULTICLASS_P, MULTICLASS_Y)
     ]
-    args = TrainingArguments(
-        output_dir=str(tmp_path), per_device_eval_batch_size=4, report_to=[], use_cpu=True
-    )
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=4, report_to=[], use_cpu=True)
     trainer = Trainer(
         model=GivesBackItsInput(),
         args=args,

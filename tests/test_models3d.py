@@ -22,11 +22,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
 LABELS = ["normal", "hyperplasia", "other"]
 
 
 def small_model(arch: str, labels=LABELS, problem_type: str = "single_label_classification", seed: int = 0):
-    config = models3d.scratch_config(arch, "small", image_size=28, channels=1, label_names=labels, problem_type=problem_type)
+    config = models3d.scratch_config(
+        arch, "small", image_size=28, channels=1, label_names=labels, problem_type=problem_type
+    )
     torch.manual_seed(seed)
     return AutoModelForImageClassification.from_config(config)
 
@@ -92,21 +96,34 @@ def test_the_families_have_distinct_model_types():
 
 def test_sizes_are_resnet18_and_resnet50():
     def blocks(arch, size, kind):
-        config = models3d.scratch_config(arch, size, image_size=28, channels=1, label_names=LABELS, problem_type="single_label_classification")
+        config = models3d.scratch_config(
+            arch, size, image_size=28, channels=1, label_names=LABELS, problem_type="single_label_classification"
+        )
         return sum(isinstance(m, kind) for m in AutoModelForImageClassification.from_config(config).modules())
 
     assert blocks("acs", "base", BasicBlock) == 8  # 2+2+2+2
     assert blocks("acs", "large", BottleneckBlock) == 16  # 3+4+6+3
     # With 2D (or ACS) kernels: the parameter count of MedMNIST's 2D ResNet18(in_channels=1, num_classes=2).
-    base = models3d.scratch_config("resnet2_5d", "base", image_size=28, channels=1, label_names=["a", "b"], problem_type="single_label_classification")
+    base = models3d.scratch_config(
+        "resnet2_5d",
+        "base",
+        image_size=28,
+        channels=1,
+        label_names=["a", "b"],
+        problem_type="single_label_classification",
+    )
     assert sum(p.numel() for p in AutoModelForImageClassification.from_config(base).parameters()) == 11_168_706
 
 
 def test_unknown_architecture_or_size_is_a_user_error():
     with pytest.raises(UserError, match="resnet3d, acs, resnet2_5d"):
-        models3d.scratch_config("vit", "base", image_size=28, channels=1, label_names=LABELS, problem_type="single_label_classification")
+        models3d.scratch_config(
+            "vit", "base", image_size=28, channels=1, label_names=LABELS, problem_type="single_label_classification"
+        )
     with pytest.raises(UserError, match="small, base, large"):
-        models3d.scratch_config("acs", "nano", image_size=28, channels=1, label_names=LABELS, problem_type="single_label_classification")
+        models3d.scratch_config(
+            "acs", "nano", image_size=28, channels=1, label_names=LABELS, problem_type="single_label_classification"
+        )
 
 
 @pytest.mark.parametrize("arch", FAMILIES)
@@ -166,8 +183,17 @@ def test_a_short_trainer_fit_lowers_the_loss_and_checkpoints(tmp_path):
     rows = [{"pixel_values": v, "labels": int(y)} for v, y in zip(volumes, labels)]
     model = small_model("acs", labels=["dark", "bright"])
     args = TrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=8, max_steps=12, learning_rate=3e-3,
-        logging_steps=1, save_strategy="steps", save_steps=12, report_to="none", use_cpu=True, seed=0, disable_tqdm=True,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        max_steps=12,
+        learning_rate=3e-3,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=12,
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
     )
     trainer = Trainer(model=model, args=args, train_dataset=rows)
     trainer.train()
@@ -177,12 +203,16 @@ def test_a_short_trainer_fit_lowers_the_loss_and_checkpoints(tmp_path):
     # The Trainer's checkpoint is an ordinary model folder for the Auto classes.
     reloaded = AutoModelForImageClassification.from_pretrained(tmp_path / "checkpoint-12").eval()
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(pixel_values=volumes).logits, trainer.model.eval()(pixel_values=volumes).logits, rtol=0, atol=0)
+        torch.testing.assert_close(
+            reloaded(pixel_values=volumes).logits, trainer.model.eval()(pixel_values=volumes).logits, rtol=0, atol=0
+        )
 
 
 @pytest.mark.parametrize("arch", FAMILIES)
 def test_fresh_weights_are_he_initialised_and_batch_norm_is_identity(arch):
-    config = models3d.scratch_config(arch, "base", image_size=28, channels=1, label_names=LABELS, problem_type="single_label_classification")
+    config = models3d.scratch_config(
+        arch, "base", image_size=28, channels=1, label_names=LABELS, problem_type="single_label_classification"
+    )
     torch.manual_seed(0)
     model = AutoModelForImageClassification.from_config(config)
     stage3 = model.resnet.stages[2][1].layer[0][0]  # a 256 -> 256 3x3 kernel
@@ -190,7 +220,10 @@ def test_fresh_weights_are_he_initialised_and_batch_norm_is_identity(arch):
     assert stage3.weight.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.05)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
     assert norms and all(
-        torch.all(m.weight == 1) and torch.all(m.bias == 0) and torch.all(m.running_mean == 0) and torch.all(m.running_var == 1)
+        torch.all(m.weight == 1)
+        and torch.all(m.bias == 0)
+        and torch.all(m.running_mean == 0)
+        and torch.all(m.running_var == 1)
         for m in norms
     )
 
@@ -199,5 +232,9 @@ def test_the_published_protocol_drops_the_rate_at_epochs_50_and_75():
     from hfmed.models3d.protocol import PUBLISHED_3D
 
     assert PUBLISHED_3D.milestone_epochs() == (50, 75)
-    assert (PUBLISHED_3D.optimizer, PUBLISHED_3D.learning_rate, PUBLISHED_3D.per_device_train_batch_size) == ("Adam", 1e-3, 32)
+    assert (PUBLISHED_3D.optimizer, PUBLISHED_3D.learning_rate, PUBLISHED_3D.per_device_train_batch_size) == (
+        "Adam",
+        1e-3,
+        32,
+    )
     assert PUBLISHED_3D.default_arch in models3d.FAMILIES and PUBLISHED_3D.default_arch_size in models3d.ARCH_SIZES

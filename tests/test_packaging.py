@@ -4,7 +4,6 @@ under ``hfmed`` rather than as top-level packages with generic names."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import ROOT
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
@@ -45,12 +44,27 @@ def test_the_wheel_holds_the_collections_under_hfmed_and_nothing_at_the_top(tmp_
         shutil.copy(ROOT / name, src / name)
     for name in ("hfmed", "loading_scripts", "dataset_cards"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-    cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(tmp_path), str(src)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--quiet",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "-w",
+        str(tmp_path),
+        str(src),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     (wheel,) = tmp_path.glob("hfmed-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert {n.split("/")[0] for n in names} == {"hfmed", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
+    assert {n.split("/")[0] for n in names} == {
+        "hfmed",
+        wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info",
+    }
     for path in (
         "hfmed/loading_scripts/medmnist.py",
         "hfmed/loading_scripts/medmnist.yaml",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 
 
-
 def _columns(path):
     md = pq.read_metadata(path)
     return [md.row_group(g).column(j) for g in range(md.num_row_groups) for j in range(md.num_columns)]
@@ -21,6 +20,9 @@ def test_image_bytes_are_stored_plain_and_volumes_with_a_dictionary(built_medmni
         if c.path_in_schema == "image.bytes":
             assert not c.has_dictionary_page  # PNGs never repeat: a dictionary would only cost
             assert c.compression == "ZSTD"
-    volume = [c for c in _columns(built_medmnist / "adrenalmnist3d" / "train-00000-of-00001.parquet") if c.path_in_schema.startswith("volume.")]
+    volume = [
+        c
+        for c in _columns(built_medmnist / "adrenalmnist3d" / "train-00000-of-00001.parquet")
+        if c.path_in_schema.startswith("volume.")
+    ]
     assert volume and all(c.has_dictionary_page and c.compression == "ZSTD" for c in volume)
-

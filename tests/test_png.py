@@ -46,8 +46,13 @@ def test_encoding_is_deterministic_and_independent_of_batching():
 def test_smooth_images_compress_about_as_well_as_pillow():
     yy, xx = np.mgrid[0:224, 0:224] / 224
     rng = np.random.default_rng(2)
-    fields = [100 + 50 * (a * xx + b * yy) + 80 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.01) + rng.normal(0, 4, xx.shape)
-              for a, b, cx, cy in rng.uniform(0, 1, (8, 4))]
+    fields = [
+        100
+        + 50 * (a * xx + b * yy)
+        + 80 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.01)
+        + rng.normal(0, 4, xx.shape)
+        for a, b, cx, cy in rng.uniform(0, 1, (8, 4))
+    ]
     batch = np.clip(np.stack(fields), 0, 255).astype(np.uint8)  # smooth scans with sensor noise
     ours = sum(map(len, png.encode_batch(batch)))
     pillow = 0

@@ -42,7 +42,11 @@ class Hub:
             if name == "list_repo_files":
                 return hub.remote_files
             if name == "upload_folder":
-                return SimpleNamespace(pr_url=f"https://huggingface.co/datasets/{args[0] if args else kwargs['repo_id']}/discussions/7" if kwargs.get("create_pr") else None)
+                return SimpleNamespace(
+                    pr_url=f"https://huggingface.co/datasets/{args[0] if args else kwargs['repo_id']}/discussions/7"
+                    if kwargs.get("create_pr")
+                    else None
+                )
             return None
 
         return method
@@ -92,13 +96,21 @@ def test_push_creates_the_repository_and_uploads_exactly_the_dataset_files(folde
     assert main(["push", str(folder), "--repo", REPO, "--token", TOKEN]) == 0
     assert hub.names() == ["create_repo", "upload_folder"]
     repo = hub.call("create_repo")
-    assert repo["args"] == (REPO,) and repo["repo_type"] == "dataset" and repo["exist_ok"] is True and repo["private"] is False
+    assert (
+        repo["args"] == (REPO,)
+        and repo["repo_type"] == "dataset"
+        and repo["exist_ok"] is True
+        and repo["private"] is False
+    )
     up = hub.call("upload_folder")
     assert up["token"] == TOKEN
     assert (up["repo_id"], up["repo_type"], Path(up["folder_path"])) == (REPO, "dataset", folder)
     assert sorted(up["allow_patterns"]) == dataset_files(folder)
     assert up["revision"] is None and up["create_pr"] is False
-    assert sorted(up["delete_patterns"]) == ["adrenalmnist3d/*", "breastmnist/*"]  # stale shards of the pushed configs go
+    assert sorted(up["delete_patterns"]) == [
+        "adrenalmnist3d/*",
+        "breastmnist/*",
+    ]  # stale shards of the pushed configs go
     assert f"https://huggingface.co/datasets/{REPO}" in capsys.readouterr().out
 
 
@@ -117,7 +129,12 @@ def test_private_and_revision_reach_the_hub(folder, monkeypatch):
     assert hub.names() == ["create_repo", "create_branch", "upload_folder"]
     assert hub.call("create_repo")["private"] is True
     branch = hub.call("create_branch")
-    assert (branch["args"], branch["branch"], branch["repo_type"], branch["exist_ok"]) == ((REPO,), "v2", "dataset", True)
+    assert (branch["args"], branch["branch"], branch["repo_type"], branch["exist_ok"]) == (
+        (REPO,),
+        "v2",
+        "dataset",
+        True,
+    )
     assert hub.call("upload_folder")["revision"] == "v2"
 
 
@@ -138,7 +155,15 @@ def test_create_pr_with_a_revision_is_refused_before_anything_happens(folder, mo
 
 def test_with_a_separate_large_folder_uploader_it_is_used_and_stale_shards_are_deleted(folder, monkeypatch):
     """huggingface_hub before 2 resumes large uploads only through upload_large_folder."""
-    hub = Hub(monkeypatch, remote_files=["README.md", "breastmnist/train-00000-of-00002.parquet", "breastmnist/train-00000-of-00001.parquet", "organmnist/x.parquet"])
+    hub = Hub(
+        monkeypatch,
+        remote_files=[
+            "README.md",
+            "breastmnist/train-00000-of-00002.parquet",
+            "breastmnist/train-00000-of-00001.parquet",
+            "organmnist/x.parquet",
+        ],
+    )
     monkeypatch.setattr(HfApi, "upload_large_folder", hub._recorder("upload_large_folder"), raising=False)
     assert main(["push", str(folder), "--repo", REPO, "--token", TOKEN, "--revision", "v2"]) == 0
     assert hub.names() == ["create_repo", "create_branch", "upload_large_folder", "list_repo_files", "create_commit"]
@@ -149,7 +174,9 @@ def test_with_a_separate_large_folder_uploader_it_is_used_and_stale_shards_are_d
     assert commit["revision"] == "v2"
     ops = commit["operations"]
     assert all(isinstance(op, CommitOperationDelete) for op in ops)
-    assert [op.path_in_repo for op in ops] == ["breastmnist/train-00000-of-00002.parquet"]  # other configs are left alone
+    assert [op.path_in_repo for op in ops] == [
+        "breastmnist/train-00000-of-00002.parquet"
+    ]  # other configs are left alone
 
 
 def test_a_folder_with_problems_is_not_pushed_unless_forced(folder, monkeypatch, capsys):

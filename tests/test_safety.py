@@ -20,10 +20,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import MEDIMETA_INFO, make_medmnist_npz, medmnist_arrays, write_npz
+from medimeta_fixtures import make_medimeta_folder
 
 from hfmed.cli import main
-from medimeta_fixtures import make_medimeta_folder
-from conftest import MEDIMETA_INFO, make_medmnist_npz, write_npz, medmnist_arrays
 
 N = {"train": 12, "val": 5, "test": 6}
 
@@ -84,7 +84,9 @@ def bus(tmp_path) -> Path:
 
 
 def build_npz(capsys, source: Path, out: Path, *extra) -> tuple[int, str]:
-    return run(capsys, "build", "medmnist", "breastmnist", "--source", source, "--out", out, "--unofficial", "--quiet", *extra)
+    return run(
+        capsys, "build", "medmnist", "breastmnist", "--source", source, "--out", out, "--unofficial", "--quiet", *extra
+    )
 
 
 # --- 1. a source never pulls in a file from outside what the user named ---------------------------
@@ -137,12 +139,21 @@ LEAKS = {
     "HDF5 virtual dataset": (_virtual, "uses a virtual dataset"),
     "HDF5 external link": (_external_link, "is a ExternalLink to another place"),
     "images.hdf5 symlinked outside": (lambda b, s: _link_out(b, s, "images.hdf5"), "outside the dataset folder"),
-    "labels symlinked outside": (lambda b, s: _link_out(b, s, "task_labels/malignancy.npy"), "outside the dataset folder"),
+    "labels symlinked outside": (
+        lambda b, s: _link_out(b, s, "task_labels/malignancy.npy"),
+        "outside the dataset folder",
+    ),
     "split file symlinked outside": (lambda b, s: _link_out(b, s, "splits/train.txt"), "outside the dataset folder"),
     "info.yaml symlinked outside": (lambda b, s: _link_out(b, s, "info.yaml"), "outside the dataset folder"),
     "annotations symlinked outside": (lambda b, s: _link_out(b, s, "annotations.csv"), "outside the dataset folder"),
-    "a TIFF symlinked outside": (lambda b, s: ((b / "bus" / "images.hdf5").unlink(), _link_out(b, s, "images/000002.tiff")), "outside the dataset folder"),
-    "info.yaml is a FIFO": (lambda b, s: ((b / "bus" / "info.yaml").unlink(), os.mkfifo(b / "bus" / "info.yaml")), "not a regular file"),
+    "a TIFF symlinked outside": (
+        lambda b, s: ((b / "bus" / "images.hdf5").unlink(), _link_out(b, s, "images/000002.tiff")),
+        "outside the dataset folder",
+    ),
+    "info.yaml is a FIFO": (
+        lambda b, s: ((b / "bus" / "info.yaml").unlink(), os.mkfifo(b / "bus" / "info.yaml")),
+        "not a regular file",
+    ),
 }
 
 
@@ -152,7 +163,20 @@ def test_a_medimeta_folder_cannot_pull_in_a_file_from_outside(bus, tmp_path, cap
     make, expect = LEAKS[case]
     make(bus, secret)
     out = tmp_path / "out"
-    refused(capsys, expect, "build", "medimeta", "bus", "--source", bus, "--out", out, "--quiet", inputs=[bus, secret], out=out)
+    refused(
+        capsys,
+        expect,
+        "build",
+        "medimeta",
+        "bus",
+        "--source",
+        bus,
+        "--out",
+        out,
+        "--quiet",
+        inputs=[bus, secret],
+        out=out,
+    )
 
 
 def test_a_symlink_that_stays_inside_the_dataset_folder_is_read(bus, tmp_path, capsys):
@@ -172,7 +196,19 @@ def test_a_source_that_is_not_a_regular_file_is_refused_without_reading_it(tmp_p
         source = tmp_path / "breastmnist.npz"
         os.mkfifo(source)  # opening it would block forever
     out = tmp_path / "out"
-    refused(capsys, "is not a regular file", "build", "medmnist", "breastmnist", "--source", source, "--out", out, "--quiet", out=out)
+    refused(
+        capsys,
+        "is not a regular file",
+        "build",
+        "medmnist",
+        "breastmnist",
+        "--source",
+        source,
+        "--out",
+        out,
+        "--quiet",
+        out=out,
+    )
 
 
 # --- 2. --out never overlaps a source ------------------------------------------------------------
@@ -192,7 +228,19 @@ def test_an_out_that_overlaps_a_medimeta_source_is_refused(bus, capsys, args):
 
 
 def test_an_out_that_is_the_medmnist_source_folder_is_refused(npz, capsys):
-    refused(capsys, "is the source", "build", "medmnist", "breastmnist", "--source", npz.parent, "--out", npz.parent, "--unofficial", inputs=[npz.parent])
+    refused(
+        capsys,
+        "is the source",
+        "build",
+        "medmnist",
+        "breastmnist",
+        "--source",
+        npz.parent,
+        "--out",
+        npz.parent,
+        "--unofficial",
+        inputs=[npz.parent],
+    )
 
 
 def test_a_source_file_inside_out_is_left_alone(npz, tmp_path, capsys):
@@ -217,8 +265,21 @@ def test_a_users_readme_and_pictures_are_never_replaced(npz, tmp_path, capsys):
     proj.mkdir()
     (proj / "README.md").write_text("# my project\n")
     _user_png(proj / "images" / "scan_001.png")
-    refused(capsys, "README.md: a README.md that hfmed did not write", "build", "medmnist", "breastmnist", "--source", npz,
-            "--out", proj, "--unofficial", "--quiet", inputs=[npz], out=proj)
+    refused(
+        capsys,
+        "README.md: a README.md that hfmed did not write",
+        "build",
+        "medmnist",
+        "breastmnist",
+        "--source",
+        npz,
+        "--out",
+        proj,
+        "--unofficial",
+        "--quiet",
+        inputs=[npz],
+        out=proj,
+    )
 
 
 def test_a_users_pictures_beside_a_build_stay(npz, tmp_path, capsys):
@@ -235,8 +296,21 @@ def test_a_users_pictures_beside_a_build_stay(npz, tmp_path, capsys):
 def test_a_montage_path_holding_a_users_file_is_refused(npz, tmp_path, capsys):
     proj = tmp_path / "proj"
     _user_png(proj / "images" / "breastmnist.png")
-    refused(capsys, "an images/ file that hfmed did not write", "build", "medmnist", "breastmnist", "--source", npz,
-            "--out", proj, "--unofficial", "--quiet", inputs=[npz], out=proj)
+    refused(
+        capsys,
+        "an images/ file that hfmed did not write",
+        "build",
+        "medmnist",
+        "breastmnist",
+        "--source",
+        npz,
+        "--out",
+        proj,
+        "--unofficial",
+        "--quiet",
+        inputs=[npz],
+        out=proj,
+    )
 
 
 def test_a_users_folder_named_as_the_config_is_never_replaced(npz, tmp_path, capsys):
@@ -244,8 +318,22 @@ def test_a_users_folder_named_as_the_config_is_never_replaced(npz, tmp_path, cap
     (proj / "breastmnist").mkdir(parents=True)
     (proj / "breastmnist" / "notes.txt").write_text("mine")
     for extra in ([], ["--overwrite"]):
-        refused(capsys, "holding files other than hfmed shards", "build", "medmnist", "breastmnist", "--source", npz,
-                "--out", proj, "--unofficial", "--quiet", *extra, inputs=[npz], out=proj)
+        refused(
+            capsys,
+            "holding files other than hfmed shards",
+            "build",
+            "medmnist",
+            "breastmnist",
+            "--source",
+            npz,
+            "--out",
+            proj,
+            "--unofficial",
+            "--quiet",
+            *extra,
+            inputs=[npz],
+            out=proj,
+        )
 
 
 def test_a_users_own_parquet_folder_is_not_taken_for_a_config(npz, tmp_path, capsys):
@@ -292,20 +380,50 @@ def test_a_build_refuses_while_another_holds_the_config(npz, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from pathlib import Path; from hfmed import outdir\n"
-         "with outdir.locked(Path(sys.argv[1]), 'breastmnist', wait=False):\n    "
-             "print('held', flush=True); sys.stdin.read()", str(out)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from hfmed import outdir\n"
+            "with outdir.locked(Path(sys.argv[1]), 'breastmnist', wait=False):\n    "
+            "print('held', flush=True); sys.stdin.read()",
+            str(out),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"
         live = out / f".hfmed-tmp-breastmnist-{holder.pid}"  # the other build's working folder
         live.mkdir()
         (live / "train-00000-of-00001.parquet").write_bytes(b"being written")
-        refused(capsys, "another hfmed process is building breastmnist", "build", "medmnist", "breastmnist", "--source", npz,
-                "--out", out, "--unofficial", "--quiet", inputs=[npz], out=out)
-        rc, err = run(capsys, "build", "medmnist", "pneumoniamnist", "--source", make_medmnist_npz(npz.parent, "pneumoniamnist", n=N),
-                      "--out", out, "--unofficial", "--quiet")
+        refused(
+            capsys,
+            "another hfmed process is building breastmnist",
+            "build",
+            "medmnist",
+            "breastmnist",
+            "--source",
+            npz,
+            "--out",
+            out,
+            "--unofficial",
+            "--quiet",
+            inputs=[npz],
+            out=out,
+        )
+        rc, err = run(
+            capsys,
+            "build",
+            "medmnist",
+            "pneumoniamnist",
+            "--source",
+            make_medmnist_npz(npz.parent, "pneumoniamnist", n=N),
+            "--out",
+            out,
+            "--unofficial",
+            "--quiet",
+        )
         assert rc == 0, err
         assert live.is_dir()  # a live process's folder is never removed
     finally:
@@ -319,8 +437,21 @@ def test_mixing_collections_is_refused_before_anything_is_written(npz, bus, tmp_
     out = tmp_path / "out"
     rc, err = run(capsys, "build", "medimeta", "bus", "--source", bus, "--out", out, "--quiet")
     assert rc == 0, err
-    refused(capsys, "holds a medimeta build", "build", "medmnist", "breastmnist", "--source", npz, "--out", out,
-            "--unofficial", "--quiet", inputs=[npz], out=out)
+    refused(
+        capsys,
+        "holds a medimeta build",
+        "build",
+        "medmnist",
+        "breastmnist",
+        "--source",
+        npz,
+        "--out",
+        out,
+        "--unofficial",
+        "--quiet",
+        inputs=[npz],
+        out=out,
+    )
 
 
 # --- 8-9. one line, not a traceback ---------------------------------------------------------------
@@ -362,24 +493,92 @@ def _patch_zip(path: Path, name: str, *, method: int | None = None, encrypted: b
 
 def _bomb_tiff(path: Path, side: int = 40000) -> None:
     """A grayscale TIFF that declares side x side pixels and holds a few bytes."""
-    tags = [(256, 4, side), (257, 4, side), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, 8), (277, 3, 1), (278, 4, side), (279, 4, 16)]
+    tags = [
+        (256, 4, side),
+        (257, 4, side),
+        (258, 3, 8),
+        (259, 3, 1),
+        (262, 3, 1),
+        (273, 4, 8),
+        (277, 3, 1),
+        (278, 4, side),
+        (279, 4, 16),
+    ]
     ifd_at = 8 + 16
     body = b"II*\x00" + struct.pack("<I", ifd_at) + bytes(16)
-    body += struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", t, typ, 1, v) if typ == 4 else struct.pack("<HHIHH", t, typ, 1, v, 0) for t, typ, v in tags) + struct.pack("<I", 0)
+    body += (
+        struct.pack("<H", len(tags))
+        + b"".join(
+            struct.pack("<HHII", t, typ, 1, v) if typ == 4 else struct.pack("<HHIHH", t, typ, 1, v, 0)
+            for t, typ, v in tags
+        )
+        + struct.pack("<I", 0)
+    )
     path.write_bytes(body)
 
 
 NPZ_FAULTS = {
-    "a 2 GB .npy header": (lambda p: _npz_with_member(p, "train_images.npy", b"\x93NUMPY\x02\x00" + struct.pack("<I", 2 << 30) + b"{'descr'"), "over numpy's 10,000-byte limit"),
-    "a 30 MB .npy header": (lambda p: _npz_with_member(p, "train_images.npy", _npy_with_header(b" " * (30 << 20), version=2)), "over numpy's 10,000-byte limit"),
-    "5,000 unary signs": (lambda p: _npz_with_member(p, "train_labels.npy", _npy_with_header(b"{'descr': '|u1', 'fortran_order': False, 'shape': (" + b"-" * 5000 + b"1,)}")), "unreadable .npy header"),
-    "a float shape": (lambda p: _npz_with_member(p, "train_labels.npy", _npy_with_header(b"{'descr': '|u1', 'fortran_order': False, 'shape': (12.0, 1)}")), "unreadable .npy header"),
-    "a string shape": (lambda p: _npz_with_member(p, "train_labels.npy", _npy_with_header(b"{'descr': '|u1', 'fortran_order': False, 'shape': ('12', 1)}")), "unreadable .npy header"),
-    "a complex shape": (lambda p: _npz_with_member(p, "train_labels.npy", _npy_with_header(b"{'descr': '|u1', 'fortran_order': False, 'shape': (12j, 1)}")), "unreadable .npy header"),
-    "a negative row count": (lambda p: _npz_with_member(p, "val_labels.npy", _npy_with_header(b"{'descr': '|u1', 'fortran_order': False, 'shape': (-5, 1)}")), "negative size"),
-    "a shape larger than the data": (lambda p: _npz_with_member(p, "val_labels.npy", _npy_with_header(b"{'descr': '|u1', 'fortran_order': False, 'shape': (500, 1)}", data=bytes(5))), "holds 5 bytes of data"),
-    "an encrypted member": (lambda p: (write_npz(p, medmnist_arrays("breastmnist", n=N)), _patch_zip(p, "train_images.npy", encrypted=True)), "is encrypted"),
-    "an unsupported compression": (lambda p: (write_npz(p, medmnist_arrays("breastmnist", n=N)), _patch_zip(p, "train_images.npy", method=97)), "compression"),
+    "a 2 GB .npy header": (
+        lambda p: _npz_with_member(
+            p, "train_images.npy", b"\x93NUMPY\x02\x00" + struct.pack("<I", 2 << 30) + b"{'descr'"
+        ),
+        "over numpy's 10,000-byte limit",
+    ),
+    "a 30 MB .npy header": (
+        lambda p: _npz_with_member(p, "train_images.npy", _npy_with_header(b" " * (30 << 20), version=2)),
+        "over numpy's 10,000-byte limit",
+    ),
+    "5,000 unary signs": (
+        lambda p: _npz_with_member(
+            p,
+            "train_labels.npy",
+            _npy_with_header(b"{'descr': '|u1', 'fortran_order': False, 'shape': (" + b"-" * 5000 + b"1,)}"),
+        ),
+        "unreadable .npy header",
+    ),
+    "a float shape": (
+        lambda p: _npz_with_member(
+            p, "train_labels.npy", _npy_with_header(b"{'descr': '|u1', 'fortran_order': False, 'shape': (12.0, 1)}")
+        ),
+        "unreadable .npy header",
+    ),
+    "a string shape": (
+        lambda p: _npz_with_member(
+            p, "train_labels.npy", _npy_with_header(b"{'descr': '|u1', 'fortran_order': False, 'shape': ('12', 1)}")
+        ),
+        "unreadable .npy header",
+    ),
+    "a complex shape": (
+        lambda p: _npz_with_member(
+            p, "train_labels.npy", _npy_with_header(b"{'descr': '|u1', 'fortran_order': False, 'shape': (12j, 1)}")
+        ),
+        "unreadable .npy header",
+    ),
+    "a negative row count": (
+        lambda p: _npz_with_member(
+            p, "val_labels.npy", _npy_with_header(b"{'descr': '|u1', 'fortran_order': False, 'shape': (-5, 1)}")
+        ),
+        "negative size",
+    ),
+    "a shape larger than the data": (
+        lambda p: _npz_with_member(
+            p,
+            "val_labels.npy",
+            _npy_with_header(b"{'descr': '|u1', 'fortran_order': False, 'shape': (500, 1)}", data=bytes(5)),
+        ),
+        "holds 5 bytes of data",
+    ),
+    "an encrypted member": (
+        lambda p: (
+            write_npz(p, medmnist_arrays("breastmnist", n=N)),
+            _patch_zip(p, "train_images.npy", encrypted=True),
+        ),
+        "is encrypted",
+    ),
+    "an unsupported compression": (
+        lambda p: (write_npz(p, medmnist_arrays("breastmnist", n=N)), _patch_zip(p, "train_images.npy", method=97)),
+        "compression",
+    ),
 }
 
 
@@ -389,7 +588,21 @@ def test_a_crafted_npz_is_one_line(tmp_path, capsys, case):
     source = tmp_path / "breastmnist.npz"
     make(source)
     out = tmp_path / "out"
-    refused(capsys, expect, "build", "medmnist", "breastmnist", "--source", source, "--out", out, "--unofficial", "--quiet", inputs=[source], out=out)
+    refused(
+        capsys,
+        expect,
+        "build",
+        "medmnist",
+        "breastmnist",
+        "--source",
+        source,
+        "--out",
+        out,
+        "--unofficial",
+        "--quiet",
+        inputs=[source],
+        out=out,
+    )
 
 
 def _alias_bomb(bus: Path) -> None:
@@ -402,14 +615,26 @@ def _alias_bomb(bus: Path) -> None:
 
 def _large_header_labels(bus: Path) -> None:
     p = bus / "bus" / "task_labels" / "malignancy.npy"
-    p.write_bytes(_npy_with_header(b"{'descr': '<i8', 'fortran_order': False, 'shape': (7,)}" + b" " * 20_000 + b"\n", data=bytes(56)))
+    p.write_bytes(
+        _npy_with_header(
+            b"{'descr': '<i8', 'fortran_order': False, 'shape': (7,)}" + b" " * 20_000 + b"\n", data=bytes(56)
+        )
+    )
 
 
 MEDIMETA_FAULTS = {
     "a YAML alias bomb": (_alias_bomb, "uses YAML aliases"),
-    "a text field of 1 MB": (lambda b: (b / "bus" / "info.yaml").write_text((b / "bus" / "info.yaml").read_text().replace("summary:", "summary: " + "x" * 500_000 + "\nsummary_was:", 1)), "text field of 500,000 characters"),
+    "a text field of 1 MB": (
+        lambda b: (b / "bus" / "info.yaml").write_text(
+            (b / "bus" / "info.yaml").read_text().replace("summary:", "summary: " + "x" * 500_000 + "\nsummary_was:", 1)
+        ),
+        "text field of 500,000 characters",
+    ),
     "a labels .npy with a large header": (_large_header_labels, "malignancy.npy: not a plain numeric .npy array"),
-    "a TIFF declaring 40000x40000": (lambda b: ((b / "bus" / "images.hdf5").unlink(), _bomb_tiff(b / "bus" / "images" / "000000.tiff")), "declares an image far larger"),
+    "a TIFF declaring 40000x40000": (
+        lambda b: ((b / "bus" / "images.hdf5").unlink(), _bomb_tiff(b / "bus" / "images" / "000000.tiff")),
+        "declares an image far larger",
+    ),
 }
 
 
@@ -426,7 +651,20 @@ def test_a_dataset_named_readme_cannot_become_a_config(bus, tmp_path, capsys):
     info.write_text(info.read_text().replace("id: bus", "id: README.md", 1))
     (bus / "bus").rename(bus / "README.md")
     out = tmp_path / "out"
-    refused(capsys, "cannot be a config", "build", "medimeta", "README.md", "--source", bus, "--out", out, "--quiet", inputs=[bus], out=out)
+    refused(
+        capsys,
+        "cannot be a config",
+        "build",
+        "medimeta",
+        "README.md",
+        "--source",
+        bus,
+        "--out",
+        out,
+        "--quiet",
+        inputs=[bus],
+        out=out,
+    )
 
 
 def test_a_full_disk_is_one_line_and_leaves_nothing(npz, tmp_path):
@@ -440,10 +678,30 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(npz, tmp_path):
         "sys.exit(main(sys.argv[1:]))\n"
     )
     before = checksums(npz)
-    done = subprocess.run([sys.executable, "-c", script, "build", "medmnist", "breastmnist", "--source", str(npz), "--out", str(out), "--unofficial", "--quiet"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            "build",
+            "medmnist",
+            "breastmnist",
+            "--source",
+            str(npz),
+            "--out",
+            str(out),
+            "--unofficial",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith(f"hfmed: error: cannot write into {out} (File too large)") and done.stderr.count("\n") == 1, done.stderr
+    assert (
+        done.stderr.startswith(f"hfmed: error: cannot write into {out} (File too large)")
+        and done.stderr.count("\n") == 1
+    ), done.stderr
     assert not out.exists()
     assert checksums(npz) == before
 
@@ -460,8 +718,21 @@ def test_a_read_only_out_is_one_line(npz, tmp_path, capsys, monkeypatch):
         return real_mkdir(self, *a, **k)
 
     monkeypatch.setattr(Path, "mkdir", read_only)
-    refused(capsys, f"cannot write into {out} (Read-only file system)", "build", "medmnist", "breastmnist", "--source", npz,
-            "--out", out, "--unofficial", "--quiet", inputs=[npz], out=out)
+    refused(
+        capsys,
+        f"cannot write into {out} (Read-only file system)",
+        "build",
+        "medmnist",
+        "breastmnist",
+        "--source",
+        npz,
+        "--out",
+        out,
+        "--unofficial",
+        "--quiet",
+        inputs=[npz],
+        out=out,
+    )
 
 
 def test_a_symlinked_shard_is_one_problem_in_check_and_never_pushed(npz, tmp_path, capsys):
@@ -476,9 +747,11 @@ def test_a_symlinked_shard_is_one_problem_in_check_and_never_pushed(npz, tmp_pat
     rc, err = run(capsys, "check", out)
     assert rc == 1 and "Traceback" not in err
     report = check(out, stream=False)
-    assert [p for p in report.problems if "symbolic link" in p] == [f"{shard.relative_to(out)}: is a symbolic link to {outside}; a dataset holds "
+    assert [p for p in report.problems if "symbolic link" in p] == [
+        f"{shard.relative_to(out)}: is a symbolic link to {outside}; a dataset holds "
         "the files themselves (push would upload what the link points to), replace it "
-        "with the file"]
+        "with the file"
+    ]
     assert shard.relative_to(out) not in report.files
 
 
@@ -500,7 +773,9 @@ def test_a_build_of_an_earlier_version_is_rebuilt_in_place(npz, tmp_path, capsys
     out = tmp_path / "out"
     assert build_npz(capsys, npz, out)[0] == 0
     card = out / "README.md"
-    card.write_text(re.sub(r"hfmed:\n  collection: medmnist\n", "", card.read_text()))  # as the earlier version wrote it
+    card.write_text(
+        re.sub(r"hfmed:\n  collection: medmnist\n", "", card.read_text())
+    )  # as the earlier version wrote it
     picture = out / "images" / "breastmnist.png"
     with Image.open(picture) as im:
         im.load()

@@ -17,21 +17,43 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hfmed.loading_scripts.medmnist import MedMNIST
 from PIL import Image
 
 from hfmed import metrics, training
 from hfmed.errors import UserError
 from hfmed.writer import build_config
-from hfmed.loading_scripts.medmnist import MedMNIST
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import train_hf  # noqa: E402
 
 SIZES = {"train": 24, "val": 11, "test": 13}  # odd evaluation sizes: no split divides into even batches
-QUICK = ["--arch", "vit", "--arch_size", "nano", "--num_train_epochs", "2", "--per_device_train_batch_size", "8",
-         "--per_device_eval_batch_size", "4", "--disable_tqdm", "true", "--seed", "0"]
-OUTPUTS = ("results.json", "results.md", "roc_curve.png", "confusion_matrix.png", "README.md", "config.json", "model.safetensors")
+QUICK = [
+    "--arch",
+    "vit",
+    "--arch_size",
+    "nano",
+    "--num_train_epochs",
+    "2",
+    "--per_device_train_batch_size",
+    "8",
+    "--per_device_eval_batch_size",
+    "4",
+    "--disable_tqdm",
+    "true",
+    "--seed",
+    "0",
+]
+OUTPUTS = (
+    "results.json",
+    "results.md",
+    "roc_curve.png",
+    "confusion_matrix.png",
+    "README.md",
+    "config.json",
+    "model.safetensors",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +91,11 @@ def in_unit_range(value) -> bool:
     "flag, task, extra",
     [
         ("pneumoniamnist", "binary", ["--augment", "flip_crop"]),
-        ("dermamnist", "multi-class", ["--dataloader_num_workers", "2", "--dataloader_persistent_workers", "true", "--streaming", "true"]),  # workers split the rows
+        (
+            "dermamnist",
+            "multi-class",
+            ["--dataloader_num_workers", "2", "--dataloader_persistent_workers", "true", "--streaming", "true"],
+        ),  # workers split the rows
         ("retinamnist", "ordinal", []),
         ("retinamnist", "ordinal", ["--ordinal_loss", "emd"]),
         ("chestmnist", "multi-label", ["--arch", "convnext", "--augment", "affine"]),
@@ -104,26 +130,38 @@ def test_each_task_type_trains_evaluates_and_writes_every_output(small_npz, tmp_
             assert saved[f"{split}_scores"].shape[0] == rows
             recomputed = metrics.compute(task, saved[f"{split}_labels"], saved[f"{split}_scores"])
             assert recomputed["acc"] == pytest.approx(results[split]["acc"])
-            assert (recomputed["auc"] if not math.isnan(recomputed["auc"]) else None) == pytest.approx(results[split]["auc"])
+            assert (recomputed["auc"] if not math.isnan(recomputed["auc"]) else None) == pytest.approx(
+                results[split]["auc"]
+            )
     config = json.loads((out / "config.json").read_text())
-    assert config["problem_type"] == ("multi_label_classification" if task == "multi-label" else "single_label_classification")
+    assert config["problem_type"] == (
+        "multi_label_classification" if task == "multi-label" else "single_label_classification"
+    )
     assert list(config["id2label"].values()) == results["label_names"]
 
 
 def test_multi_label_targets_are_float_multi_hot_rows(small_npz, tmp_path):
     data = build_small(small_npz, tmp_path, "chestmnist")
-    loaded = training.open_data(training.DataArguments(dataset=str(data), subset="chestmnist"), training.parse_args([])[3])
+    loaded = training.open_data(
+        training.DataArguments(dataset=str(data), subset="chestmnist"), training.parse_args([])[3]
+    )
     feed = training.Feed(image_size=28, channels=1, mean=(0.5,), std=(0.5,))
     first = next(iter(loaded.loader("train", feed, training.parse_args(["--per_device_train_batch_size", "8"])[3])))
     assert loaded.info.num_labels == 14 and loaded.info.label_names[0] == "atelectasis"
-    assert first["labels"].dtype == torch.float32 and first["labels"].shape == (8, 14) and set(first["labels"].flatten().tolist()) <= {0.0, 1.0}
+    assert (
+        first["labels"].dtype == torch.float32
+        and first["labels"].shape == (8, 14)
+        and set(first["labels"].flatten().tolist()) <= {0.0, 1.0}
+    )
     assert first["pixel_values"].dtype == torch.float32 and first["pixel_values"].shape == (8, 1, 28, 28)
 
 
 def test_the_trainer_receives_whole_batches_resized_repeated_to_rgb_and_normalised(small_npz, tmp_path):
     """The loaders give the model its input directly: 28 px grayscale fed to a 56 px RGB model."""
     data = build_small(small_npz, tmp_path, "pneumoniamnist")
-    loaded = training.open_data(training.DataArguments(dataset=str(data), subset="pneumoniamnist"), training.parse_args([])[3])
+    loaded = training.open_data(
+        training.DataArguments(dataset=str(data), subset="pneumoniamnist"), training.parse_args([])[3]
+    )
     args = training.parse_args(["--per_device_eval_batch_size", "5"])[3]
     feed = training.Feed(image_size=56, channels=3, mean=(0.5,) * 3, std=(0.5,) * 3)
     batches = list(loaded.loader("test", feed, args))
@@ -141,10 +179,22 @@ def test_the_trainer_receives_whole_batches_resized_repeated_to_rgb_and_normalis
 
 def test_results_md_sets_the_run_beside_the_published_rows():
     rows = training.published_rows("medmnist", "pneumoniamnist")
-    results = {"subset": "pneumoniamnist", "model": "scratch:vit-nano", "task_type": "binary", "num_labels": 2, "image_size": 28,
-               "selection_metric": "auc", "test": {"auc": 0.9512, "acc": 0.875}, "validation": {"auc": 0.97, "acc": None},
-               "wall_time_seconds": 12.0, "device": "CPU", "num_processes": 1, "train_images_per_second": 100.0,
-               "eval_images_per_second": 500.0, "command": "python train_hf.py --subset pneumoniamnist"}
+    results = {
+        "subset": "pneumoniamnist",
+        "model": "scratch:vit-nano",
+        "task_type": "binary",
+        "num_labels": 2,
+        "image_size": 28,
+        "selection_metric": "auc",
+        "test": {"auc": 0.9512, "acc": 0.875},
+        "validation": {"auc": 0.97, "acc": None},
+        "wall_time_seconds": 12.0,
+        "device": "CPU",
+        "num_processes": 1,
+        "train_images_per_second": 100.0,
+        "eval_images_per_second": 500.0,
+        "command": "python train_hf.py --subset pneumoniamnist",
+    }
     md = training.results_markdown(results, rows)
     assert "| **this run** (scratch:vit-nano) | **0.951** | **0.875** | 0.970 | – |" in md
     assert "| ResNet-18 (28) [1] | 0.944 | 0.854 |" in md  # MedMNIST v2 table, PneumoniaMNIST column
@@ -152,17 +202,39 @@ def test_results_md_sets_the_run_beside_the_published_rows():
     assert "| ViT-B/16 @224 [2] | 0.963 | 0.861 |" in md  # MedMNIST+, published as 86.11/96.33 (ACC/AUC %)
     assert "Yang et al." in md and "Doerrich et al." in md and "python train_hf.py --subset pneumoniamnist" in md
     assert training.published_rows("medmnist", "adrenalmnist3d")[0]["method"] == "ResNet-18 + 2.5D"
-    assert [(r["method"], r["auc"]) for r in training.published_rows("medimeta", "bus")] == [("ResNet-18", 0.96), ("ResNet-50", 0.966)]
+    assert [(r["method"], r["auc"]) for r in training.published_rows("medimeta", "bus")] == [
+        ("ResNet-18", 0.96),
+        ("ResNet-50", 0.966),
+    ]
 
 
 def test_real_breastmnist_through_the_medmnist_preset_built_from_source(real_breastmnist, tmp_path):
     """--source builds the missing subset first; the preset's protocol lands in results.json."""
     out = tmp_path / "run"
-    results = train([
-        "--dataset", str(tmp_path / "medmnist"), "--subset", "breastmnist", "--source", str(real_breastmnist),
-        "--preset", "medmnist", "--arch", "convnext", "--arch_size", "nano",
-        "--num_train_epochs", "1", "--max_steps", "2", "--output_dir", str(out), "--disable_tqdm", "true",
-    ])
+    results = train(
+        [
+            "--dataset",
+            str(tmp_path / "medmnist"),
+            "--subset",
+            "breastmnist",
+            "--source",
+            str(real_breastmnist),
+            "--preset",
+            "medmnist",
+            "--arch",
+            "convnext",
+            "--arch_size",
+            "nano",
+            "--num_train_epochs",
+            "1",
+            "--max_steps",
+            "2",
+            "--output_dir",
+            str(out),
+            "--disable_tqdm",
+            "true",
+        ]
+    )
     assert (tmp_path / "medmnist" / "breastmnist").is_dir()
     args = results["arguments"]
     assert args["TrainingArguments"]["learning_rate"] == 1e-3
@@ -180,8 +252,28 @@ def test_step_decay_multiplies_the_learning_rate_at_the_given_epochs(small_npz, 
     data = build_small(small_npz, tmp_path, "pneumoniamnist")
     out = tmp_path / "run"
     # 24 rows / batch 8 = 3 steps per epoch; x0.1 from epoch 1 (step 3) and again from epoch 2 (step 6).
-    train(["--dataset", str(data), "--subset", "pneumoniamnist", "--output_dir", str(out), *QUICK,
-           "--num_train_epochs", "3", "--learning_rate", "0.01", "--lr_decay_epochs", "1", "2", "--logging_strategy", "steps", "--logging_steps", "1"])
+    train(
+        [
+            "--dataset",
+            str(data),
+            "--subset",
+            "pneumoniamnist",
+            "--output_dir",
+            str(out),
+            *QUICK,
+            "--num_train_epochs",
+            "3",
+            "--learning_rate",
+            "0.01",
+            "--lr_decay_epochs",
+            "1",
+            "2",
+            "--logging_strategy",
+            "steps",
+            "--logging_steps",
+            "1",
+        ]
+    )
     state = json.loads((out / "trainer_state.json").read_text())
     lrs = [entry["learning_rate"] for entry in state["log_history"] if "learning_rate" in entry]
     assert lrs == pytest.approx([1e-2] * 3 + [1e-3] * 3 + [1e-4] * 3, rel=1e-6)  # the rate each step trained with
@@ -195,7 +287,9 @@ def test_presets_fill_in_what_the_flags_do_not_say():
     assert args.load_best_model_at_end and args.metric_for_best_model == "auc" and args.greater_is_better
     assert args.output_dir == str(Path("runs") / "breastmnist-resnet-small")
 
-    _, _, recipe, args = training.parse_args(["--subset", "breastmnist", "--learning_rate", "0.01", "--num_train_epochs", "5"])
+    _, _, recipe, args = training.parse_args(
+        ["--subset", "breastmnist", "--learning_rate", "0.01", "--num_train_epochs", "5"]
+    )
     assert (args.learning_rate, args.num_train_epochs, args.per_device_train_batch_size) == (0.01, 5, 128)
 
     _, model, recipe, args = training.parse_args(["--preset", "finetune", "--subset", "retinamnist"])
@@ -206,7 +300,9 @@ def test_presets_fill_in_what_the_flags_do_not_say():
     assert model.model is None  # --arch asks for from-scratch training
 
     _, _, recipe, args = training.parse_args(["--lr_scheduler_type", "cosine"])
-    assert recipe.lr_decay_epochs == [] and args.lr_scheduler_type.value == "cosine"  # a chosen scheduler replaces the step decay
+    assert (
+        recipe.lr_decay_epochs == [] and args.lr_scheduler_type.value == "cosine"
+    )  # a chosen scheduler replaces the step decay
 
 
 def test_gpu_runs_default_to_mixed_precision_tf32_and_loader_workers(monkeypatch):
@@ -220,8 +316,18 @@ def test_gpu_runs_default_to_mixed_precision_tf32_and_loader_workers(monkeypatch
     assert training.hardware_defaults(use_cpu=True) == {"dataloader_num_workers": 0, "dataloader_pin_memory": False}
 
 
-@pytest.mark.parametrize("arch, side, patch", [("vit", 28, 4), ("vit", 64, 8), ("vit", 128, 16), ("vit", 224, 16),
-                                               ("convnext", 28, 1), ("convnext", 64, 2), ("convnext", 224, 4)])
+@pytest.mark.parametrize(
+    "arch, side, patch",
+    [
+        ("vit", 28, 4),
+        ("vit", 64, 8),
+        ("vit", 128, 16),
+        ("vit", 224, 16),
+        ("convnext", 28, 1),
+        ("convnext", 64, 2),
+        ("convnext", 224, 4),
+    ],
+)
 def test_scratch_models_are_sized_to_the_image(arch, side, patch):
     info = task_info("multi-class", ("a", "b", "c"), channels=1, side=side)
     config = training.scratch_config(arch, "nano", side, 1, info)
@@ -239,14 +345,22 @@ def test_resnet_inputs_are_enlarged_so_the_first_stage_sees_the_published_grid(s
     """The 28 px ResNets of the MedMNIST experiments run their first stage at 28x28 (3x3 stride-1
     stem); transformers' ResNet stem divides by 4, so small images are fed enlarged."""
     info = task_info("binary", ("benign", "malignant"), channels=1, side=side)
-    bundle = training.build_model(training.ModelArguments(arch="resnet", arch_size="nano"), training.RecipeArguments(), info, training.DataArguments())
+    bundle = training.build_model(
+        training.ModelArguments(arch="resnet", arch_size="nano"),
+        training.RecipeArguments(),
+        info,
+        training.DataArguments(),
+    )
     assert bundle.image_size == fed and bundle.model.config.model_type == "resnet"
     assert bundle.model.config.id2label == {0: "benign", 1: "malignant"}
     with torch.no_grad():
         stem = bundle.model.resnet.embedder(torch.zeros(1, 1, fed, fed))
     assert stem.shape[-1] == first_stage
     explicit = training.build_model(
-        training.ModelArguments(arch="resnet", arch_size="nano"), training.RecipeArguments(), info, training.DataArguments(image_size=side)
+        training.ModelArguments(arch="resnet", arch_size="nano"),
+        training.RecipeArguments(),
+        info,
+        training.DataArguments(image_size=side),
     )
     assert explicit.image_size == side  # --image_size is taken as given
 
@@ -283,8 +397,12 @@ def test_flip_tta_averages_the_logits_of_an_image_and_its_mirror(tmp_path):
 
         def forward(self, pixel_values, labels=None):
             half = pixel_values.shape[-1] // 2
-            logits = self.scale * torch.stack([pixel_values[..., :half].sum((1, 2, 3)), pixel_values[..., half:].sum((1, 2, 3))], 1)
-            return ImageClassifierOutput(loss=F.cross_entropy(logits, labels) if labels is not None else None, logits=logits)
+            logits = self.scale * torch.stack(
+                [pixel_values[..., :half].sum((1, 2, 3)), pixel_values[..., half:].sum((1, 2, 3))], 1
+            )
+            return ImageClassifierOutput(
+                loss=F.cross_entropy(logits, labels) if labels is not None else None, logits=logits
+            )
 
     x = torch.zeros(1, 1, 4, 4)
     x[..., :2] = 1.0
@@ -298,17 +416,31 @@ def test_flip_tta_averages_the_logits_of_an_image_and_its_mirror(tmp_path):
 
 def test_config_overrides_reach_the_model_and_unknown_keys_are_refused():
     info = task_info("binary", ("benign", "malignant"), channels=1, side=28)
-    args = training.ModelArguments(arch="convnext", arch_size="nano", config_overrides="drop_path_rate=0.1,layer_norm_eps=1e-6")
+    args = training.ModelArguments(
+        arch="convnext", arch_size="nano", config_overrides="drop_path_rate=0.1,layer_norm_eps=1e-6"
+    )
     bundle = training.build_model(args, training.RecipeArguments(), info, training.DataArguments())
     assert bundle.model.config.drop_path_rate == 0.1 and bundle.model.config.layer_norm_eps == 1e-6
     assert (bundle.image_size, bundle.channels, bundle.mean, bundle.std) == (28, 1, (0.5,), (0.5,))
     with pytest.raises(UserError, match="--config_overrides"):
-        training.build_model(training.ModelArguments(config_overrides="no_such_key=1"), training.RecipeArguments(), info, training.DataArguments())
+        training.build_model(
+            training.ModelArguments(config_overrides="no_such_key=1"),
+            training.RecipeArguments(),
+            info,
+            training.DataArguments(),
+        )
 
 
 def test_a_token_on_the_command_line_never_reaches_the_report():
     argv = ["--subset", "breastmnist", "--hub_token", "hf_secret", "--push_to_hub", "--hub-token=hf_other"]
-    assert training.redacted_command(argv) == ["--subset", "breastmnist", "--hub_token", "<HUB_TOKEN>", "--push_to_hub", "--hub-token=<HUB_TOKEN>"]
+    assert training.redacted_command(argv) == [
+        "--subset",
+        "breastmnist",
+        "--hub_token",
+        "<HUB_TOKEN>",
+        "--push_to_hub",
+        "--hub-token=<HUB_TOKEN>",
+    ]
 
 
 def test_augmentations_are_uint8_batch_transforms_and_the_identity_at_zero_strength():
@@ -337,7 +469,9 @@ def test_flip_crop_shifts_and_flips_volumes_along_the_axes_asked_for():
     shifted = FlipCrop(pad=0.25, flip_axes=())(volume, torch.Generator().manual_seed(1))
     v, s = volume[0, 0].long(), shifted[:, 0].long()
     # One image shifted by (dz, dy, dx) holds the original's values at the shifted places, zeros elsewhere.
-    assert any(torch.equal(s[i, 1:, :, :], v[:-1, :, :]) or torch.equal(s[i, :, 1:, :], v[:, :-1, :]) for i in range(64))
+    assert any(
+        torch.equal(s[i, 1:, :, :], v[:-1, :, :]) or torch.equal(s[i, :, 1:, :], v[:, :-1, :]) for i in range(64)
+    )
     assert by_name("flip_crop", spatial_dims=3).flip_axes == (-1, -2, -3) and by_name("none") is None
     with pytest.raises(UserError, match="volumes take flip_crop"):
         by_name("affine", spatial_dims=3)
@@ -349,7 +483,9 @@ def test_ordinal_emd_loss_charges_distant_grades_more():
     target = torch.tensor([0])
     near = training.ordinal_emd_loss({"logits": logits_near}, target)
     far = training.ordinal_emd_loss({"logits": logits_far}, target)
-    assert torch.nn.functional.cross_entropy(logits_near, target) == pytest.approx(torch.nn.functional.cross_entropy(logits_far, target).item())
+    assert torch.nn.functional.cross_entropy(logits_near, target) == pytest.approx(
+        torch.nn.functional.cross_entropy(logits_far, target).item()
+    )
     assert far > near
 
 
@@ -359,14 +495,35 @@ def test_a_medimeta_task_is_chosen_by_name_with_its_declared_type(tmp_path):
     from hfmed.loading_scripts.medimeta import MedIMeta
     from medimeta_fixtures import make_medimeta_folder
 
-    source = make_medimeta_folder(tmp_path / "src", MEDIMETA_INFO / "dr_regular.yaml", {"train": 10, "val": 5, "test": 5}, tiff=False)
+    source = make_medimeta_folder(
+        tmp_path / "src", MEDIMETA_INFO / "dr_regular.yaml", {"train": 10, "val": 5, "test": 5}, tiff=False
+    )
     build_config(MedIMeta("dr_regular", source), tmp_path / "medimeta", progress=False)
     out = tmp_path / "run"
-    results = train(["--collection", "medimeta", "--dataset", str(tmp_path / "medimeta"), "--subset", "dr_regular", "--task", "dr_level",
-                     "--image_size", "56", "--output_dir", str(out), *QUICK, "--num_train_epochs", "1"])
+    results = train(
+        [
+            "--collection",
+            "medimeta",
+            "--dataset",
+            str(tmp_path / "medimeta"),
+            "--subset",
+            "dr_regular",
+            "--task",
+            "dr_level",
+            "--image_size",
+            "56",
+            "--output_dir",
+            str(out),
+            *QUICK,
+            "--num_train_epochs",
+            "1",
+        ]
+    )
     assert results["task"] == "dr_level" and results["task_type"] == "ordinal" and results["num_labels"] == 5
     assert results["image_size"] == 56 and results["num_samples"] == {"train": 10, "validation": 5, "test": 5}
-    assert "| ResNet-18 [1] | 0.849 | – |" in (out / "results.md").read_text()  # MedIMeta's published AUROC for dr_regular
+    assert (
+        "| ResNet-18 [1] | 0.849 | – |" in (out / "results.md").read_text()
+    )  # MedIMeta's published AUROC for dr_regular
 
 
 @pytest.mark.parametrize(
@@ -383,10 +540,16 @@ def test_a_medimeta_task_is_chosen_by_name_with_its_declared_type(tmp_path):
         (["--subset", "breastmnist", "--cv_folds", "1", "--cv_fold", "0"], "at least 2"),
         (["--subset", "breastmnist", "--cv_folds", "5"], "0 to 4"),
         (["--subset", "breastmnist", "--cv_folds", "5", "--cv_fold", "5"], "0 to 4"),
-        (["--subset", "breastmnist", "--accelerator_config", '{"dispatch_batches": true}'], "dispatch_batches=true would hand out"),
+        (
+            ["--subset", "breastmnist", "--accelerator_config", '{"dispatch_batches": true}'],
+            "dispatch_batches=true would hand out",
+        ),
         (["--subset", "breastmnist", "--accelerator_config", '{"split_batches": true}'], "split_batches=true would"),
         (["--subset", "breastmnist", "--cv_folds", "5", "--cv_fold", "0", "--streaming", "true"], "drop --streaming"),
-        (["--subset", "breastmnist", "--cv_folds", "5", "--cv_fold", "0", "--dataset", "my-org/medmnist"], "needs a local build"),
+        (
+            ["--subset", "breastmnist", "--cv_folds", "5", "--cv_fold", "0", "--dataset", "my-org/medmnist"],
+            "needs a local build",
+        ),
         (["--subset", "adrenalmnist3d", "--arch", "vit"], "--arch vit is a 2D architecture"),
         (["--subset", "breastmnist", "--ema_decay", "1.5"], "--ema_decay must be between 0 and 1"),
         (["--subset", "breastmnist", "--fsdp", "full_shard"], "train with plain DDP"),
@@ -415,8 +578,10 @@ def test_the_accelerator_never_dispatches_or_splits_batches():
 
 
 def test_ensemble_and_the_report_import_neither_torch_nor_transformers():
-    code = ("import sys; import hfmed.cli, hfmed.ensemble, hfmed.training.report, hfmed.training.plots, hfmed.metrics; "
-            "print(sorted(m for m in ('torch', 'transformers', 'evaluate') if m in sys.modules))")
+    code = (
+        "import sys; import hfmed.cli, hfmed.ensemble, hfmed.training.report, hfmed.training.plots, hfmed.metrics; "
+        "print(sorted(m for m in ('torch', 'transformers', 'evaluate') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
@@ -430,7 +595,19 @@ def test_missing_config_in_a_build_names_the_build_command(small_npz, tmp_path, 
 
 def test_checkpoint_id_offline_names_the_offline_alternatives(small_npz, tmp_path, capsys):
     data = build_small(small_npz, tmp_path, "pneumoniamnist")
-    code = train_hf.main(["--dataset", str(data), "--subset", "pneumoniamnist", "--model", "some-org/some-vit", *QUICK[4:], "--output_dir", str(tmp_path / "r")])
+    code = train_hf.main(
+        [
+            "--dataset",
+            str(data),
+            "--subset",
+            "pneumoniamnist",
+            "--model",
+            "some-org/some-vit",
+            *QUICK[4:],
+            "--output_dir",
+            str(tmp_path / "r"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "some-org/some-vit" in err and "--arch" in err and "local checkpoint folder" in err
@@ -449,36 +626,98 @@ def test_a_local_checkpoint_is_fine_tuned_with_a_new_head(small_npz, tmp_path):
 
     seven = task_info("multi-class", tuple("abcdefg"), channels=3, side=28)
     checkpoint = tmp_path / "checkpoint"
-    AutoModelForImageClassification.from_config(training.scratch_config("vit", "nano", 28, 3, seven)).save_pretrained(checkpoint)
+    AutoModelForImageClassification.from_config(training.scratch_config("vit", "nano", 28, 3, seven)).save_pretrained(
+        checkpoint
+    )
     data = build_small(small_npz, tmp_path, "pneumoniamnist")
     out = tmp_path / "run"
-    results = train(["--dataset", str(data), "--subset", "pneumoniamnist", "--model", str(checkpoint), "--output_dir", str(out),
-                     *QUICK[4:], "--num_train_epochs", "1"])
+    results = train(
+        [
+            "--dataset",
+            str(data),
+            "--subset",
+            "pneumoniamnist",
+            "--model",
+            str(checkpoint),
+            "--output_dir",
+            str(out),
+            *QUICK[4:],
+            "--num_train_epochs",
+            "1",
+        ]
+    )
     config = json.loads((out / "config.json").read_text())
     assert results["model"] == str(checkpoint) and config["id2label"] == {"0": "normal", "1": "pneumonia"}
     assert config["num_channels"] == 3  # the RGB checkpoint was fed grayscale repeated to 3 channels
 
 
 def _torchrun(args: list[str], env: dict) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(ROOT / "train_hf.py"), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(ROOT / "train_hf.py"),
+        *args,
+    ]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
 
 
-@pytest.mark.parametrize("arch, schedule", [
-    ("vit", []),  # evaluated every epoch, best checkpoint reloaded
-    # BatchNorm: each rank updates its own running statistics; with no evaluation inside training
-    # and no checkpoint reloaded, only their synchronisation makes the saved model the one scored.
-    ("resnet", ["--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false"]),
-])
+@pytest.mark.parametrize(
+    "arch, schedule",
+    [
+        ("vit", []),  # evaluated every epoch, best checkpoint reloaded
+        # BatchNorm: each rank updates its own running statistics; with no evaluation inside training
+        # and no checkpoint reloaded, only their synchronisation makes the saved model the one scored.
+        ("resnet", ["--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false"]),
+    ],
+)
 def test_two_gloo_processes_train_their_own_shares_and_report_the_saved_model(small_npz, tmp_path, arch, schedule):
     """torchrun with two CPU processes: equal steps, every row scored once, the saved model's metrics."""
     data = build_small(small_npz, tmp_path, "dermamnist")
-    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets-cache"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets-cache"),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+    }
     ddp = tmp_path / "ddp"
-    common = ["--dataset", str(data), "--subset", "dermamnist", "--use_cpu", "true", "--disable_tqdm", "true", "--per_device_eval_batch_size", "4"]
-    done = _torchrun([*common, "--ddp_backend", "gloo", "--arch", arch, "--arch_size", "nano", "--num_train_epochs", "2",
-                      "--per_device_train_batch_size", "4", "--learning_rate", "0.01", *schedule, "--output_dir", str(ddp)], env)
+    common = [
+        "--dataset",
+        str(data),
+        "--subset",
+        "dermamnist",
+        "--use_cpu",
+        "true",
+        "--disable_tqdm",
+        "true",
+        "--per_device_eval_batch_size",
+        "4",
+    ]
+    done = _torchrun(
+        [
+            *common,
+            "--ddp_backend",
+            "gloo",
+            "--arch",
+            arch,
+            "--arch_size",
+            "nano",
+            "--num_train_epochs",
+            "2",
+            "--per_device_train_batch_size",
+            "4",
+            "--learning_rate",
+            "0.01",
+            *schedule,
+            "--output_dir",
+            str(ddp),
+        ],
+        env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     distributed = json.loads((ddp / "results.json").read_text())
     assert distributed["num_processes"] == 2
@@ -489,7 +728,9 @@ def test_two_gloo_processes_train_their_own_shares_and_report_the_saved_model(sm
     assert single["num_processes"] == 1
     with np.load(ddp / "predictions.npz") as a, np.load(tmp_path / "single" / "predictions.npz") as b:
         for split in ("validation", "test"):
-            assert np.array_equal(a[f"{split}_labels"], b[f"{split}_labels"])  # the same rows, once each, in the same order
+            assert np.array_equal(
+                a[f"{split}_labels"], b[f"{split}_labels"]
+            )  # the same rows, once each, in the same order
             assert np.allclose(a[f"{split}_scores"], b[f"{split}_scores"], atol=1e-6)
     for split in ("validation", "test"):
         for metric in ("auc", "acc"):
@@ -506,7 +747,19 @@ def test_an_ensemble_averages_the_probabilities_of_its_runs(small_npz, tmp_path,
     for seed in ("0", "1"):
         out = tmp_path / f"run{seed}"
         quick = [*QUICK[:-1], seed]
-        train(["--dataset", str(data), "--subset", "breastmnist", "--output_dir", str(out), "--arch", "resnet", *quick[2:]])
+        train(
+            [
+                "--dataset",
+                str(data),
+                "--subset",
+                "breastmnist",
+                "--output_dir",
+                str(out),
+                "--arch",
+                "resnet",
+                *quick[2:],
+            ]
+        )
         runs.append(out)
     assert cli.main(["ensemble", *map(str, runs), "--out", str(tmp_path / "ens")]) == 0
     assert "test: AUC" in capsys.readouterr().out
@@ -515,16 +768,31 @@ def test_an_ensemble_averages_the_probabilities_of_its_runs(small_npz, tmp_path,
     results = json.loads((ens / "results.json").read_text())
     member = json.loads((runs[0] / "results.json").read_text())
     assert list(results) == list(member) == list(training.SCHEMA)  # one schema for runs and ensembles
-    assert results["members"] and member["members"] is None and member["train_batches_per_rank"] == [6] and results["train_batches_per_rank"] is None
-    with np.load(ens / "predictions.npz") as saved, np.load(runs[0] / "predictions.npz") as a, np.load(runs[1] / "predictions.npz") as b:
+    assert (
+        results["members"]
+        and member["members"] is None
+        and member["train_batches_per_rank"] == [6]
+        and results["train_batches_per_rank"] is None
+    )
+    with (
+        np.load(ens / "predictions.npz") as saved,
+        np.load(runs[0] / "predictions.npz") as a,
+        np.load(runs[1] / "predictions.npz") as b,
+    ):
         for split in ("validation", "test"):
             assert not np.array_equal(a[f"{split}_scores"], b[f"{split}_scores"])  # two different models
             assert np.allclose(saved[f"{split}_scores"], (a[f"{split}_scores"] + b[f"{split}_scores"]) / 2)
             expected = metrics.compute("binary", a[f"{split}_labels"], saved[f"{split}_scores"])
-            assert results[split]["acc"] == pytest.approx(expected["acc"]) and results[split]["auc"] == pytest.approx(expected["auc"])
+            assert results[split]["acc"] == pytest.approx(expected["acc"]) and results[split]["auc"] == pytest.approx(
+                expected["auc"]
+            )
     assert [m["folder"] for m in results["members"]] == [str(r) for r in runs]
     md = (ens / "results.md").read_text()
-    assert "| **this run** (ensemble of 2 runs)" in md and f"| member 2: {runs[1]} |" in md and "Google AutoML Vision" in md
+    assert (
+        "| **this run** (ensemble of 2 runs)" in md
+        and f"| member 2: {runs[1]} |" in md
+        and "Google AutoML Vision" in md
+    )
     assert "each member's checkpoint selected on validation AUC" in md
     for figure in ("roc_curve.png", "confusion_matrix.png"):
         assert (ens / figure).is_file()
@@ -532,14 +800,18 @@ def test_an_ensemble_averages_the_probabilities_of_its_runs(small_npz, tmp_path,
     # Runs of another task, or without predictions, are refused in one line; nothing is written.
     other = tmp_path / "other"
     other.mkdir()
-    (other / "results.json").write_text((runs[1] / "results.json").read_text().replace('"config": "breastmnist"', '"config": "pneumoniamnist"'))
+    (other / "results.json").write_text(
+        (runs[1] / "results.json").read_text().replace('"config": "breastmnist"', '"config": "pneumoniamnist"')
+    )
     (other / "predictions.npz").write_bytes((runs[1] / "predictions.npz").read_bytes())
     bare = tmp_path / "bare"
     bare.mkdir()
     (bare / "results.json").write_text((runs[1] / "results.json").read_text())
-    for members, message in (([runs[0], other], "an ensemble combines runs of one task"),
-                             ([runs[0], bare], "predictions.npz not found"),
-                             ([runs[0], runs[0]], "given twice")):
+    for members, message in (
+        ([runs[0], other], "an ensemble combines runs of one task"),
+        ([runs[0], bare], "predictions.npz not found"),
+        ([runs[0], runs[0]], "given twice"),
+    ):
         before = sorted(p.name for p in tmp_path.iterdir())
         assert cli.main(["ensemble", *map(str, members), "--out", str(tmp_path / "ens2")]) == 2
         err = capsys.readouterr().err.strip()
@@ -551,19 +823,49 @@ def test_an_ensemble_averages_the_probabilities_of_its_runs(small_npz, tmp_path,
     assert cli.main(["ensemble", *map(str, runs), "--out", str(ens)]) == 2  # exists: not replaced without --overwrite
     assert "--overwrite" in capsys.readouterr().err
     assert json.loads((ens / "results.json").read_text()) == results
-    assert cli.main(["ensemble", *map(str, runs), "--out", str(runs[0] / "ens"), "--overwrite"]) == 2  # a member is never written into
+    assert (
+        cli.main(["ensemble", *map(str, runs), "--out", str(runs[0] / "ens"), "--overwrite"]) == 2
+    )  # a member is never written into
     assert "inside the member run" in capsys.readouterr().err and not (runs[0] / "ens").exists()
     (ens / "stale.txt").write_text("old")
     assert cli.main(["ensemble", *map(str, reversed(runs)), "--out", str(ens), "--overwrite"]) == 0
-    assert not (ens / "stale.txt").exists() and json.loads((ens / "results.json").read_text())["test"] == pytest.approx(results["test"])
+    assert not (ens / "stale.txt").exists() and json.loads((ens / "results.json").read_text())["test"] == pytest.approx(
+        results["test"]
+    )
 
 
 def test_a_trained_run_is_evaluated_again_from_its_folder(small_npz, tmp_path):
     """--model <run folder> --do_train false gives the same figures: same weights, same input size."""
     data = build_small(small_npz, tmp_path, "breastmnist")
-    first = train(["--dataset", str(data), "--subset", "breastmnist", "--output_dir", str(tmp_path / "run"), "--arch", "resnet", *QUICK[2:]])
-    again = train(["--dataset", str(data), "--subset", "breastmnist", "--model", str(tmp_path / "run"), "--do_train", "false",
-                   "--output_dir", str(tmp_path / "again"), "--disable_tqdm", "true"])
+    first = train(
+        [
+            "--dataset",
+            str(data),
+            "--subset",
+            "breastmnist",
+            "--output_dir",
+            str(tmp_path / "run"),
+            "--arch",
+            "resnet",
+            *QUICK[2:],
+        ]
+    )
+    again = train(
+        [
+            "--dataset",
+            str(data),
+            "--subset",
+            "breastmnist",
+            "--model",
+            str(tmp_path / "run"),
+            "--do_train",
+            "false",
+            "--output_dir",
+            str(tmp_path / "again"),
+            "--disable_tqdm",
+            "true",
+        ]
+    )
     assert first["image_size"] == again["image_size"] == 112  # a ResNet is fed 28 px images at 112
     for split in ("validation", "test"):
         assert again[split]["acc"] == pytest.approx(first[split]["acc"])
@@ -595,16 +897,25 @@ def test_cross_validation_holds_out_each_train_or_validation_row_once_and_never_
     raw = training.Feed(image_size=28, channels=1, mean=(0.0,), std=(1 / 255,))  # x * 255: the stored bytes back
 
     def rows(loader) -> list[bytes]:
-        return [p.round().to(torch.uint8).numpy().tobytes() + bytes([int(label)]) for b in loader for p, label in zip(b["pixel_values"], b["labels"])]
+        return [
+            p.round().to(torch.uint8).numpy().tobytes() + bytes([int(label)])
+            for b in loader
+            for p, label in zip(b["pixel_values"], b["labels"])
+        ]
 
     plain = training.open_data(training.DataArguments(dataset=str(data), subset="breastmnist"), args)
     pooled = sorted(rows(plain.loader("train", raw, args)) + rows(plain.loader("validation", raw, args)))
     test = set(rows(plain.loader("test", raw, args)))
     held_out = []
     for fold in range(5):
-        loaded = training.open_data(training.DataArguments(dataset=str(data), subset="breastmnist", cv_folds=5, cv_fold=fold), args)
+        loaded = training.open_data(
+            training.DataArguments(dataset=str(data), subset="breastmnist", cv_folds=5, cv_fold=fold), args
+        )
         assert loaded.splits == ("train", "validation")
-        train_rows, validation_rows = rows(loaded.loader("train", raw, args)), rows(loaded.loader("validation", raw, args))
+        train_rows, validation_rows = (
+            rows(loaded.loader("train", raw, args)),
+            rows(loaded.loader("validation", raw, args)),
+        )
         assert sorted(train_rows + validation_rows) == pooled and not set(train_rows) & set(validation_rows)
         assert loaded.sizes == {"train": len(train_rows), "validation": len(validation_rows)}
         assert not test & set(train_rows + validation_rows)
@@ -617,8 +928,23 @@ def test_a_cross_validation_run_reports_its_fold_and_no_test_figures(small_npz, 
 
     data = build_small(small_npz, tmp_path, "breastmnist")
     out = tmp_path / "fold1"
-    results = train(["--dataset", str(data), "--subset", "breastmnist", "--cv_folds", "5", "--cv_fold", "1",
-                     "--output_dir", str(out), "--arch", "resnet", *QUICK[2:]])
+    results = train(
+        [
+            "--dataset",
+            str(data),
+            "--subset",
+            "breastmnist",
+            "--cv_folds",
+            "5",
+            "--cv_fold",
+            "1",
+            "--output_dir",
+            str(out),
+            "--arch",
+            "resnet",
+            *QUICK[2:],
+        ]
+    )
     assert results["cross_validation"] == {"folds": 5, "fold": 1, "seed": 0, "pooled": ["train", "validation"]}
     assert results["test"] is None and results["num_samples"]["test"] is None
     assert results["num_samples"]["train"] + results["num_samples"]["validation"] == 24 + 11
@@ -633,7 +959,9 @@ def test_a_cross_validation_run_reports_its_fold_and_no_test_figures(small_npz, 
         assert (out / name).is_file()
     # An ensemble needs test predictions: a fold is refused in one line.
     other = tmp_path / "plain"
-    train(["--dataset", str(data), "--subset", "breastmnist", "--output_dir", str(other), "--arch", "resnet", *QUICK[2:]])
+    train(
+        ["--dataset", str(data), "--subset", "breastmnist", "--output_dir", str(other), "--arch", "resnet", *QUICK[2:]]
+    )
     capsys.readouterr()  # the training runs' progress bars
     assert cli.main(["ensemble", str(other), str(out), "--out", str(tmp_path / "ens")]) == 2
     err = capsys.readouterr().err.strip()
@@ -642,7 +970,10 @@ def test_a_cross_validation_run_reports_its_fold_and_no_test_figures(small_npz, 
 
 def test_too_few_rows_for_the_folds_is_refused_before_training(small_npz, tmp_path):
     data = build_small(small_npz, tmp_path, "breastmnist", n={"train": 4, "val": 3, "test": 2})
-    loaded = training.open_data(training.DataArguments(dataset=str(data), subset="breastmnist", cv_folds=5, cv_fold=0), training.parse_args([])[3])
+    loaded = training.open_data(
+        training.DataArguments(dataset=str(data), subset="breastmnist", cv_folds=5, cv_fold=0),
+        training.parse_args([])[3],
+    )
     with pytest.raises(UserError, match="has 7 train and validation rows, too few for --cv_folds 5; use fewer folds"):
         loaded.fold()
 
@@ -653,8 +984,25 @@ def test_a_run_leaves_no_worker_process_or_decoding_thread_behind(small_npz, tmp
     import threading
 
     data = build_small(small_npz, tmp_path, "pneumoniamnist")
-    train(["--dataset", str(data), "--subset", "pneumoniamnist", "--output_dir", str(tmp_path / "run"), *QUICK, "--max_steps", "1",
-           "--dataloader_num_workers", "1", "--dataloader_persistent_workers", "true", "--streaming", "true"])
+    train(
+        [
+            "--dataset",
+            str(data),
+            "--subset",
+            "pneumoniamnist",
+            "--output_dir",
+            str(tmp_path / "run"),
+            *QUICK,
+            "--max_steps",
+            "1",
+            "--dataloader_num_workers",
+            "1",
+            "--dataloader_persistent_workers",
+            "true",
+            "--streaming",
+            "true",
+        ]
+    )
     assert multiprocessing.active_children() == []
     for thread in [t for t in threading.enumerate() if t.name.startswith("hfmed-decode")]:
         thread.join(timeout=10)  # told to stop; an idle pool thread exits at its next wake-up

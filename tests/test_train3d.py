@@ -16,18 +16,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hfmed.loading_scripts.medmnist import MedMNIST
 
 from hfmed import facts, loaders, metrics, models3d, training
 from hfmed.writer import build_config
-from hfmed.loading_scripts.medmnist import MedMNIST
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import train_hf  # noqa: E402
 
 N = {"train": 8, "val": 5, "test": 6}
-QUICK = ["--arch_size", "small", "--num_train_epochs", "1", "--per_device_train_batch_size", "4",
-         "--per_device_eval_batch_size", "8", "--disable_tqdm", "true", "--seed", "0"]
+QUICK = [
+    "--arch_size",
+    "small",
+    "--num_train_epochs",
+    "1",
+    "--per_device_train_batch_size",
+    "4",
+    "--per_device_eval_batch_size",
+    "8",
+    "--disable_tqdm",
+    "true",
+    "--seed",
+    "0",
+]
 SUBSETS_3D = sorted(name for name, entry in facts.load("medmnist")["subsets"].items() if entry["volumetric"])
 
 
@@ -50,7 +62,11 @@ def _isolated(tmp_path, monkeypatch):
 
 def build_small(small_npz, tmp_path: Path, flag: str, size: int = 28, n=N) -> Path:
     out = tmp_path / "medmnist"
-    build_config(MedMNIST(flag if size == 28 else f"{flag}_{size}", small_npz(flag, size, n=n), unofficial=True), out, progress=False)
+    build_config(
+        MedMNIST(flag if size == 28 else f"{flag}_{size}", small_npz(flag, size, n=n), unofficial=True),
+        out,
+        progress=False,
+    )
     return out
 
 
@@ -60,7 +76,14 @@ def train(argv: list[str]) -> dict:
 
 
 def test_there_are_six_3d_subsets():
-    assert SUBSETS_3D == ["adrenalmnist3d", "fracturemnist3d", "nodulemnist3d", "organmnist3d", "synapsemnist3d", "vesselmnist3d"]
+    assert SUBSETS_3D == [
+        "adrenalmnist3d",
+        "fracturemnist3d",
+        "nodulemnist3d",
+        "organmnist3d",
+        "synapsemnist3d",
+        "vesselmnist3d",
+    ]
 
 
 # Each family once; flip_crop on volumes; a 28^3 build fed at 32^3 through the loaders' image_size.
@@ -87,25 +110,52 @@ def test_every_3d_subset_trains_on_volumes_and_reports_like_2d(small_npz, tmp_pa
     assert results["model"] == f"scratch:{arch}-small" and results["image_size"] == side
     assert results["channels_last"] is False
     assert results["num_samples"] == {"train": 8, "validation": 5, "test": 6}
-    for name in ("results.json", "results.md", "roc_curve.png", "confusion_matrix.png", "predictions.npz", "README.md", "model.safetensors"):
+    for name in (
+        "results.json",
+        "results.md",
+        "roc_curve.png",
+        "confusion_matrix.png",
+        "predictions.npz",
+        "README.md",
+        "model.safetensors",
+    ):
         assert (out / name).is_file(), name
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == models3d.FAMILIES[arch][0].model_type and config["image_size"] == side
     with np.load(out / "predictions.npz") as saved:
         assert saved["test_scores"].shape == (6, len(entry["labels"]))
-        assert metrics.compute(entry["task"], saved["test_labels"], saved["test_scores"])["acc"] == pytest.approx(results["test"]["acc"])
+        assert metrics.compute(entry["task"], saved["test_labels"], saved["test_scores"])["acc"] == pytest.approx(
+            results["test"]["acc"]
+        )
     md = (out / "results.md").read_text()
     published = facts.baselines()["medmnist_v2_3d"]["rows"][0]["results"][flag]
-    assert f"| ResNet-18 + 2.5D [1] | {published['auc']:.3f}" in md and "Google AutoML" not in md  # the 3D rows, no 2D table's
+    assert (
+        f"| ResNet-18 + 2.5D [1] | {published['auc']:.3f}" in md and "Google AutoML" not in md
+    )  # the 3D rows, no 2D table's
 
 
 def test_a_64_build_resized_to_28_through_the_loaders(small_npz, tmp_path):
     data = build_small(small_npz, tmp_path, "nodulemnist3d", size=64, n={"train": 4, "val": 3, "test": 3})
     out = tmp_path / "run"
-    results = train(["--dataset", str(data), "--subset", "nodulemnist3d", "--size", "64", "--image_size", "28",
-                     "--output_dir", str(out), *QUICK])
+    results = train(
+        [
+            "--dataset",
+            str(data),
+            "--subset",
+            "nodulemnist3d",
+            "--size",
+            "64",
+            "--image_size",
+            "28",
+            "--output_dir",
+            str(out),
+            *QUICK,
+        ]
+    )
     assert results["config"] == "nodulemnist3d_64" and results["image_size"] == 28
-    assert "| ResNet-18 + 3D [1] | 0.863" in (out / "results.md").read_text()  # published at 28^3, the size-less subset's rows
+    assert (
+        "| ResNet-18 + 3D [1] | 0.863" in (out / "results.md").read_text()
+    )  # published at 28^3, the size-less subset's rows
 
 
 def test_the_medmnist_preset_on_a_3d_subset_is_the_published_3d_protocol():
@@ -122,19 +172,43 @@ def test_the_medmnist_preset_on_a_3d_subset_is_the_published_3d_protocol():
     assert args.per_device_train_batch_size == 128 and recipe.lr_decay_epochs == [50, 75]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--subset", "adrenalmnist3d", "--arch", "vit"], "adrenalmnist3d is a 3D subset (volumes) and --arch vit is a 2D architecture; "
-        "use --arch resnet3d or acs or resnet2_5d"),
-    (["--subset", "breastmnist", "--arch", "acs"], "breastmnist holds 2D images and --arch acs is a 3D architecture; use --arch resnet or convnext or vit"),
-    (["--subset", "adrenalmnist3d", "--arch_size", "nano"], "--arch resnet3d comes in sizes small, base, large, not nano"),
-    (["--subset", "breastmnist", "--arch_size", "large"], "--arch resnet comes in sizes nano, small, base, not large"),
-    (["--subset", "adrenalmnist3d", "--preset", "finetune"], "3D subsets train from scratch: use --preset medmnist"),
-    (["--subset", "adrenalmnist3d", "--channels_last", "true"], "--channels_last is a 2D memory format"),
-    (["--subset", "adrenalmnist3d", "--model", "{tmp}/vit"], "vit is a 2D image classifier (vit); pass a 3D run's folder"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--subset", "adrenalmnist3d", "--arch", "vit"],
+            "adrenalmnist3d is a 3D subset (volumes) and --arch vit is a 2D architecture; "
+            "use --arch resnet3d or acs or resnet2_5d",
+        ),
+        (
+            ["--subset", "breastmnist", "--arch", "acs"],
+            "breastmnist holds 2D images and --arch acs is a 3D architecture; use --arch resnet or convnext or vit",
+        ),
+        (
+            ["--subset", "adrenalmnist3d", "--arch_size", "nano"],
+            "--arch resnet3d comes in sizes small, base, large, not nano",
+        ),
+        (
+            ["--subset", "breastmnist", "--arch_size", "large"],
+            "--arch resnet comes in sizes nano, small, base, not large",
+        ),
+        (
+            ["--subset", "adrenalmnist3d", "--preset", "finetune"],
+            "3D subsets train from scratch: use --preset medmnist",
+        ),
+        (["--subset", "adrenalmnist3d", "--channels_last", "true"], "--channels_last is a 2D memory format"),
+        (
+            ["--subset", "adrenalmnist3d", "--model", "{tmp}/vit"],
+            "vit is a 2D image classifier (vit); pass a 3D run's folder",
+        ),
+    ],
+)
 def test_a_3d_2d_mismatch_is_one_line_and_exit_2_before_anything_is_built(capsys, monkeypatch, tmp_path, argv, message):
     (tmp_path / "vit").mkdir()
-    (tmp_path / "vit" / "config.json").write_text('{"model_type": "vit"}')  # a 2D checkpoint folder, as far as its type goes
+    (tmp_path / "vit" / "config.json").write_text(
+        '{"model_type": "vit"}'
+    )  # a 2D checkpoint folder, as far as its type goes
+
     def no_model(*args, **kwargs):
         raise AssertionError("a model was built for a command that cannot work")
 
@@ -149,9 +223,37 @@ def test_real_adrenalmnist3d_trains_reevaluates_to_the_same_figures_and_reloads(
     from transformers import AutoModelForImageClassification
 
     run, again = tmp_path / "run", tmp_path / "again"
-    common = ["--dataset", str(built_medmnist), "--subset", "adrenalmnist3d", "--disable_tqdm", "true", "--per_device_eval_batch_size", "64"]
-    first = train([*common, "--output_dir", str(run), "--arch_size", "small", "--max_steps", "2", "--per_device_train_batch_size", "4",
-                   "--augment", "flip_crop", "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false"])
+    common = [
+        "--dataset",
+        str(built_medmnist),
+        "--subset",
+        "adrenalmnist3d",
+        "--disable_tqdm",
+        "true",
+        "--per_device_eval_batch_size",
+        "64",
+    ]
+    first = train(
+        [
+            *common,
+            "--output_dir",
+            str(run),
+            "--arch_size",
+            "small",
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "4",
+            "--augment",
+            "flip_crop",
+            "--eval_strategy",
+            "no",
+            "--save_strategy",
+            "no",
+            "--load_best_model_at_end",
+            "false",
+        ]
+    )
     assert first["num_samples"] == {"train": 1188, "validation": 98, "test": 298}
     assert first["task_type"] == "binary" and first["arguments"]["RecipeArguments"]["lr_decay_epochs"] == [50, 75]
     second = train([*common, "--model", str(run), "--do_train", "false", "--output_dir", str(again)])
@@ -160,13 +262,33 @@ def test_real_adrenalmnist3d_trains_reevaluates_to_the_same_figures_and_reloads(
         for metric in ("auc", "acc"):
             assert second[split][metric] == pytest.approx(first[split][metric], abs=1e-9), (split, metric)
     # A 2D checkpoint on volumes, or this 3D one on images, is refused in one line.
-    assert train_hf.main(["--dataset", str(built_medmnist), "--subset", "breastmnist", "--model", str(run), "--output_dir", str(tmp_path / "x")]) == 2
+    assert (
+        train_hf.main(
+            [
+                "--dataset",
+                str(built_medmnist),
+                "--subset",
+                "breastmnist",
+                "--model",
+                str(run),
+                "--output_dir",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert "is a 3D network (hfmed_resnet3d)" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
     model = AutoModelForImageClassification.from_pretrained(run)
     assert type(model).__name__ == "ResNet3dForImageClassification" and model.config.image_size == 28
     assert model.config.id2label == {0: "normal", 1: "hyperplasia"}
-    batch = next(iter(loaders.dataloader(built_medmnist, "adrenalmnist3d", split="test", batch_size=5, mean=(0.5,), std=(0.5,), progress=False)))
+    batch = next(
+        iter(
+            loaders.dataloader(
+                built_medmnist, "adrenalmnist3d", split="test", batch_size=5, mean=(0.5,), std=(0.5,), progress=False
+            )
+        )
+    )
     with torch.no_grad():
         logits = model.eval()(pixel_values=batch["pixel_values"]).logits
     with np.load(again / "predictions.npz") as saved:
@@ -183,13 +305,36 @@ def test_a_3d_ensemble_and_a_3d_cross_validation_fold(small_npz, tmp_path, capsy
         train(["--dataset", str(data), "--subset", "adrenalmnist3d", "--output_dir", str(runs[-1]), *QUICK[:-1], seed])
     assert cli.main(["ensemble", *map(str, runs), "--out", str(tmp_path / "ens")]) == 0
     ensemble = json.loads((tmp_path / "ens" / "results.json").read_text())
-    with np.load(tmp_path / "ens" / "predictions.npz") as e, np.load(runs[0] / "predictions.npz") as a, np.load(runs[1] / "predictions.npz") as b:
+    with (
+        np.load(tmp_path / "ens" / "predictions.npz") as e,
+        np.load(runs[0] / "predictions.npz") as a,
+        np.load(runs[1] / "predictions.npz") as b,
+    ):
         assert np.allclose(e["test_scores"], (a["test_scores"] + b["test_scores"]) / 2)
-    assert ensemble["model"] == "ensemble of 2 runs" and "ResNet-18 + ACS" in (tmp_path / "ens" / "results.md").read_text()
+    assert (
+        ensemble["model"] == "ensemble of 2 runs" and "ResNet-18 + ACS" in (tmp_path / "ens" / "results.md").read_text()
+    )
 
     fold = tmp_path / "fold"
-    results = train(["--dataset", str(data), "--subset", "adrenalmnist3d", "--cv_folds", "2", "--cv_fold", "1", "--output_dir", str(fold),
-                     "--arch", "acs", "--augment", "flip_crop", *QUICK])
+    results = train(
+        [
+            "--dataset",
+            str(data),
+            "--subset",
+            "adrenalmnist3d",
+            "--cv_folds",
+            "2",
+            "--cv_fold",
+            "1",
+            "--output_dir",
+            str(fold),
+            "--arch",
+            "acs",
+            "--augment",
+            "flip_crop",
+            *QUICK,
+        ]
+    )
     assert results["cross_validation"]["folds"] == 2 and results["test"] is None
     assert results["num_samples"]["train"] + results["num_samples"]["validation"] == 8 + 5
     with np.load(fold / "predictions.npz") as saved:
@@ -198,17 +343,53 @@ def test_a_3d_ensemble_and_a_3d_cross_validation_fold(small_npz, tmp_path, capsy
 
 def test_two_gloo_processes_train_a_3d_model_and_report_the_saved_one(small_npz, tmp_path):
     data = build_small(small_npz, tmp_path, "nodulemnist3d")
-    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets-cache"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets-cache"),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+    }
     ddp = tmp_path / "ddp"
-    common = ["--dataset", str(data), "--subset", "nodulemnist3d", "--use_cpu", "true", "--disable_tqdm", "true", "--per_device_eval_batch_size", "4"]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(ROOT / "train_hf.py"),
-               *common, "--ddp_backend", "gloo", "--arch_size", "small", "--num_train_epochs", "1", "--per_device_train_batch_size", "2",
-               "--output_dir", str(ddp)]
+    common = [
+        "--dataset",
+        str(data),
+        "--subset",
+        "nodulemnist3d",
+        "--use_cpu",
+        "true",
+        "--disable_tqdm",
+        "true",
+        "--per_device_eval_batch_size",
+        "4",
+    ]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(ROOT / "train_hf.py"),
+        *common,
+        "--ddp_backend",
+        "gloo",
+        "--arch_size",
+        "small",
+        "--num_train_epochs",
+        "1",
+        "--per_device_train_batch_size",
+        "2",
+        "--output_dir",
+        str(ddp),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     distributed = json.loads((ddp / "results.json").read_text())
-    assert distributed["num_processes"] == 2 and distributed["train_batches_per_rank"] == [2, 2]  # 8 rows: 4 per rank, batches of 2
+    assert distributed["num_processes"] == 2 and distributed["train_batches_per_rank"] == [
+        2,
+        2,
+    ]  # 8 rows: 4 per rank, batches of 2
     train([*common, "--model", str(ddp), "--do_train", "false", "--output_dir", str(tmp_path / "single")])
     with np.load(ddp / "predictions.npz") as a, np.load(tmp_path / "single" / "predictions.npz") as b:
         for split in ("validation", "test"):

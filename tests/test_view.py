@@ -15,13 +15,13 @@ from importlib import resources
 
 import numpy as np
 import pytest
+from conftest import medmnist_arrays, write_npz
+from hfmed.loading_scripts.medmnist import MedMNIST
 from PIL import Image
 
-from conftest import medmnist_arrays, write_npz
 from hfmed import view
 from hfmed.cli import main
 from hfmed.writer import build_config
-from hfmed.loading_scripts.medmnist import MedMNIST
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,10 @@ def test_3d_rows_carry_the_preview_and_the_volume_comes_whole_on_request(server,
     arrays = np.load(real_adrenalmnist3d)
     status, info = get_json(server, "/api/config?config=adrenalmnist3d")
     assert [(c["name"], c["kind"], c["shape"]) for c in info["columns"]] == [
-        ("label", "class_label", []), ("preview", "image", []), ("volume", "array3d", [28, 28, 28])]
+        ("label", "class_label", []),
+        ("preview", "image", []),
+        ("volume", "array3d", [28, 28, 28]),
+    ]
     status, page = get_json(server, "/api/rows?config=adrenalmnist3d&split=validation&offset=90")
     assert [r["row_idx"] for r in page["rows"]] == list(range(90, 98))
     row = page["rows"][3]
@@ -134,15 +137,28 @@ def test_lists_of_labels_are_named_counted_and_filtered(tmp_path):
     arrays["train_labels"][1, [2, 13]] = 1
     arrays["train_labels"][3, 2] = 1
     out = tmp_path / "medmnist"
-    build_config(MedMNIST("chestmnist", write_npz(tmp_path / "chestmnist.npz", arrays), unofficial=True), out, progress=False)
+    build_config(
+        MedMNIST("chestmnist", write_npz(tmp_path / "chestmnist.npz", arrays), unofficial=True), out, progress=False
+    )
     with view.start(out).start_background() as v:
         info = get_json(v, "/api/config?config=chestmnist")[1]
         train = info["labels"]["labels"]["train"]
-        assert train["empty"] == 2 and train["counts"][2] == 2 and train["counts"][13] == 1 and sum(train["counts"]) == 3
+        assert (
+            train["empty"] == 2 and train["counts"][2] == 2 and train["counts"][13] == 1 and sum(train["counts"]) == 3
+        )
         page = get_json(v, "/api/rows?config=chestmnist&split=train")[1]
-        assert [[x["name"] for x in r["cells"]["labels"]] for r in page["rows"]] == [[], ["effusion", "hernia"], [], ["effusion"]]
-        assert [r["row_idx"] for r in get_json(v, "/api/rows?config=chestmnist&split=train&label=labels:2")[1]["rows"]] == [1, 3]
-        assert [r["row_idx"] for r in get_json(v, "/api/rows?config=chestmnist&split=train&label=labels:-1")[1]["rows"]] == [0, 2]
+        assert [[x["name"] for x in r["cells"]["labels"]] for r in page["rows"]] == [
+            [],
+            ["effusion", "hernia"],
+            [],
+            ["effusion"],
+        ]
+        assert [
+            r["row_idx"] for r in get_json(v, "/api/rows?config=chestmnist&split=train&label=labels:2")[1]["rows"]
+        ] == [1, 3]
+        assert [
+            r["row_idx"] for r in get_json(v, "/api/rows?config=chestmnist&split=train&label=labels:-1")[1]["rows"]
+        ] == [0, 2]
 
 
 def test_a_medimeta_build_shows_every_task_column_and_its_own_card_section(tmp_path):
@@ -150,11 +166,30 @@ def test_a_medimeta_build_shows_every_task_column_and_its_own_card_section(tmp_p
     from medimeta_fixtures import make_medimeta_folder
 
     make_medimeta_folder(tmp_path / "src", MEDIMETA_INFO / "cxr.yaml", tiff=False)
-    assert main(["build", "medimeta", "cxr", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "medimeta"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "medimeta",
+                "cxr",
+                "--source",
+                str(tmp_path / "src"),
+                "--out",
+                str(tmp_path / "medimeta"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     with view.start(tmp_path / "medimeta").start_background() as v:
         info = get_json(v, "/api/config?config=cxr")[1]
         kinds = {c["name"]: c["kind"] for c in info["columns"]}
-        assert kinds == {"image": "image", "disease_labels": "label_list", "patient_sex": "class_label", "patient_id": "value"}
+        assert kinds == {
+            "image": "image",
+            "disease_labels": "label_list",
+            "patient_sex": "class_label",
+            "patient_id": "value",
+        }
         assert info["card"].startswith("### cxr")
         row = get_json(v, "/api/rows?config=cxr&split=train&length=1")[1]["rows"][0]["cells"]
         assert decode_image(row["image"]).shape == (224, 224) and isinstance(row["patient_id"], str)
@@ -170,10 +205,21 @@ def test_nothing_outside_the_build_folder_is_served(copy_of_build, tmp_path):
     with view.start(copy_of_build).start_background() as v:
         status, body = raw_get(v, "/files/images/breastmnist.png")
         assert status == 200 and body == (copy_of_build / "images" / "breastmnist.png").read_bytes()
-        for path in ("/files/../secret.png", "/files/images/../../secret.png", "/files/%2e%2e/secret.png",
-                     "/files/%2E%2E%2Fsecret.png", "/files/images/%2e%2e%2f%2e%2e%2fsecret.png", f"/files/{secret}",
-                     f"/files//{secret}", "/files/images/link.png", "/files/..%5csecret.png", "/static/../server.py",
-                     "/static/%2e%2e/server.py", "/files/README.md", "/../secret.png"):
+        for path in (
+            "/files/../secret.png",
+            "/files/images/../../secret.png",
+            "/files/%2e%2e/secret.png",
+            "/files/%2E%2E%2Fsecret.png",
+            "/files/images/%2e%2e%2f%2e%2e%2fsecret.png",
+            f"/files/{secret}",
+            f"/files//{secret}",
+            "/files/images/link.png",
+            "/files/..%5csecret.png",
+            "/static/../server.py",
+            "/static/%2e%2e/server.py",
+            "/files/README.md",
+            "/../secret.png",
+        ):
             status, body = raw_get(v, path)
             assert status == 404, path
             assert b"SECRET" not in body and b"import" not in body, path
@@ -207,7 +253,11 @@ def test_a_folder_without_a_card_shows_a_config_per_folder_of_shards(copy_of_bui
     with view.start(copy_of_build).start_background() as v:
         assert [c["name"] for c in get_json(v, "/api/configs")[1]["configs"]] == ["adrenalmnist3d", "breastmnist"]
         info = get_json(v, "/api/config?config=adrenalmnist3d")[1]
-        assert [(c["name"], c["kind"]) for c in info["columns"]] == [("label", "class_label"), ("preview", "image"), ("volume", "array3d")]
+        assert [(c["name"], c["kind"]) for c in info["columns"]] == [
+            ("label", "class_label"),
+            ("preview", "image"),
+            ("volume", "array3d"),
+        ]
         assert info["columns"][0]["names"] == ["normal", "hyperplasia"] and info["card"] == ""
         assert [s["name"] for s in info["splits"]] == ["train", "validation", "test"]
 
@@ -249,8 +299,12 @@ def test_the_page_ships_in_the_package_and_loads_nothing_from_the_network(server
 
 
 def test_view_serves_until_ctrl_c_and_stops_cleanly(built_medmnist):
-    proc = subprocess.Popen([sys.executable, "-m", "hfmed.cli", "view", str(built_medmnist), "--config", "breastmnist"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hfmed.cli", "view", str(built_medmnist), "--config", "breastmnist"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         url = line.split(" at ", 1)[1].split()[0]

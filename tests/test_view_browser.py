@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from cdp import Browser, find_chromium
+
 from hfmed import view
 
 CHROMIUM = find_chromium()
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium): browser tests skipped")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (apt-get install chromium): browser tests skipped"
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,9 @@ def server(built_medmnist):
 
 def crop(shot, rect) -> np.ndarray:
     x, y = round(rect["x"]), round(rect["y"])
-    return np.asarray(shot.crop((x, y, x + round(rect["width"]), y + round(rect["height"]))).convert("L"), dtype=np.int16)
+    return np.asarray(
+        shot.crop((x, y, x + round(rect["width"]), y + round(rect["height"]))).convert("L"), dtype=np.int16
+    )
 
 
 def block_centres(picture: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -47,21 +51,32 @@ def test_a_2d_page_shows_the_images_label_names_and_counts(browser, server, real
     arrays = np.load(real_breastmnist)
     images, labels = arrays["train_images"], arrays["train_labels"].reshape(-1)
     browser.open(server.url("breastmnist"))
-    assert browser.wait_for("document.querySelectorAll('#rows tbody tr').length === 100"
-                            " && [...document.querySelectorAll('img.thumb')].every((i) => i.complete && i.naturalWidth === 28)")
+    assert browser.wait_for(
+        "document.querySelectorAll('#rows tbody tr').length === 100"
+        " && [...document.querySelectorAll('img.thumb')].every((i) => i.complete && i.naturalWidth === 28)"
+    )
     names = ["malignant", "normal, benign"]
-    shown = browser.evaluate("[...document.querySelectorAll('#rows tbody tr .label')].slice(0, 10).map((s) => s.firstChild.textContent)")
+    shown = browser.evaluate(
+        "[...document.querySelectorAll('#rows tbody tr .label')].slice(0, 10).map((s) => s.firstChild.textContent)"
+    )
     assert shown == [names[k] for k in labels[:10]]
     assert browser.evaluate("document.getElementById('range').textContent") == "rows 1–100 of 546"
-    assert "split=\"train[0:100]\"" in browser.evaluate("document.getElementById('loadcode').textContent")
+    assert 'split="train[0:100]"' in browser.evaluate("document.getElementById('loadcode').textContent")
     chart = browser.evaluate("document.getElementById('chart').innerText")
     assert "malignant" in chart and "399" in chart and "147" in chart
 
     shot = browser.screenshot()
     shot.save(tmp_path / "breastmnist.png")
     r = browser.rect("#chart")
-    bars = np.asarray(shot.crop((round(r["x"]), round(r["y"]), round(r["x"] + r["width"]), round(r["y"] + r["height"]))), dtype=np.int16)
-    for colour in ((0x4C, 0x78, 0xA8), (0xF5, 0x85, 0x18), (0x54, 0xA2, 0x4B)):  # train, validation, test bars are drawn
+    bars = np.asarray(
+        shot.crop((round(r["x"]), round(r["y"]), round(r["x"] + r["width"]), round(r["y"] + r["height"]))),
+        dtype=np.int16,
+    )
+    for colour in (
+        (0x4C, 0x78, 0xA8),
+        (0xF5, 0x85, 0x18),
+        (0x54, 0xA2, 0x4B),
+    ):  # train, validation, test bars are drawn
         assert (np.abs(bars - colour).sum(axis=2) < 10).sum() > 50, colour
     for i in (0, 4, 99):  # row 4 is malignant: both classes' rows drawn
         browser.scroll_into_view(f"#rows tbody tr:nth-child({i + 1})")
@@ -86,7 +101,9 @@ def test_the_slice_scrubber_moves_through_the_real_volume(browser, server, real_
     slider = browser.rect("#slice")
     y = slider["y"] + slider["height"] / 2
     browser.drag(slider["x"] + slider["width"] * 14 / 27, y, slider["x"] + slider["width"] * 0.25, y)
-    k = int(browser.wait_for("document.getElementById('slice').value !== '14' && document.getElementById('slice').value"))
+    k = int(
+        browser.wait_for("document.getElementById('slice').value !== '14' && document.getElementById('slice').value")
+    )
     assert 4 <= k <= 10
     after = canvas()
     assert np.array_equal(after, volume[k]) and not np.array_equal(after, before)
@@ -105,13 +122,17 @@ def test_filter_and_jump(browser, server, real_breastmnist):
     assert browser.wait_for("document.getElementById('range').textContent.endsWith('matching')")
     rows = browser.evaluate("[...document.querySelectorAll('#rows tbody tr')].map((tr) => +tr.dataset.row)")
     assert rows == np.flatnonzero(labels == 0).tolist()
-    assert ".filter(lambda row: row[\"label\"] == 0)" in browser.evaluate("document.getElementById('loadcode').textContent")
+    assert '.filter(lambda row: row["label"] == 0)' in browser.evaluate(
+        "document.getElementById('loadcode').textContent"
+    )
     browser.click("#copy")
     assert browser.wait_for("document.getElementById('copy').textContent === 'Copied'")
     browser.evaluate("document.getElementById('jump').value = '123'")
     browser.click("#jumpform button")
-    assert browser.wait_for("document.querySelector('#rows tr.selected') && document.querySelector('#rows "
-        "tr.selected').dataset.row === '123'")
+    assert browser.wait_for(
+        "document.querySelector('#rows tr.selected') && document.querySelector('#rows "
+        "tr.selected').dataset.row === '123'"
+    )
     assert browser.evaluate("document.getElementById('range').textContent") == "rows 101–156 of 156"
 
 
@@ -124,11 +145,17 @@ def test_a_broken_config_shows_its_error_and_the_picker_still_works(browser, bui
     shard.write_bytes(shard.read_bytes()[:1000])
     with view.start(out).start_background() as v:
         browser.open(v.url("breastmnist"))
-        error = browser.wait_for("!document.getElementById('error').hidden && document.getElementById('error').textContent")
+        error = browser.wait_for(
+            "!document.getElementById('error').hidden && document.getElementById('error').textContent"
+        )
         assert error.startswith("breastmnist: breastmnist/train-00000-of-00001.parquet: not a readable Parquet file")
         assert browser.evaluate("document.getElementById('rows').hidden")
-        browser.evaluate("const s = document.getElementById('config'); s.value = 'adrenalmnist3d'; "
-            "s.dispatchEvent(new Event('change'))")
-        assert browser.wait_for("document.querySelectorAll('#rows tbody tr').length === 100 && document.getElementById('error').hidden")
+        browser.evaluate(
+            "const s = document.getElementById('config'); s.value = 'adrenalmnist3d'; "
+            "s.dispatchEvent(new Event('change'))"
+        )
+        assert browser.wait_for(
+            "document.querySelectorAll('#rows tbody tr').length === 100 && document.getElementById('error').hidden"
+        )
         browser.evaluate("location.hash = '#config=adrenalmnist3d&split=test&offset=200'")  # typed into the address bar
         assert browser.wait_for("document.getElementById('range').textContent === 'rows 201–298 of 298'")

@@ -31,16 +31,29 @@ def folder(tmp_path, built_medmnist) -> Path:
     return out
 
 
-def tiny_build(folder: Path, features: Features, table: pa.Table, config: str = "tiny", splits: tuple[str, ...] = ("train",)) -> Path:
+def tiny_build(
+    folder: Path, features: Features, table: pa.Table, config: str = "tiny", splits: tuple[str, ...] = ("train",)
+) -> Path:
     """A dataset folder as the Hub reads one: a card declaring one config, one shard per split."""
     folder.mkdir()
     (folder / config).mkdir()
     for split in splits:
-        pq.write_table(table.replace_schema_metadata(features.arrow_schema.metadata), folder / config / f"{split}-00000-of-00001.parquet")
+        pq.write_table(
+            table.replace_schema_metadata(features.arrow_schema.metadata),
+            folder / config / f"{split}-00000-of-00001.parquet",
+        )
     meta = {
         "license": "cc-by-4.0",
-        "configs": [{"config_name": config, "data_files": [{"split": s, "path": f"{config}/{s}-*.parquet"} for s in splits]}],
-        "dataset_info": [{"config_name": config, "features": features._to_yaml_list(), "splits": [{"name": s, "num_bytes": table.nbytes, "num_examples": len(table)} for s in splits]}],
+        "configs": [
+            {"config_name": config, "data_files": [{"split": s, "path": f"{config}/{s}-*.parquet"} for s in splits]}
+        ],
+        "dataset_info": [
+            {
+                "config_name": config,
+                "features": features._to_yaml_list(),
+                "splits": [{"name": s, "num_bytes": table.nbytes, "num_examples": len(table)} for s in splits],
+            }
+        ],
     }
     (folder / "README.md").write_text(f"---\n{yaml.safe_dump(meta, sort_keys=False)}---\n\n# tiny\n", encoding="utf-8")
     return folder
@@ -62,7 +75,9 @@ def lines(found: list[str], fragment: str) -> list[str]:
 def test_a_config_name_datasets_refuses_is_an_error(tmp_path):
     features, table = image_table()
     report = hub.check(tiny_build(tmp_path / "ds", features, table, config="ct:axial"), stream=False)
-    assert lines(report.problems, "README.md: config name 'ct:axial' holds :; datasets refuses config names with any of"), report.problems
+    assert lines(
+        report.problems, "README.md: config name 'ct:axial' holds :; datasets refuses config names with any of"
+    ), report.problems
 
 
 def test_a_split_name_the_viewer_refuses_is_an_error(tmp_path):
@@ -85,7 +100,12 @@ def test_more_splits_than_the_viewer_lists_is_an_error(folder, monkeypatch):
 
 def test_a_feature_type_the_viewer_cannot_show_is_an_error(tmp_path):
     features = Features({"scan": Nifti(), "label": ClassLabel(names=["a", "b"])})
-    table = pa.table({"scan": pa.array([{"bytes": b"\x00" * 8, "path": None}], features.arrow_schema.field("scan").type), "label": pa.array([0])})
+    table = pa.table(
+        {
+            "scan": pa.array([{"bytes": b"\x00" * 8, "path": None}], features.arrow_schema.field("scan").type),
+            "label": pa.array([0]),
+        }
+    )
     report = hub.check(tiny_build(tmp_path / "ds", features, table), stream=False)
     assert report.problems == ["tiny/: column 'scan' is a Nifti, which the viewer cannot show; its first rows fail"]
 
@@ -95,18 +115,26 @@ def test_too_many_columns_and_too_long_names_are_errors(folder, monkeypatch):
     monkeypatch.setattr(viewer_rules, "MAX_COLUMN_NAME_LENGTH", 6)
     found = hub.check(folder, stream=False).problems
     assert lines(found, "adrenalmnist3d/: 3 columns; the viewer shows at most 2"), found
-    assert lines(found, "adrenalmnist3d/: column name 'preview'... is 7 characters; the viewer refuses names over 6"), found
+    assert lines(found, "adrenalmnist3d/: column name 'preview'... is 7 characters; the viewer refuses names over 6"), (
+        found
+    )
     assert not lines(found, "breastmnist/: 2 columns"), found
 
 
 def test_volumes_alone_are_shown_as_numbers_only():
-    found = viewer_rules.feature_findings("v", Features({"volume": Array3D((2, 2, 2), "uint8"), "label": ClassLabel(names=["a"])}))
-    assert [(f.what.split(";")[0], f.error) for f in found] == [("column(s) 'volume' are shown as lists of numbers and nothing else in the config is drawn", False)]
+    found = viewer_rules.feature_findings(
+        "v", Features({"volume": Array3D((2, 2, 2), "uint8"), "label": ClassLabel(names=["a"])})
+    )
+    assert [(f.what.split(";")[0], f.error) for f in found] == [
+        ("column(s) 'volume' are shown as lists of numbers and nothing else in the config is drawn", False)
+    ]
 
 
 def test_a_volume_before_its_preview_is_a_warning():
     features = Features({"volume": Array3D((2, 2, 2), "uint8"), "label": ClassLabel(names=["a"]), "preview": Image()})
-    assert [f.what for f in viewer_rules.feature_findings("v", features)] == ["column 'volume' (numbers) comes before 'preview' (drawn); the viewer shows columns in this order"]
+    assert [f.what for f in viewer_rules.feature_findings("v", features)] == [
+        "column 'volume' (numbers) comes before 'preview' (drawn); the viewer shows columns in this order"
+    ]
 
 
 def test_hfmed_3d_configs_put_what_a_person_looks_at_first(folder):
@@ -120,14 +148,16 @@ def test_hfmed_3d_configs_put_what_a_person_looks_at_first(folder):
 def test_opening_on_a_3d_config_is_a_warning_that_names_a_2d_one(folder):
     card = folder / "README.md"
     text = card.read_text(encoding="utf-8").replace("  default: true\n", "")
-    text = text.replace("    path: adrenalmnist3d/test-*.parquet\n", "    path: adrenalmnist3d/test-*.parquet\n  default: true\n")
+    text = text.replace(
+        "    path: adrenalmnist3d/test-*.parquet\n", "    path: adrenalmnist3d/test-*.parquet\n  default: true\n"
+    )
     card.write_text(text, encoding="utf-8")
     report = hub.check(folder, stream=False)
     assert report.problems == []
     assert lines(report.warnings, "README.md:") == [
         "README.md: the viewer opens on 'adrenalmnist3d', whose volumes it shows only "
-            "as cut lists of numbers; mark a 2D config such as 'breastmnist' `default: "
-            "true`"
+        "as cut lists of numbers; mark a 2D config such as 'breastmnist' `default: "
+        "true`"
     ]
 
 
@@ -144,10 +174,10 @@ def test_a_28_voxel_config_shows_ten_rows_with_the_volume_cut(folder):
     assert report.problems == []
     assert report.warnings == [
         "adrenalmnist3d/train,test: the first page holds 10 of 100 rows (the viewer's "
-            "first rows are cut at 200,000 bytes of JSON); "
+        "first rows are cut at 200,000 bytes of JSON); "
         "cells cut to 100 characters: 'volume' in 6 row(s)",
         "adrenalmnist3d/validation: the first page holds 10 of 98 rows (the viewer's "
-            "first rows are cut at 200,000 bytes of JSON); "
+        "first rows are cut at 200,000 bytes of JSON); "
         "cells cut to 100 characters: 'volume' in 6 row(s)",
     ]
 
@@ -170,18 +200,27 @@ def test_a_list_of_images_is_sent_as_asset_urls_and_can_be_cut():
     from datasets import List
 
     features = Features({"slices": List(Image())})
-    png_bytes = encode_batch(Features({"image": Image()}), {"image": np.zeros((4, 8, 8), np.uint8)}).column("image").to_pylist()
+    png_bytes = (
+        encode_batch(Features({"image": Image()}), {"image": np.zeros((4, 8, 8), np.uint8)}).column("image").to_pylist()
+    )
     table = pa.table({"slices": [png_bytes] * 30}, schema=features.arrow_schema)
-    sizes, cut = viewer_rules.cell_sizes("slices", features["slices"], table.column("slices").combine_chunks(), "https://a/{row}/{column}/image.jpg")
+    sizes, cut = viewer_rules.cell_sizes(
+        "slices", features["slices"], table.column("slices").combine_chunks(), "https://a/{row}/{column}/image.jpg"
+    )
     element = '{"src":"https://a/0/slices/image-0000000.jpg","height":8,"width":8}'
     assert sizes[0] == len("[]") + 4 * len(element) + len(",,,")
-    assert cut[0] < sizes[0] and cut[0] > viewer_rules.FIRST_ROWS_MIN_CELL_BYTES  # a JSON string of its first 100 bytes, quotes escaped
+    assert (
+        cut[0] < sizes[0] and cut[0] > viewer_rules.FIRST_ROWS_MIN_CELL_BYTES
+    )  # a JSON string of its first 100 bytes, quotes escaped
 
 
 def test_a_first_page_over_what_a_worker_stores_is_an_error(folder, monkeypatch):
     monkeypatch.setattr(viewer_rules, "WORKER_CONTENT_MAX_BYTES", 150_000)
     found = hub.check(folder, stream=False).problems
-    assert [line.split(":")[0] for line in lines(found, "even with every cell cut, over the 150,000 a worker may store: the first rows fail")] == ["adrenalmnist3d/train,validation,test"], found
+    assert [
+        line.split(":")[0]
+        for line in lines(found, "even with every cell cut, over the 150,000 a worker may store: the first rows fail")
+    ] == ["adrenalmnist3d/train,validation,test"], found
 
 
 def test_a_large_rows_page_is_a_warning(folder, monkeypatch):
@@ -212,7 +251,9 @@ def test_a_row_group_the_viewer_cannot_read_whole_is_an_error(folder, monkeypatc
     compressed = sum(group.column(j).total_compressed_size for j in range(group.num_columns))
     monkeypatch.setattr(viewer_rules, "ROWS_INDEX_MAX_ARROW_DATA_IN_MEMORY", compressed // 2)
     found = hub.check(folder, stream=False).problems
-    assert lines(found, f"{ADRENAL_TRAIN}: row group 0 holds {compressed / 1e6:.1f} MB compressed and the file has no page index"), found
+    assert lines(
+        found, f"{ADRENAL_TRAIN}: row group 0 holds {compressed / 1e6:.1f} MB compressed and the file has no page index"
+    ), found
 
 
 def test_a_page_index_lets_the_viewer_read_a_large_row_group(folder, monkeypatch):
@@ -222,18 +263,24 @@ def test_a_page_index_lets_the_viewer_read_a_large_row_group(folder, monkeypatch
 
 
 def test_row_groups_over_what_datasets_writes_are_a_warning(folder):
-    _one_row_group(folder / ADRENAL_TRAIN, compression="zstd")  # 1,188 volumes: 109 MB as Arrow lists, 0.5 MB compressed
+    _one_row_group(
+        folder / ADRENAL_TRAIN, compression="zstd"
+    )  # 1,188 volumes: 109 MB as Arrow lists, 0.5 MB compressed
     report = hub.check(folder, stream=False)
     assert report.problems == []
-    assert lines(report.warnings, "uncompressed") == [f"{ADRENAL_TRAIN}: row group 0 holds 109 MB uncompressed, over the 100 MB "
+    assert lines(report.warnings, "uncompressed") == [
+        f"{ADRENAL_TRAIN}: row group 0 holds 109 MB uncompressed, over the 100 MB "
         "datasets writes at most (config.MAX_ROW_GROUP_SIZE); every streaming reader "
-        "holds a whole row group"]
+        "holds a whole row group"
+    ]
 
 
 def test_an_unreadable_shard_is_reported_once_and_check_does_not_crash(folder):
     (folder / ADRENAL_TRAIN).write_bytes(b"PAR1 not really")
     found = hub.check(folder, stream=False).problems
-    assert [p.split(":")[0] for p in found] == [str(ADRENAL_TRAIN), "README.md"], found  # the file, then its missing rows
+    assert [p.split(":")[0] for p in found] == [str(ADRENAL_TRAIN), "README.md"], (
+        found
+    )  # the file, then its missing rows
     assert "not a readable Parquet file" in found[0]
 
 

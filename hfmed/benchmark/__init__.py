@@ -22,7 +22,9 @@ __all__ = ["SUBSETS", "BenchmarkResult", "Target", "run_subset", "run_decathlon"
 DATA_OPTIONS = ("collection", "dataset", "size", "task")
 
 
-def run_decathlon(subsets: list[str], budget_seconds: float, out: Path, source: str | None = None, **options: Any) -> list[BenchmarkResult]:
+def run_decathlon(
+    subsets: list[str], budget_seconds: float, out: Path, source: str | None = None, **options: Any
+) -> list[BenchmarkResult]:
     """Every subset in ``out/<subset>``, one after another, each with the whole budget; finished
     subsets are kept, so a rerun continues where the last one stopped. ``source`` is a folder of
     official .npz files (``<subset>.npz``, ``<subset>_<size>.npz``), used for subsets not built yet."""

@@ -8,8 +8,8 @@ runs of this benchmark actually took, so a GPU or a busier machine is learned af
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Iterable
 
 from hfmed.benchmark.space import Candidate
 
@@ -45,14 +45,18 @@ def wave_seconds(durations: Iterable[float], slots: int) -> float:
     return max(max(durations), sum(durations) / max(slots, 1))
 
 
-def search_seconds(candidates: list[Candidate], folds: int, pooled: int, epochs: int, slots: int, slowdown: float = 1.0) -> float:
+def search_seconds(
+    candidates: list[Candidate], folds: int, pooled: int, epochs: int, slots: int, slowdown: float = 1.0
+) -> float:
     if folds == 0:
         return 0.0
     per_fold = [run_seconds(c, math.ceil(pooled * (folds - 1) / folds), epochs, slowdown) for c in candidates]
     return folds * wave_seconds(per_fold, slots)
 
 
-def final_seconds(candidate: Candidate, seeds: int, train: int, epochs: int, slots: int, slowdown: float = 1.0) -> float:
+def final_seconds(
+    candidate: Candidate, seeds: int, train: int, epochs: int, slots: int, slowdown: float = 1.0
+) -> float:
     return wave_seconds([run_seconds(candidate, train, epochs, slowdown)] * seeds, slots) + EVALUATION_SECONDS
 
 
@@ -85,7 +89,9 @@ def make_plan(
         chosen = list(space[:n])
         # The final model's recipe is not known yet: reserve time for the dearest candidate.
         dearest = max(chosen, key=lambda c: c.cost)
-        estimate = search_seconds(chosen, folds, pooled, epochs, slots) + final_seconds(dearest, n_seeds, train, epochs, slots)
+        estimate = search_seconds(chosen, folds, pooled, epochs, slots) + final_seconds(
+            dearest, n_seeds, train, epochs, slots
+        )
         if estimate <= budget_seconds or (epochs, folds, n, n_seeds) == ladder[-1]:
             break
     plan = Plan(epochs, folds, [c.name for c in chosen], list(seeds[:n_seeds]), estimate)
@@ -100,7 +106,9 @@ def make_plan(
     if epochs < epoch_tiers[0]:
         plan.cut.append(f"{epochs} epochs per run instead of {epoch_tiers[0]}")
     if estimate > budget_seconds:
-        plan.cut.append(f"over budget: even the smallest protocol is estimated at {estimate:.0f} s against {budget_seconds:.0f} s")
+        plan.cut.append(
+            f"over budget: even the smallest protocol is estimated at {estimate:.0f} s against {budget_seconds:.0f} s"
+        )
     return plan
 
 

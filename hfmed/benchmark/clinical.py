@@ -7,7 +7,8 @@ tasks, each label's probability > 0.5 for multi-label tasks.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,11 @@ def balanced_accuracy(task: str, y_true, y_score) -> float:
     """Mean per-class sensitivity; for multi-label, the mean over labels of (sensitivity + specificity) / 2."""
     figures = per_class(task, y_true, y_score)
     if task == "multi-label":
-        pairs = [(s + p) / 2 for s, p in zip(figures["sensitivity"], figures["specificity"]) if s is not None and p is not None]
+        pairs = [
+            (s + p) / 2
+            for s, p in zip(figures["sensitivity"], figures["specificity"])
+            if s is not None and p is not None
+        ]
         return float(np.mean(pairs)) if pairs else float("nan")
     present = [s for s in figures["sensitivity"] if s is not None]
     return float(np.mean(present)) if present else float("nan")
@@ -159,6 +164,6 @@ def bootstrap_interval(
     out: dict[str, Any] = {"resamples": resamples, "seed": seed, "level": level}
     for name, values in draws.items():
         defined = np.asarray([v for v in values if v is not None and not np.isnan(v)])
-        low, high = (np.percentile(defined, [tail, 100 - tail]) if len(defined) else (np.nan, np.nan))
+        low, high = np.percentile(defined, [tail, 100 - tail]) if len(defined) else (np.nan, np.nan)
         out[name] = {"low": float(low), "high": float(high), "defined_resamples": int(len(defined))}
     return out

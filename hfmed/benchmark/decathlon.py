@@ -18,8 +18,18 @@ from hfmed.benchmark.report import PROTOCOL, _f, subset_key
 from hfmed.errors import UserError
 
 #: The ten subsets of the v1 decathlon, by their v2 names (OrganMNIST_Axial is organamnist, ...).
-SUBSETS = ("pathmnist", "chestmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist", "breastmnist",
-           "organamnist", "organcmnist", "organsmnist")
+SUBSETS = (
+    "pathmnist",
+    "chestmnist",
+    "dermamnist",
+    "octmnist",
+    "pneumoniamnist",
+    "retinamnist",
+    "breastmnist",
+    "organamnist",
+    "organcmnist",
+    "organsmnist",
+)
 
 
 def average_ranks(values: list[float | None]) -> list[float | None]:
@@ -47,14 +57,21 @@ def collect(folder: Path) -> dict[str, dict[str, Any]]:
         if "benchmark" in results:
             found[subset_key(results)] = results
     if not found:
-        raise UserError(f"{folder} holds no finished `hfmed benchmark` run (no results.json with a search record); run one first")
+        raise UserError(
+            f"{folder} holds no finished `hfmed benchmark` run (no results.json with a search record); run one first"
+        )
     return found
 
 
 def table_rows(table: dict[str, Any], runs: dict[str, dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
     """The subsets this table and these runs share, and one row per method (ours first), ranked."""
     subsets = [s for s in table["subsets"] if s in runs]
-    methods = [{"method": PROTOCOL, "results": {s: {m: _round(runs[s]["test"].get(m)) for m in ("auc", "acc")} for s in subsets}}]
+    methods = [
+        {
+            "method": PROTOCOL,
+            "results": {s: {m: _round(runs[s]["test"].get(m)) for m in ("auc", "acc")} for s in subsets},
+        }
+    ]
     methods += [{"method": row["method"], "results": row["results"]} for row in table["rows"]]
     for m in methods:
         m["ranks"] = {}
@@ -86,28 +103,43 @@ def tables(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         subsets_of = list(dict.fromkeys(s for row in table["rows"] for s in row["results"]))
         subsets, methods = table_rows({**table, "subsets": subsets_of}, runs)
         if subsets:
-            out.append({"key": key, "title": table["title"], "source": table["source"], "subsets": subsets, "methods": methods})
+            out.append(
+                {"key": key, "title": table["title"], "source": table["source"], "subsets": subsets, "methods": methods}
+            )
     return out
 
 
 def markdown(runs: dict[str, dict[str, Any]], ranked: list[dict[str, Any]]) -> str:
-    lines = ["# MedMNIST Classification Decathlon: this protocol beside the published rows", "",
-             "Each cell: test AUC / ACC (rank on this subset). Ranks: per subset, the mean of the AUC rank and the ACC rank "
-             "within the table; average rank over the subsets run. This protocol's figures are rounded to three decimals.", ""]
-    lines += ["## This protocol's runs", "", "| subset | px | test AUC (95% CI) | test ACC (95% CI) | balanced ACC | ECE | winner | seeds | budget s | spent s | cut or skipped |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# MedMNIST Classification Decathlon: this protocol beside the published rows",
+        "",
+        "Each cell: test AUC / ACC (rank on this subset). Ranks: per subset, the mean of the AUC rank and the ACC rank "
+        "within the table; average rank over the subsets run. This protocol's figures are rounded to three decimals.",
+        "",
+    ]
+    lines += [
+        "## This protocol's runs",
+        "",
+        "| subset | px | test AUC (95% CI) | test ACC (95% CI) | balanced ACC | ECE | winner | seeds | budget s | spent s | cut or skipped |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for s, r in runs.items():
         t, b = r["test"], r["benchmark"]
         cuts = len(b["plan"]["cut"]) + len(b["skipped"])
-        lines.append(f"| {s} | {r['image_size']} | {_f(t['auc'])} ({_f(t['auc_95ci'][0])}-{_f(t['auc_95ci'][1])}) "
-                     f"| {_f(t['acc'])} ({_f(t['acc_95ci'][0])}-{_f(t['acc_95ci'][1])}) | {_f(t.get('balanced_accuracy'))} | {_f(t.get('ece'))} "
-                     f"| {b['winner']} | {len(r['members'])} | {b['budget_seconds']:.0f} | {b['spent_seconds_before_evaluation']:.0f} | {cuts} |")
+        lines.append(
+            f"| {s} | {r['image_size']} | {_f(t['auc'])} ({_f(t['auc_95ci'][0])}-{_f(t['auc_95ci'][1])}) "
+            f"| {_f(t['acc'])} ({_f(t['acc_95ci'][0])}-{_f(t['acc_95ci'][1])}) | {_f(t.get('balanced_accuracy'))} | {_f(t.get('ece'))} "
+            f"| {b['winner']} | {len(r['members'])} | {b['budget_seconds']:.0f} | {b['spent_seconds_before_evaluation']:.0f} | {cuts} |"
+        )
     missing = [s for s in SUBSETS if s not in runs]
     if missing and runs and next(iter(runs.values()))["collection"] == "medmnist":
         lines += ["", f"Not run (no finished benchmark in this folder): {', '.join(missing)}."]
     for t in ranked:
         lines += ["", f"## {t['title']}", "", f"Source: {t['source']}", ""]
-        lines += ["| method | " + " | ".join(t["subsets"]) + " | average rank |", "|---" * (len(t["subsets"]) + 2) + "|"]
+        lines += [
+            "| method | " + " | ".join(t["subsets"]) + " | average rank |",
+            "|---" * (len(t["subsets"]) + 2) + "|",
+        ]
         for m in t["methods"]:
             cells = []
             for s in t["subsets"]:
@@ -134,10 +166,25 @@ def plot(path: Path, ranked: list[dict[str, Any]]) -> None:
             for m in t["methods"][1:]:
                 xs = [subsets.index(s) for s in t["subsets"] if m["results"].get(s, {}).get(metric) is not None]
                 ys = [m["results"][subsets[x]][metric] for x in xs]
-                ax.scatter(xs, ys, color="0.6", marker=markers[ti % len(markers)], s=18, label=t["key"] if m is t["methods"][1] else None)
+                ax.scatter(
+                    xs,
+                    ys,
+                    color="0.6",
+                    marker=markers[ti % len(markers)],
+                    s=18,
+                    label=t["key"] if m is t["methods"][1] else None,
+                )
         ours = ranked[0]["methods"][0]["results"] if ranked else {}
         xs = [i for i, s in enumerate(subsets) if ours.get(s, {}).get(metric) is not None]
-        ax.scatter(xs, [ours[subsets[i]][metric] for i in xs], color="#d62728", marker="*", s=90, label="this protocol", zorder=3)
+        ax.scatter(
+            xs,
+            [ours[subsets[i]][metric] for i in xs],
+            color="#d62728",
+            marker="*",
+            s=90,
+            label="this protocol",
+            zorder=3,
+        )
         ax.set_xticks(range(len(subsets)), subsets, rotation=45, ha="right", fontsize=8)
         ax.set_title(f"test {metric.upper()}")
     axes[0].legend(fontsize=7)
@@ -158,4 +205,9 @@ def write_report(folder: Path) -> dict[str, Any]:
     (folder / name).write_text(markdown(runs, ranked), encoding="utf-8")
     if ranked:
         plot(folder / "decathlon.png", ranked)
-    return {"markdown": folder / name, "plot": folder / "decathlon.png" if ranked else None, "subsets": list(runs), "tables": ranked}
+    return {
+        "markdown": folder / name,
+        "plot": folder / "decathlon.png" if ranked else None,
+        "subsets": list(runs),
+        "tables": ranked,
+    }

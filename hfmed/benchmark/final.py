@@ -15,7 +15,18 @@ import numpy as np
 from hfmed.benchmark import clinical
 
 SPLITS = ("validation", "test")
-CARRIED = ("collection", "dataset", "config", "subset", "task", "task_column_chosen", "task_type", "num_labels", "label_names", "image_size")
+CARRIED = (
+    "collection",
+    "dataset",
+    "config",
+    "subset",
+    "task",
+    "task_column_chosen",
+    "task_type",
+    "num_labels",
+    "label_names",
+    "image_size",
+)
 
 
 def _combined(members: list[Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -53,16 +64,26 @@ def evaluate(members: list[Path], out: Path, record: dict[str, Any]) -> dict[str
     combined = _combined(members)
     scores = {split: metrics.compute(task, *combined[split]) for split in SPLITS}
     figures = clinical_figures(task, *combined["test"])
-    scores["test"] = {**scores["test"], "balanced_accuracy": figures["balanced_accuracy"], "ece": figures["reliability"]["ece"],
-                      "auc_95ci": [figures["bootstrap_95"]["auc"]["low"], figures["bootstrap_95"]["auc"]["high"]],
-                      "acc_95ci": [figures["bootstrap_95"]["acc"]["low"], figures["bootstrap_95"]["acc"]["high"]]}
+    scores["test"] = {
+        **scores["test"],
+        "balanced_accuracy": figures["balanced_accuracy"],
+        "ece": figures["reliability"]["ece"],
+        "auc_95ci": [figures["bootstrap_95"]["auc"]["low"], figures["bootstrap_95"]["auc"]["high"]],
+        "acc_95ci": [figures["bootstrap_95"]["acc"]["low"], figures["bootstrap_95"]["acc"]["high"]],
+    }
     members_record = []
     for member in members:
         r = json.loads((member / "results.json").read_text())
-        members_record.append({"folder": str(member), "command": r.get("command"), "best_validation_auc": r.get("best_validation_auc"),
-                               "validation": {k: r["validation"].get(k) for k in ("auc", "acc")},
-                               "test": {k: (r.get("test") or {}).get(k) for k in ("auc", "acc")},
-                               "wall_time_seconds": r.get("wall_time_seconds")})
+        members_record.append(
+            {
+                "folder": str(member),
+                "command": r.get("command"),
+                "best_validation_auc": r.get("best_validation_auc"),
+                "validation": {k: r["validation"].get(k) for k in ("auc", "acc")},
+                "test": {k: (r.get("test") or {}).get(k) for k in ("auc", "acc")},
+                "wall_time_seconds": r.get("wall_time_seconds"),
+            }
+        )
     results = {
         **{key: first.get(key) for key in CARRIED},
         "model": f"hfmed benchmark: {record['final']['winner']}, mean of {len(members)} seed(s)",
@@ -72,15 +93,25 @@ def evaluate(members: list[Path], out: Path, record: dict[str, Any]) -> dict[str
         "clinical": figures,
         "members": members_record,
         "num_samples": {split: int(len(combined[split][0])) for split in SPLITS},
-        "benchmark": {"record": "search.json", "plan": record["plan"], "winner": record["final"]["winner"],
-                      "skipped": record["skipped"], "dropped": record["dropped"], "budget_seconds": record["budget_seconds"],
-                      "spent_seconds_before_evaluation": record["spent_seconds"]},
+        "benchmark": {
+            "record": "search.json",
+            "plan": record["plan"],
+            "winner": record["final"]["winner"],
+            "skipped": record["skipped"],
+            "dropped": record["dropped"],
+            "budget_seconds": record["budget_seconds"],
+            "spent_seconds_before_evaluation": record["spent_seconds"],
+        },
         "wall_time_seconds": record["spent_seconds"],
         "device": first.get("device"),
     }
     results["published"] = report.published_rows(results)
-    np.savez(out / "predictions.npz", **{f"{s}_{k}": v for s in SPLITS for k, v in zip(("labels", "scores"), combined[s])})
-    report.plot_reliability(out / "reliability.png", figures["reliability"], f"{results['config']} (test, {len(members)} seed(s))")
+    np.savez(
+        out / "predictions.npz", **{f"{s}_{k}": v for s in SPLITS for k, v in zip(("labels", "scores"), combined[s])}
+    )
+    report.plot_reliability(
+        out / "reliability.png", figures["reliability"], f"{results['config']} (test, {len(members)} seed(s))"
+    )
     (out / "results.md").write_text(report.subset_markdown(results, record), encoding="utf-8")
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(_safe(results), indent=2) + "\n")

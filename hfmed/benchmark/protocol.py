@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from hfmed.benchmark import budget, final, selection, space as space_mod
+from hfmed.benchmark import budget, final, selection
+from hfmed.benchmark import space as space_mod
 from hfmed.benchmark.scheduler import Job, run_jobs, slots, train_script
 from hfmed.benchmark.space import Candidate
 from hfmed.errors import UserError
@@ -73,10 +74,23 @@ def run_subset(
     record["task_type"] = info.task
     record["slots"] = [{"threads": s.threads, "gpu": s.gpu} for s in pool]
     if record.get("plan") is None:
-        record["plan"] = budget.make_plan(budget_seconds, space, dict(info.splits), len(pool), epoch_tiers, fold_tiers,
-                                          space_mod.FINAL_SEEDS, seed_tiers).as_dict()
+        record["plan"] = budget.make_plan(
+            budget_seconds,
+            space,
+            dict(info.splits),
+            len(pool),
+            epoch_tiers,
+            fold_tiers,
+            space_mod.FINAL_SEEDS,
+            seed_tiers,
+        ).as_dict()
     _save(out, record, clock)
-    common = [*space_mod.COMMON_FLAGS, *target.flags(), *space_mod.schedule_flags(record["plan"]["epochs"]), *extra_flags]
+    common = [
+        *space_mod.COMMON_FLAGS,
+        *target.flags(),
+        *space_mod.schedule_flags(record["plan"]["epochs"]),
+        *extra_flags,
+    ]
     chosen = [space_mod.by_name(space, name) for name in record["plan"]["candidates"]]
 
     winner = _search(out, record, clock, chosen, common, pool, info)
@@ -109,14 +123,28 @@ def _load_record(out: Path, target: Target, budget_seconds: float) -> dict[str, 
     if path.is_file():
         record = json.loads(path.read_text())
         if record.get("target") != target.__dict__:
-            raise UserError(f"{out} holds a benchmark of {record.get('target')}, not {target.__dict__}; choose another --out or the same data")
+            raise UserError(
+                f"{out} holds a benchmark of {record.get('target')}, not {target.__dict__}; choose another --out or the same data"
+            )
         record["budget_seconds"] = budget_seconds  # a rerun may extend the budget; the plan stays as it was
         return record
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--out {out} exists and holds no {RECORD_FILE}; give a new folder, or the folder of a benchmark to resume")
+        raise UserError(
+            f"--out {out} exists and holds no {RECORD_FILE}; give a new folder, or the folder of a benchmark to resume"
+        )
     out.mkdir(parents=True, exist_ok=True)
-    return {"target": target.__dict__, "budget_seconds": budget_seconds, "spent_seconds": 0.0, "plan": None,
-            "rounds": [], "dropped": {}, "skipped": [], "selection": None, "final": None, "complete": False}
+    return {
+        "target": target.__dict__,
+        "budget_seconds": budget_seconds,
+        "spent_seconds": 0.0,
+        "plan": None,
+        "rounds": [],
+        "dropped": {},
+        "skipped": [],
+        "selection": None,
+        "final": None,
+        "complete": False,
+    }
 
 
 def _save(out: Path, record: dict[str, Any], clock: _Clock) -> None:
@@ -128,15 +156,16 @@ def _save(out: Path, record: dict[str, Any], clock: _Clock) -> None:
 
 def _prepare_data(target: Target):
     """Build the config once here (not in parallel runs racing each other); its TaskInfo."""
-    from hfmed import loaders
-    from hfmed import registry
+    from hfmed import loaders, registry
 
     location = Path(target.dataset or target.collection)
     config = registry.get(target.collection).config_for(target.subset, target.size)
     folder = location / config
     if not (folder.is_dir() and any(folder.glob("*.parquet"))):
         if not target.source:
-            raise UserError(f"{location} has no {config} build; build it with `hfmed build {target.collection} {config} --out {location}` or pass --source")
+            raise UserError(
+                f"{location} has no {config} build; build it with `hfmed build {target.collection} {config} --out {location}` or pass --source"
+            )
         from hfmed.writer import build_config
 
         build_config(registry.get(target.collection).create(config, target.source), location, progress=False)
@@ -157,20 +186,35 @@ def _search(out, record, clock, chosen, common, pool, info) -> Candidate:
     while fold < plan["folds"] and len(alive) >= 2:  # one survivor: nothing left to compare
         batch = list(range(fold, min(plan["folds"], fold + max(1, len(pool) // len(alive)))))
         slow = budget.slowdown(observed)
-        jobs = [Job(out / "search" / c.name / f"fold{f}",
-                    [*common, *c.flags, "--cv_folds", str(plan["folds"]), "--cv_fold", str(f), "--seed", str(f)],
-                    budget.run_seconds(c, train_images, plan["epochs"])) for f in batch for c in alive]
-        reserve = budget.final_seconds(dearest, len(plan["seeds"]), info.splits["train"], plan["epochs"], len(pool), slow)
+        jobs = [
+            Job(
+                out / "search" / c.name / f"fold{f}",
+                [*common, *c.flags, "--cv_folds", str(plan["folds"]), "--cv_fold", str(f), "--seed", str(f)],
+                budget.run_seconds(c, train_images, plan["epochs"]),
+            )
+            for f in batch
+            for c in alive
+        ]
+        reserve = budget.final_seconds(
+            dearest, len(plan["seeds"]), info.splits["train"], plan["epochs"], len(pool), slow
+        )
         needed = budget.wave_seconds([j.estimate * slow for j in jobs if not j.done], len(pool))
         if needed and needed + reserve > clock.remaining():
-            _skip(record, fold, plan["folds"], alive, f"estimated {needed:.0f} s for the round and {reserve:.0f} s for the final model, {clock.remaining():.0f} s left")
+            _skip(
+                record,
+                fold,
+                plan["folds"],
+                alive,
+                f"estimated {needed:.0f} s for the round and {reserve:.0f} s for the final model, {clock.remaining():.0f} s left",
+            )
             break
         status = run_jobs(jobs, pool, deadline=clock.deadline(reserve))
         _check(status)
         observed += [(j.estimate, _read(j.out)["wall_time_seconds"]) for j in jobs if status[j.out] in ("done", "kept")]
         record["slowdown"] = budget.slowdown(observed)  # actual over estimated time, for the final runs' estimate
         record["rounds"] = [r for r in record["rounds"] if r["folds"] != batch] + [
-            {"folds": batch, "runs": {f"{j.out.parent.name}/{j.out.name}": status[j.out] for j in jobs}}]
+            {"folds": batch, "runs": {f"{j.out.parent.name}/{j.out.name}": status[j.out] for j in jobs}}
+        ]
         fold = batch[-1] + 1
         _collect(out, scores, alive, fold)
         if any(s == "stopped" for s in status.values()):
@@ -197,8 +241,11 @@ def _drop_hopeless(record: dict[str, Any], scores: dict[str, dict[int, float]], 
     names = [c.name for c in alive]
     folds = selection.shared_folds(scores, names)
     for name in selection.hopeless(scores, names):
-        record["dropped"][name] = {"after_folds": folds, "mean_auc": selection.mean_on(scores[name], folds),
-                                   "leader_mean_auc": selection.ranking(scores, names)[0][1]}
+        record["dropped"][name] = {
+            "after_folds": folds,
+            "mean_auc": selection.mean_on(scores[name], folds),
+            "leader_mean_auc": selection.ranking(scores, names)[0][1],
+        }
 
 
 def _skip(record, fold, folds, alive, why) -> None:
@@ -210,7 +257,9 @@ def _skip(record, fold, folds, alive, why) -> None:
 def _check(status: dict[Path, str]) -> None:
     failed = [p for p, s in status.items() if s == "failed"]
     if failed:
-        raise UserError(f"training run {failed[0]} failed; see {failed[0].with_suffix('.log')}, fix the cause, then rerun the same command to resume")
+        raise UserError(
+            f"training run {failed[0]} failed; see {failed[0].with_suffix('.log')}, fix the cause, then rerun the same command to resume"
+        )
 
 
 def _read(run: Path) -> dict[str, Any]:
@@ -223,7 +272,9 @@ def _fold_auc(run: Path) -> float:
     with np.load(run / "predictions.npz") as npz:
         touched = [name for name in npz.files if not name.startswith("validation_")]
     if results.get("test") is not None or touched or not results.get("cross_validation"):
-        raise RuntimeError(f"{run} is a search run but holds test results ({touched or 'test'}); the protocol forbids it")
+        raise RuntimeError(
+            f"{run} is a search run but holds test results ({touched or 'test'}); the protocol forbids it"
+        )
     return float(results["validation"]["auc"])
 
 
@@ -240,7 +291,9 @@ def _select(out, record, clock, chosen, alive, scores) -> Candidate:
         ranked, winner = [], names[0]
         why = "no fold finished (no search in the plan, or no time for one): the first candidate of the space"
     record["selection"] = {
-        "winner": winner, "why": why, "folds_compared": selection.shared_folds(scores, compared) if compared else [],
+        "winner": winner,
+        "why": why,
+        "folds_compared": selection.shared_folds(scores, compared) if compared else [],
         "ranking": [{"candidate": n, "mean_fold_auc": m} for n, m in ranked],
         "fold_auc": {n: {str(f): a for f, a in s.items()} for n, s in scores.items()},
         "decided_after_seconds": clock.spent(),
@@ -255,12 +308,23 @@ def _final_runs(out, record, clock, winner, common, pool, info) -> list[Path]:
     estimate = budget.run_seconds(winner, info.splits["train"], record["plan"]["epochs"], record.get("slowdown", 1.0))
     jobs = [Job(out / "final" / f"seed{s}", [*common, *winner.flags, "--seed", str(s)], estimate) for s in seeds]
     done = [j for j in jobs if j.done]
-    while len(jobs) > 1 and len(jobs) > len(done) and budget.wave_seconds([j.estimate for j in jobs if not j.done], len(pool)) > clock.remaining():
+    while (
+        len(jobs) > 1
+        and len(jobs) > len(done)
+        and budget.wave_seconds([j.estimate for j in jobs if not j.done], len(pool)) > clock.remaining()
+    ):
         dropped = jobs.pop()
-        record["skipped"].append({"final_seed": int(dropped.out.name[4:]), "why": f"{clock.remaining():.0f} s of budget left"})
+        record["skipped"].append(
+            {"final_seed": int(dropped.out.name[4:]), "why": f"{clock.remaining():.0f} s of budget left"}
+        )
     status = run_jobs(jobs, pool)
     _check(status)
-    record["final"] = {"winner": winner.name, "flags": list(winner.flags), "seeds": [int(j.out.name[4:]) for j in jobs],
-                       "members": [str(j.out.relative_to(out)) for j in jobs], "started_after_seconds": started}
+    record["final"] = {
+        "winner": winner.name,
+        "flags": list(winner.flags),
+        "seeds": [int(j.out.name[4:]) for j in jobs],
+        "members": [str(j.out.relative_to(out)) for j in jobs],
+        "started_after_seconds": started,
+    }
     _save(out, record, clock)
     return [j.out for j in jobs]

@@ -30,7 +30,15 @@ def published_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         for row in table["rows"]:
             figures = row["results"].get(subset_key(results))
             if figures:
-                rows.append({"table": key, "title": table["title"], "source": table["source"], "method": row["method"], **figures})
+                rows.append(
+                    {
+                        "table": key,
+                        "title": table["title"],
+                        "source": table["source"],
+                        "method": row["method"],
+                        **figures,
+                    }
+                )
     return rows
 
 
@@ -45,8 +53,11 @@ def subset_markdown(results: dict[str, Any], record: dict[str, Any]) -> str:
         f"# {results['subset']}: {results['model']}",
         "",
         f"Task: {results['task_type']} ({results['num_labels']} classes), {results['image_size']} px model input. "
-        + ("Recipe chosen by cross-validation of train+validation" if (record.get("selection") or {}).get("folds_compared")
-           else "No cross-validation finished: the space's first recipe")
+        + (
+            "Recipe chosen by cross-validation of train+validation"
+            if (record.get("selection") or {}).get("folds_compared")
+            else "No cross-validation finished: the space's first recipe"
+        )
         + ", each seed's checkpoint chosen on validation; test evaluated once, after every choice.",
         "",
         "| | test AUC (95% CI) | test ACC (95% CI) | validation AUC | validation ACC |",
@@ -58,40 +69,68 @@ def subset_markdown(results: dict[str, Any], record: dict[str, Any]) -> str:
     titles: list[str] = []
     for row in results["published"]:
         titles += [row["title"]] if row["title"] not in titles else []
-        lines.append(f"| {row['method']} [{titles.index(row['title']) + 1}] | {_f(row.get('auc'))} | {_f(row.get('acc'))} | | |")
+        lines.append(
+            f"| {row['method']} [{titles.index(row['title']) + 1}] | {_f(row.get('auc'))} | {_f(row.get('acc'))} | | |"
+        )
     sources = {row["title"]: row["source"] for row in results["published"]}
     lines += ["", *[f"{i + 1}. {t}: {sources[t]}" for i, t in enumerate(titles)], ""]
-    lines += [f"Intervals: percentile bootstrap over test images, {boot['resamples']} resamples, seed {boot['seed']} "
-              f"(AUC defined in {boot['auc']['defined_resamples']} of them). A margin over a published row smaller than "
-              "the interval's half-width is not a difference this test set can show.", ""]
-    lines += [f"Balanced accuracy {_f(test['balanced_accuracy'])}; expected calibration error {_f(test['ece'])} "
-              f"({clin['reliability']['bins']} equal-width bins; reliability.png).", ""]
+    lines += [
+        f"Intervals: percentile bootstrap over test images, {boot['resamples']} resamples, seed {boot['seed']} "
+        f"(AUC defined in {boot['auc']['defined_resamples']} of them). A margin over a published row smaller than "
+        "the interval's half-width is not a difference this test set can show.",
+        "",
+    ]
+    lines += [
+        f"Balanced accuracy {_f(test['balanced_accuracy'])}; expected calibration error {_f(test['ece'])} "
+        f"({clin['reliability']['bins']} equal-width bins; reliability.png).",
+        "",
+    ]
     per = clin["per_class"]
-    names = results["label_names"] if results["task_type"] != "binary" or len(per["sensitivity"]) == len(results["label_names"]) else ["0", "1"]
+    names = (
+        results["label_names"]
+        if results["task_type"] != "binary" or len(per["sensitivity"]) == len(results["label_names"])
+        else ["0", "1"]
+    )
     lines += ["| class | images | sensitivity (recall) | specificity | precision |", "|---|---|---|---|---|"]
     for i, name in enumerate(names):
-        lines.append(f"| {name} | {per['support'][i]} | {_f(per['sensitivity'][i])} | {_f(per['specificity'][i])} | {_f(per['precision'][i])} |")
+        lines.append(
+            f"| {name} | {per['support'][i]} | {_f(per['sensitivity'][i])} | {_f(per['specificity'][i])} | {_f(per['precision'][i])} |"
+        )
     lines += ["", *search_markdown(record, results)]
     return "\n".join(lines) + "\n"
 
 
 def search_markdown(record: dict[str, Any], results: dict[str, Any]) -> list[str]:
     plan, sel = record["plan"], record["selection"] or {}
-    lines = ["## Search", "",
-             f"Budget {record['budget_seconds']:.0f} s, spent {record['spent_seconds']:.0f} s before the evaluation; "
-             f"{len(record.get('slots', []))} parallel run(s). Plan: {plan['epochs']} epochs per run, {plan['folds']} folds, "
-             f"candidates {', '.join(plan['candidates'])}, final seeds {', '.join(map(str, plan['seeds']))}.", ""]
+    lines = [
+        "## Search",
+        "",
+        f"Budget {record['budget_seconds']:.0f} s, spent {record['spent_seconds']:.0f} s before the evaluation; "
+        f"{len(record.get('slots', []))} parallel run(s). Plan: {plan['epochs']} epochs per run, {plan['folds']} folds, "
+        f"candidates {', '.join(plan['candidates'])}, final seeds {', '.join(map(str, plan['seeds']))}.",
+        "",
+    ]
     lines += [f"- cut by the budget: {c}" for c in plan["cut"]]
     lines += [f"- skipped: {json.dumps(s)}" for s in record["skipped"]]
-    lines += [f"- dropped as hopeless: {n} (mean fold AUC {_f(d['mean_auc'])} against the leader's {_f(d['leader_mean_auc'])} on folds {d['after_folds']})"
-              for n, d in record["dropped"].items()]
+    lines += [
+        f"- dropped as hopeless: {n} (mean fold AUC {_f(d['mean_auc'])} against the leader's {_f(d['leader_mean_auc'])} on folds {d['after_folds']})"
+        for n, d in record["dropped"].items()
+    ]
     lines += ["", "| candidate | fold AUCs | mean on the compared folds |", "|---|---|---|"]
     means = {r["candidate"]: r["mean_fold_auc"] for r in sel.get("ranking", [])}
     for name, folds in sel.get("fold_auc", {}).items():
         lines.append(f"| {name} | {' '.join(_f(folds[k]) for k in sorted(folds, key=int))} | {_f(means.get(name))} |")
-    lines += ["", f"Chosen: **{sel.get('winner')}** ({sel.get('why')}).", "", "| final seed | validation AUC | test AUC | test ACC |", "|---|---|---|---|"]
+    lines += [
+        "",
+        f"Chosen: **{sel.get('winner')}** ({sel.get('why')}).",
+        "",
+        "| final seed | validation AUC | test AUC | test ACC |",
+        "|---|---|---|---|",
+    ]
     for m in results["members"]:
-        lines.append(f"| {Path(m['folder']).name} | {_f(m['validation']['auc'])} | {_f(m['test']['auc'])} | {_f(m['test']['acc'])} |")
+        lines.append(
+            f"| {Path(m['folder']).name} | {_f(m['validation']['auc'])} | {_f(m['test']['auc'])} | {_f(m['test']['acc'])} |"
+        )
     return lines
 
 
@@ -107,7 +146,9 @@ def plot_reliability(path: Path, reliability: dict[str, Any], title: str) -> Non
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.bar(centres, np.nan_to_num(accuracy), width=width * 0.9, color="#4878d0", label="accuracy in bin")
     ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=f"{title}\nECE {reliability['ece']:.3f}")
+    ax.set(
+        xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=f"{title}\nECE {reliability['ece']:.3f}"
+    )
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

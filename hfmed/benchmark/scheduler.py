@@ -26,7 +26,9 @@ def train_script(cwd: Path | None = None) -> Path:
     for folder in (CHECKOUT, Path(cwd or Path.cwd()).resolve()):
         if (folder / "train_hf.py").is_file():
             return folder / "train_hf.py"
-    raise UserError("hfmed benchmark runs train_hf.py from the hfmed source checkout, and none was found; run it from the checkout's folder")
+    raise UserError(
+        "hfmed benchmark runs train_hf.py from the hfmed source checkout, and none was found; run it from the checkout's folder"
+    )
 
 
 @dataclass(frozen=True)

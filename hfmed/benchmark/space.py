@@ -29,7 +29,11 @@ SPACE: tuple[Candidate, ...] = (
     # The published protocol itself, so the search can never do worse than choosing it.
     Candidate("published", ("--arch", "resnet", "--arch_size", "small")),
     # Larger subsets (Path, Derma, OCT) have room for augmentation that BreastMNIST's 546 images did not reward.
-    Candidate("wd_ls_flip_crop", ("--arch", "resnet", "--arch_size", "small", *REGULARISED, "--augment", "flip_crop"), cost=1.05),
+    Candidate(
+        "wd_ls_flip_crop",
+        ("--arch", "resnet", "--arch_size", "small", *REGULARISED, "--augment", "flip_crop"),
+        cost=1.05,
+    ),
     # ResNet-18 widths: the published rows' network; three times the cost, so last.
     Candidate("wd_ls_resnet18", ("--arch", "resnet", "--arch_size", "base", *REGULARISED), cost=2.9),
 )

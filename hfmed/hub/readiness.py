@@ -14,9 +14,10 @@ import gc
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -41,7 +42,7 @@ HUB_LICENSES = frozenset(
 )
 SIZE_CATEGORIES = frozenset(
     "n<1K 1K<n<10K 10K<n<100K 100K<n<1M 1M<n<10M 10M<n<100M 100M<n<1B 1B<n<10B "
-        "10B<n<100B 100B<n<1T n>1T other unknown".split()
+    "10B<n<100B 100B<n<1T n>1T other unknown".split()
 )
 
 
@@ -176,9 +177,12 @@ def _check_hub_fields(data, report: CheckReport, known_tasks: dict) -> None:
         report.add(CARD, "has no `license`; the Hub shows the dataset as unlicensed")
     for lic in licenses:
         if lic not in HUB_LICENSES:
-            report.add(CARD, f"license {lic!r} is not a Hub license id; use one from "
+            report.add(
+                CARD,
+                f"license {lic!r} is not a Hub license id; use one from "
                 "https://huggingface.co/docs/hub/repositories-licenses or `other` with "
-                "license_name")
+                "license_name",
+            )
     if "other" in licenses and not (data.get("license_name") or data.get("license_details")):
         report.add(CARD, "license is `other` but neither license_name nor license_details says what it is")
     for task in _as_list(data.get("task_categories")):
@@ -186,7 +190,9 @@ def _check_hub_fields(data, report: CheckReport, known_tasks: dict) -> None:
             report.add(CARD, f"task_categories value {task!r} is not a Hub task")
     for size in _as_list(data.get("size_categories")):
         if size not in SIZE_CATEGORIES:
-            report.add(CARD, f"size_categories value {size!r} is not one of the Hub's ({', '.join(sorted(SIZE_CATEGORIES))})")
+            report.add(
+                CARD, f"size_categories value {size!r} is not one of the Hub's ({', '.join(sorted(SIZE_CATEGORIES))})"
+            )
 
 
 def _resolve(folder: Path, pattern: str) -> list[Path]:
@@ -215,7 +221,9 @@ def _check_data_files(folder: Path, configs: dict, report: CheckReport) -> dict[
         if entries is None:
             report.add(CARD, f"config {name!r} has no data_files")
             continue
-        if isinstance(entries, (str, list)) and not (isinstance(entries, list) and entries and isinstance(entries[0], dict)):
+        if isinstance(entries, (str, list)) and not (
+            isinstance(entries, list) and entries and isinstance(entries[0], dict)
+        ):
             entries = [{"split": "train", "path": entries}]
         for entry in entries:
             split = entry["split"]
@@ -228,7 +236,9 @@ def _check_data_files(folder: Path, configs: dict, report: CheckReport) -> dict[
             for f in files:
                 where = f"{name}/{split}"
                 if f in owner and owner[f] != where:
-                    report.add(f, f"matched by the data_files of both {owner[f]} and {where}: its rows would load twice")
+                    report.add(
+                        f, f"matched by the data_files of both {owner[f]} and {where}: its rows would load twice"
+                    )
                 owner.setdefault(f, where)
             matched.setdefault(name, {})[split] = sorted(set(files))
             _check_shard_set(name, split, sorted(set(files)), report)
@@ -242,19 +252,28 @@ def _check_shard_set(config: str, split: str, files: list[Path], report: CheckRe
     for f in files:
         m = SHARD_NAME.fullmatch(f.name)
         if m is None or m["split"] != split:
-            report.add(f, f"matched by the data_files of {config}/{split} but not named "
-                f"{split}-NNNNN-of-MMMMM.parquet: a stray file would load as data")
+            report.add(
+                f,
+                f"matched by the data_files of {config}/{split} but not named "
+                f"{split}-NNNNN-of-MMMMM.parquet: a stray file would load as data",
+            )
             continue
         counts.add(int(m["count"]))
         indices.add(int(m["index"]))
     if len(counts) > 1:
-        report.add(f"{config}/", f"split {split!r} mixes shards of {sorted(counts)} totals: leftovers of another "
-            "build; rebuild it with --overwrite")
+        report.add(
+            f"{config}/",
+            f"split {split!r} mixes shards of {sorted(counts)} totals: leftovers of another "
+            "build; rebuild it with --overwrite",
+        )
     elif counts:
         total = counts.pop()
         missing = sorted(set(range(total)) - indices)
         if missing:
-            report.add(f"{config}/", f"split {split!r} lacks shard(s) {', '.join(f'{i:05d}' for i in missing[:5])} of {total:05d}")
+            report.add(
+                f"{config}/",
+                f"split {split!r} lacks shard(s) {', '.join(f'{i:05d}' for i in missing[:5])} of {total:05d}",
+            )
 
 
 def _linked_files(card) -> set[Path]:
@@ -280,7 +299,9 @@ def _diff_features(declared, stored) -> str:
     return "; ".join(parts)
 
 
-def _check_shards(folder: Path, config: str, splits: dict[str, list[Path]], declared, infos_splits: dict, report: CheckReport) -> None:
+def _check_shards(
+    folder: Path, config: str, splits: dict[str, list[Path]], declared, infos_splits: dict, report: CheckReport
+) -> None:
     from datasets import Image
 
     from hfmed.features import read_metadata
@@ -292,8 +313,11 @@ def _check_shards(folder: Path, config: str, splits: dict[str, list[Path]], decl
             try:
                 pf = pq.ParquetFile(folder / rel)
             except Exception as e:
-                report.add(rel, f"not a readable Parquet file ({first_line(e, with_type=True)}); rebuild the "
-                    "config with --overwrite")
+                report.add(
+                    rel,
+                    f"not a readable Parquet file ({first_line(e, with_type=True)}); rebuild the "
+                    "config with --overwrite",
+                )
                 continue
             md = pf.metadata
             rows += md.num_rows
@@ -301,10 +325,15 @@ def _check_shards(folder: Path, config: str, splits: dict[str, list[Path]], decl
             if first is None:
                 first = (rel, stored)
                 if declared is not None and stored != declared:
-                    report.add(f"{config}/", "the shards' schema disagrees with the card's dataset_info: "
-                        f"{_diff_features(declared, stored)}")
+                    report.add(
+                        f"{config}/",
+                        "the shards' schema disagrees with the card's dataset_info: "
+                        f"{_diff_features(declared, stored)}",
+                    )
             elif stored != first[1]:
-                report.add(rel, f"schema differs from {first[0].name} of the same config: {_diff_features(first[1], stored)}")
+                report.add(
+                    rel, f"schema differs from {first[0].name} of the same config: {_diff_features(first[1], stored)}"
+                )
             for col, feature in stored.items():
                 if isinstance(feature, Image):
                     _check_embedded(rel, pf, col, report)
@@ -324,8 +353,11 @@ def _check_embedded(rel: Path, pf: pq.ParquetFile, column: str, report: CheckRep
         values = struct.flatten()[0]  # a null struct counts as null bytes
         missing = values.null_count + int(pc.sum(pc.equal(pc.binary_length(values), 0)).as_py() or 0)
         if missing:
-            report.add(rel, f"column {column!r} has {missing} row(s) without image bytes in row group {g}; "
-                "the viewer cannot show them")
+            report.add(
+                rel,
+                f"column {column!r} has {missing} row(s) without image bytes in row group {g}; "
+                "the viewer cannot show them",
+            )
             return
 
 
@@ -375,7 +407,9 @@ def _check_streaming(folder: Path, config: str, splits: list[str], report: Check
                 for value in row.values():
                     _decode(value)
     except Exception as e:
-        report.add(f"{config}", f"load_dataset(folder, {config!r}, streaming=True) fails: {first_line(e, with_type=True)}")
+        report.add(
+            f"{config}", f"load_dataset(folder, {config!r}, streaming=True) fails: {first_line(e, with_type=True)}"
+        )
 
 
 def check(folder: str | Path, *, stream: bool = True) -> CheckReport:
@@ -387,13 +421,19 @@ def check(folder: str | Path, *, stream: bool = True) -> CheckReport:
     present = _visible_files(folder)
     links = _links(folder)
     for rel in links:
-        report.add(rel, f"is a symbolic link to {os.path.realpath(folder / rel)}; a dataset holds the "
+        report.add(
+            rel,
+            f"is a symbolic link to {os.path.realpath(folder / rel)}; a dataset holds the "
             "files themselves (push would upload what the link points to), replace it with "
-            "the file")
+            "the file",
+        )
     for rel in present:
         if rel.suffix == ".py":
-            report.add(rel, "a Python file in a dataset repository makes the Hub look for a loading "
-                "script, which datasets no longer runs; remove it")
+            report.add(
+                rel,
+                "a Python file in a dataset repository makes the Hub look for a loading "
+                "script, which datasets no longer runs; remove it",
+            )
     card = _load_card(folder, report)
     if card is None:
         return report
@@ -402,15 +442,23 @@ def check(folder: str | Path, *, stream: bool = True) -> CheckReport:
     info_splits = {}
     for entry in _as_list(card.data.get("dataset_info")):
         if isinstance(entry, dict):
-            info_splits[entry.get("config_name", "default")] = {s.get("name"): s.get("num_examples") for s in entry.get("splits") or [] if isinstance(s, dict)}
+            info_splits[entry.get("config_name", "default")] = {
+                s.get("name"): s.get("num_examples") for s in entry.get("splits") or [] if isinstance(s, dict)
+            }
     for name, splits in matched.items():
         _check_shards(folder, name, splits, declared.get(name), info_splits.get(name, {}), report)
     linked = _linked_files(card)
     for rel in sorted(linked):
         if not (folder / rel).is_file():
-            report.add(CARD, f"links to {rel.as_posix()}, which is not in the folder; rebuild the card with `hfmed build`")
+            report.add(
+                CARD, f"links to {rel.as_posix()}, which is not in the folder; rebuild the card with `hfmed build`"
+            )
     data_files = {f for splits in matched.values() for files in splits.values() for f in files}
-    keep = data_files | {f for f in linked if (folder / f).is_file()} | {Path(n) for n in KEPT_FILES if (folder / n).is_file()}
+    keep = (
+        data_files
+        | {f for f in linked if (folder / f).is_file()}
+        | {Path(n) for n in KEPT_FILES if (folder / n).is_file()}
+    )
     for rel in present:
         if rel not in keep and rel.suffix != ".py":
             report.add(rel, "belongs to no config and is not linked from the card; remove it (push leaves it out)")
@@ -430,12 +478,25 @@ def _check_viewer(folder: Path, card, matched: dict, declared: dict, report: Che
     for entry in _as_list(card.data.get("configs")):
         if isinstance(entry, dict):
             files = entry.get("data_files")
-            names[str(entry.get("config_name", "default"))] = [str(f["split"]) for f in _as_list(files) if isinstance(f, dict) and "split" in f] or ["train"]
+            names[str(entry.get("config_name", "default"))] = [
+                str(f["split"]) for f in _as_list(files) if isinstance(f, dict) and "split" in f
+            ] or ["train"]
     findings = viewer_rules.name_findings(names)
-    default = next((str(e.get("config_name")) for e in _as_list(card.data.get("configs")) if isinstance(e, dict) and e.get("default")), None)
-    findings += viewer_rules.opening_findings(default, {n: f for n, f in declared.items() if n in matched and f is not None})
+    default = next(
+        (
+            str(e.get("config_name"))
+            for e in _as_list(card.data.get("configs"))
+            if isinstance(e, dict) and e.get("default")
+        ),
+        None,
+    )
+    findings += viewer_rules.opening_findings(
+        default, {n: f for n, f in declared.items() if n in matched and f is not None}
+    )
     for name, splits in matched.items():
         if declared.get(name) is not None and all(files for files in splits.values()):
-            findings += viewer_rules.check_config(folder, name, splits, declared[name], f"<org>/{folder.name}", row_group_limit())
+            findings += viewer_rules.check_config(
+                folder, name, splits, declared[name], f"<org>/{folder.name}", row_group_limit()
+            )
     for f in findings:
         (report.add if f.error else report.warn)(f.where, f.what)

@@ -11,9 +11,10 @@ import glob
 import importlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hfmed.errors import UserError, first_line
 from hfmed.hub.readiness import CheckReport, check
@@ -24,7 +25,12 @@ DEFAULT_MESSAGE = "Upload dataset with hfmed"
 
 # Exceptions of the HTTP stacks huggingface_hub has used (httpx2, httpx, requests) that mean "no
 # connection": looked up by name so that whichever one is installed is recognised.
-_NETWORK_ERRORS = (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "ConnectionError"), ("requests", "Timeout"))
+_NETWORK_ERRORS = (
+    ("httpx2", "TransportError"),
+    ("httpx", "TransportError"),
+    ("requests", "ConnectionError"),
+    ("requests", "Timeout"),
+)
 
 
 @dataclass
@@ -139,7 +145,9 @@ def _check_repo_id(repo: str) -> None:
     try:
         validate_repo_id(repo)
     except HFValidationError:
-        raise UserError(f"--repo {repo!r} is not a Hub repository id; write it as ORG/NAME, e.g. my-org/medmnist") from None
+        raise UserError(
+            f"--repo {repo!r} is not a Hub repository id; write it as ORG/NAME, e.g. my-org/medmnist"
+        ) from None
     if repo.count("/") != 1:
         raise UserError(f"--repo {repo!r} needs the owner: write it as ORG/NAME, e.g. my-org/medmnist")
 
@@ -186,7 +194,7 @@ def _push(folder, repo, revision, private, create_pr, token, dry_run, force, mes
     if report.problems and not force:
         raise PushRefused(
             f"{folder} has {len(report.problems)} problem(s), listed above; fix them (see "
-                f"`hfmed check {folder}`) or pass --force",
+            f"`hfmed check {folder}`) or pass --force",
             report.problems,
         )
     for line in report.problems:
@@ -195,8 +203,14 @@ def _push(folder, repo, revision, private, create_pr, token, dry_run, force, mes
         logger.warning(f"pushing {folder} with {len(report.problems)} problem(s) (--force)")
     for line in report.warnings:
         logger.warning(line)
-    target = f"datasets/{repo}" + (f" (revision {revision})" if revision else "") + (" as a pull request" if create_pr else "")
-    result = PushResult(folder, repo, target, report.files, report.total_bytes, problems=report.problems, dry_run=dry_run)
+    target = (
+        f"datasets/{repo}"
+        + (f" (revision {revision})" if revision else "")
+        + (" as a pull request" if create_pr else "")
+    )
+    result = PushResult(
+        folder, repo, target, report.files, report.total_bytes, problems=report.problems, dry_run=dry_run
+    )
     if dry_run:
         return result
     cards.write_card(folder, repo_id=repo)  # loading examples name the real repository
@@ -220,9 +234,15 @@ def _push(folder, repo, revision, private, create_pr, token, dry_run, force, mes
             403: f"the token may not write to {repo}; use a token with write access",
         }
         hint = hints.get(status, "rerun to continue; finished files are not uploaded again")
-        raise UserError(f"the Hub refused the push to {repo} ({_scrub(first_line(e, with_type=True), token)}); {hint}") from None
+        raise UserError(
+            f"the Hub refused the push to {repo} ({_scrub(first_line(e, with_type=True), token)}); {hint}"
+        ) from None
     except _network_errors() as e:
         reason = _scrub(first_line(e, with_type=True), token)
-        raise UserError(f"cannot reach the Hub ({reason}); check the connection and rerun: the upload continues where it stopped") from None
-    result.url = getattr(uploaded, "pr_url", None) or f"https://huggingface.co/datasets/{repo}" + (f"/tree/{revision}" if revision else "")
+        raise UserError(
+            f"cannot reach the Hub ({reason}); check the connection and rerun: the upload continues where it stopped"
+        ) from None
+    result.url = getattr(uploaded, "pr_url", None) or f"https://huggingface.co/datasets/{repo}" + (
+        f"/tree/{revision}" if revision else ""
+    )
     return result

@@ -39,8 +39,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from hfmed.errors import UserError
-from hfmed.loaders.dataset import ERROR_KEY, SLOT_KEY, BatchMemory, SlotPool, StreamingImageDataset
 from hfmed.loaders.built import TaskInfo, config_files, read_task_info, split_source
+from hfmed.loaders.dataset import ERROR_KEY, SLOT_KEY, BatchMemory, SlotPool, StreamingImageDataset
 from hfmed.loaders.transforms import BatchTransform
 
 __all__ = ["BatchTransform", "Loader", "StreamingImageDataset", "TaskInfo", "dataloader", "task_info"]

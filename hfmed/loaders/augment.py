@@ -88,7 +88,9 @@ class Affine:
         if self.flip:
             sign = torch.where(torch.rand(n, generator=generator, device=dev) < 0.5, -1.0, 1.0)
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-        theta = torch.stack([torch.stack([cos * sign, -sin, shift[:, 0]], 1), torch.stack([sin * sign, cos, shift[:, 1]], 1)], 1)
+        theta = torch.stack(
+            [torch.stack([cos * sign, -sin, shift[:, 0]], 1), torch.stack([sin * sign, cos, shift[:, 1]], 1)], 1
+        )
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         y = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         return y.round_().clamp_(0, 255).to(torch.uint8)

@@ -91,13 +91,17 @@ def _hub_failure(repo: str, e: Exception) -> UserError:
     )
 
 
-def resolve_location(source: str | os.PathLike, *, revision: str | None = None, token: str | bool | None = None) -> Location:
+def resolve_location(
+    source: str | os.PathLike, *, revision: str | None = None, token: str | bool | None = None
+) -> Location:
     """A folder that exists wins; anything else must be a Hub dataset id such as ``my-org/medmnist``."""
     path = Path(source).expanduser()
     if path.is_dir():
         return Location(str(source), str(path), remote=False)
     if path.exists():
-        raise UserError(f"{source}: a file, not a dataset folder; pass the folder `hfmed build` wrote, or a Hub repo id")
+        raise UserError(
+            f"{source}: a file, not a dataset folder; pass the folder `hfmed build` wrote, or a Hub repo id"
+        )
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     text = str(source)
@@ -106,7 +110,9 @@ def resolve_location(source: str | os.PathLike, *, revision: str | None = None, 
     except HFValidationError:
         text = ""
     if "/" not in text:
-        raise UserError(f"{source}: no such folder, and not a Hub dataset id (owner/name); build it with `hfmed build` or check the path")
+        raise UserError(
+            f"{source}: no such folder, and not a Hub dataset id (owner/name); build it with `hfmed build` or check the path"
+        )
     root = f"datasets/{text}" + (f"@{quote(revision, safe='')}" if revision else "")
     return Location(text, root, remote=True, token=token)
 
@@ -117,7 +123,11 @@ def download(location: Location, patterns: list[str], *, revision: str | None) -
 
     try:
         folder = snapshot_download(
-            location.name, repo_type="dataset", revision=revision, token=location.token, allow_patterns=[CARD, *patterns]
+            location.name,
+            repo_type="dataset",
+            revision=revision,
+            token=location.token,
+            allow_patterns=[CARD, *patterns],
         )
     except Exception as e:  # offline, unknown repo, gated, bad revision: the user acts on each the same way
         raise _hub_failure(location.name, e) from None
@@ -139,7 +149,9 @@ def read_card(location: Location) -> dict[str, Any]:
     try:
         return DatasetCard(text).data.to_dict()
     except Exception as e:  # malformed YAML header
-        raise UserError(f"{location.name}/{CARD}: the YAML header cannot be read ({e}); rebuild the folder with `hfmed build`") from None
+        raise UserError(
+            f"{location.name}/{CARD}: the YAML header cannot be read ({e}); rebuild the folder with `hfmed build`"
+        ) from None
 
 
 def card_configs(card: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
@@ -176,7 +188,11 @@ def default_config(card: dict[str, Any]) -> str | None:
 def card_split_sizes(card: dict[str, Any], config: str) -> dict[str, int]:
     for info in card.get("dataset_info") or []:
         if isinstance(info, dict) and info.get("config_name") == config:
-            return {str(s["name"]): int(s["num_examples"]) for s in info.get("splits") or [] if "name" in s and "num_examples" in s}
+            return {
+                str(s["name"]): int(s["num_examples"])
+                for s in info.get("splits") or []
+                if "name" in s and "num_examples" in s
+            }
     return {}
 
 
@@ -190,7 +206,9 @@ class ConfigFiles:
     split_sizes: dict[str, int]
 
 
-def config_files(source: str | os.PathLike, config: str | None, *, revision=None, token=None, streaming: bool = True) -> ConfigFiles:
+def config_files(
+    source: str | os.PathLike, config: str | None, *, revision=None, token=None, streaming: bool = True
+) -> ConfigFiles:
     location = resolve_location(source, revision=revision, token=token)
     card = read_card(location)
     configs = card_configs(card)
@@ -262,7 +280,9 @@ class SplitSource:
 def split_source(cf: ConfigFiles, split: str) -> SplitSource:
     patterns = cf.patterns.get(split)
     if patterns is None:
-        raise UserError(f"{cf.location.name} config {cf.config!r} has no split {split!r}; available: {', '.join(cf.patterns)}")
+        raise UserError(
+            f"{cf.location.name} config {cf.config!r} has no split {split!r}; available: {', '.join(cf.patterns)}"
+        )
     try:
         files = sorted({f for p in patterns for f in cf.location.glob(p)})
     except Exception as e:
@@ -270,7 +290,9 @@ def split_source(cf: ConfigFiles, split: str) -> SplitSource:
             raise _hub_failure(cf.location.name, e) from None
         raise
     if not files:
-        raise UserError(f"{cf.location.name}: no files match {', '.join(patterns)} for {cf.config}/{split}; rebuild the config with `hfmed build --overwrite`")
+        raise UserError(
+            f"{cf.location.name}: no files match {', '.join(patterns)} for {cf.config}/{split}; rebuild the config with `hfmed build --overwrite`"
+        )
     units: list[Unit] = []
     schema = None
     nbytes = 0
@@ -281,14 +303,20 @@ def split_source(cf: ConfigFiles, split: str) -> SplitSource:
         except Exception as e:  # pyarrow raises several types for damaged files; the Hub its own
             if cf.location.remote:
                 raise _hub_failure(cf.location.name, e) from None
-            raise UserError(f"{path}: not a readable Parquet file ({e}); rebuild this config with `hfmed build --overwrite`") from None
+            raise UserError(
+                f"{path}: not a readable Parquet file ({e}); rebuild this config with `hfmed build --overwrite`"
+            ) from None
         if schema is None:
             schema = meta.schema.to_arrow_schema()
-        units.extend(Unit(i, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups) if meta.row_group(g).num_rows)
+        units.extend(
+            Unit(i, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups) if meta.row_group(g).num_rows
+        )
         nbytes += sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
     rows = sum(u.num_rows for u in units)
     if not rows:
-        raise UserError(f"{cf.location.name} {cf.config}/{split} has no rows; rebuild the config with `hfmed build --overwrite`")
+        raise UserError(
+            f"{cf.location.name} {cf.config}/{split} has no rows; rebuild the config with `hfmed build --overwrite`"
+        )
     return SplitSource(cf.location, cf.config, split, tuple(files), tuple(units), schema, max(1, nbytes // rows))
 
 
@@ -338,7 +366,9 @@ class TaskInfo:
 
 
 def _is_label(feature) -> bool:
-    return isinstance(feature, ClassLabel) or (isinstance(feature, (List, Sequence)) and isinstance(feature.feature, ClassLabel))
+    return isinstance(feature, ClassLabel) or (
+        isinstance(feature, (List, Sequence)) and isinstance(feature.feature, ClassLabel)
+    )
 
 
 def declared_task_types(meta: dict[str, Any]) -> dict[str, str]:
@@ -358,7 +388,9 @@ def _first_image(source: SplitSource, column: str) -> tuple[int, tuple[int, int]
     with source.location.opened(source.files[source.units[0].file]) as pf:
         cell = pf.read_row_group(source.units[0].group, columns=[column]).column(column)[0].as_py()
     if cell is None or not cell.get("bytes"):
-        raise UserError(f"{source.files[0]}: the first {column!r} is empty; rebuild this config with `hfmed build --overwrite`")
+        raise UserError(
+            f"{source.files[0]}: the first {column!r} is empty; rebuild this config with `hfmed build --overwrite`"
+        )
     with PILImage.open(io.BytesIO(cell["bytes"])) as im:
         channels = 1 if im.mode in ("L", "I", "I;16", "1", "F") else 3
         return channels, (im.size[1], im.size[0])
@@ -380,7 +412,9 @@ def read_task_info(source: SplitSource, task: str | None = None, split_sizes: di
     labels = [n for n, f in features.items() if _is_label(f)]
     if task is not None:
         if task not in labels:
-            raise UserError(f"{where} has no task column {task!r}; its label columns are: {', '.join(labels) or 'none'}")
+            raise UserError(
+                f"{where} has no task column {task!r}; its label columns are: {', '.join(labels) or 'none'}"
+            )
         label_column = task
     elif len(labels) == 1:
         label_column = labels[0]
@@ -401,4 +435,14 @@ def read_task_info(source: SplitSource, task: str | None = None, split_sizes: di
         channels, shape = 1, tuple(int(s) for s in features[image_column].shape)
     else:
         channels, shape = _first_image(source, image_column)
-    return TaskInfo(source.config, image_column, label_column, kind, names, channels, tuple(shape), bool(volumes), dict(split_sizes or {}))
+    return TaskInfo(
+        source.config,
+        image_column,
+        label_column,
+        kind,
+        names,
+        channels,
+        tuple(shape),
+        bool(volumes),
+        dict(split_sizes or {}),
+    )

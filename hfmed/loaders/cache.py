@@ -19,11 +19,11 @@ import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -55,7 +55,9 @@ def cache_key(source: SplitSource, info: TaskInfo) -> str:
     for f in source.files:
         st = os.stat(f)
         files.append([os.path.realpath(f), st.st_size, st.st_mtime_ns])
-    text = json.dumps({"files": files, "column": info.image_column, "shape": row_shape(info), "version": 1}, sort_keys=True)
+    text = json.dumps(
+        {"files": files, "column": info.image_column, "shape": row_shape(info), "version": 1}, sort_keys=True
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -129,7 +131,9 @@ class PixelCache:
                 want = sum(m.nbytes for m in part)
                 got = os.preadv(fd, part, offset)
                 if got != want:
-                    raise UserError(f"{self.folder / PIXELS} is shorter than its rows; delete {self.folder} and run again")
+                    raise UserError(
+                        f"{self.folder / PIXELS} is shorter than its rows; delete {self.folder} and run again"
+                    )
                 offset += want
         return out
 
@@ -150,7 +154,9 @@ def _unit_table(source: SplitSource, index: int, column: str):
             return pf.read_row_group(unit.group, columns=[column]).column(column)
     except (OSError, ValueError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise UserError(f"{source.where(index)}: cannot be read ({reason}); rebuild this config with `hfmed build --overwrite`") from None
+        raise UserError(
+            f"{source.where(index)}: cannot be read ({reason}); rebuild this config with `hfmed build --overwrite`"
+        ) from None
 
 
 def _unit_images(source: SplitSource, index: int, info: TaskInfo) -> list[memoryview]:
@@ -166,16 +172,24 @@ def _write_pixels(source: SplitSource, info: TaskInfo, folder: Path, threads: in
             return decode.decode_images(blobs, np.empty((len(blobs), *shape), dtype=np.uint8))
         except decode.BadImage as e:
             where = source.where(index, start + e.index)
-            raise UserError(f"{where}: the image cannot be decoded ({e.reason}); rebuild this config with `hfmed build --overwrite`") from None
+            raise UserError(
+                f"{where}: the image cannot be decoded ({e.reason}); rebuild this config with `hfmed build --overwrite`"
+            ) from None
 
     try:
-        with open(tmp, "wb") as f, ThreadPoolExecutor(threads) as pool, tqdm(
-            total=source.num_rows, desc=f"decoding {source.config}/{source.split}", unit="img", disable=not progress
-        ) as bar:
+        with (
+            open(tmp, "wb") as f,
+            ThreadPoolExecutor(threads) as pool,
+            tqdm(
+                total=source.num_rows, desc=f"decoding {source.config}/{source.split}", unit="img", disable=not progress
+            ) as bar,
+        ):
             for index in range(len(source.units)):
                 blobs = _unit_images(source, index, info)
                 starts = range(0, len(blobs), DECODE_ROWS)
-                for pixels in pool.map(job, [index] * len(starts), starts, [blobs[i : i + DECODE_ROWS] for i in starts]):
+                for pixels in pool.map(
+                    job, [index] * len(starts), starts, [blobs[i : i + DECODE_ROWS] for i in starts]
+                ):
                     f.write(memoryview(pixels).cast("B"))
                     bar.update(len(pixels))
         os.replace(tmp, folder / PIXELS)
@@ -197,7 +211,9 @@ def _write_labels(source: SplitSource, info: TaskInfo, folder: Path) -> None:
     os.replace(tmp, folder / _labels_name(info.label_column))
 
 
-def prepare(source: SplitSource, info: TaskInfo, *, cache_dir=None, threads: int = 1, progress: bool = True) -> PixelCache:
+def prepare(
+    source: SplitSource, info: TaskInfo, *, cache_dir=None, threads: int = 1, progress: bool = True
+) -> PixelCache:
     """The decoded cache of ``source`` for ``info``'s columns, decoding it first if needed."""
     if source.location.remote:
         raise ValueError("the decoded cache is built from local files; download the split first")
@@ -206,12 +222,19 @@ def prepare(source: SplitSource, info: TaskInfo, *, cache_dir=None, threads: int
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create the decoded-pixel cache {folder} ({e.strerror}); pass cache_dir= or set HFMED_CACHE") from None
+        raise UserError(
+            f"cannot create the decoded-pixel cache {folder} ({e.strerror}); pass cache_dir= or set HFMED_CACHE"
+        ) from None
     with _locked(folder / ".lock"):
         if not _complete(folder, source.num_rows, shape):
             (folder / META).unlink(missing_ok=True)
             _write_pixels(source, info, folder, threads, progress)
-            meta = {"num_rows": source.num_rows, "shape": list(shape), "source": source.describe(), "files": list(source.files)}
+            meta = {
+                "num_rows": source.num_rows,
+                "shape": list(shape),
+                "source": source.describe(),
+                "files": list(source.files),
+            }
             (folder / META).write_text(json.dumps(meta, indent=1))
         if not (folder / _labels_name(info.label_column)).is_file():
             _write_labels(source, info, folder)

@@ -17,10 +17,10 @@ import sys
 import threading
 import weakref
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -93,7 +93,9 @@ class _Reader:
             ) from None
         except (OSError, ValueError, pa.ArrowException) as e:  # truncated, rewritten or damaged since listed
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise UserError(f"{self.source.where(index)}: cannot be read ({reason}); rebuild this config with `hfmed build --overwrite`") from None
+            raise UserError(
+                f"{self.source.where(index)}: cannot be read ({reason}); rebuild this config with `hfmed build --overwrite`"
+            ) from None
         if len(self.recent) >= self.keep:
             self.recent.pop(next(iter(self.recent)))
         self.recent[index] = (pixels, labels)
@@ -183,14 +185,22 @@ class StreamingImageDataset(IterableDataset):
         self.batch_size = batch_size
         self.defer_transform = defer_transform
         self.shuffle, self.seed, self.shuffle_buffer, self.drop_last = shuffle, seed, shuffle_buffer, drop_last
-        if world_size is not None and world_size <= 0 or rank is not None and world_size is not None and not 0 <= rank < world_size:
+        if (
+            world_size is not None
+            and world_size <= 0
+            or rank is not None
+            and world_size is not None
+            and not 0 <= rank < world_size
+        ):
             raise UserError(f"rank {rank} is not within world_size {world_size}")
         self.rank, self.world_size = rank, world_size
         self.decode_threads = decode_threads
         self.pixel_cache: cache.PixelCache | None = None
         if not streaming and not self.info.volumetric:
             threads = decode_threads or available_cpus()
-            self.pixel_cache = cache.prepare(self.source, self.info, cache_dir=cache_dir, threads=threads, progress=progress)
+            self.pixel_cache = cache.prepare(
+                self.source, self.info, cache_dir=cache_dir, threads=threads, progress=progress
+            )
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._unit_start = np.concatenate([[0], np.cumsum(self.source.unit_rows)]).astype(np.int64)
         self._cache_labels: np.ndarray | None = None
@@ -310,9 +320,18 @@ class StreamingImageDataset(IterableDataset):
             except decode.BadImage as e:
                 row = int(idx[e.index])
                 where = self.source.where(int(block.units[row]), int(block.unit_rows[row]))
-                raise UserError(f"{where}: the image cannot be decoded ({e.reason}); rebuild this config with `hfmed build --overwrite`") from None
+                raise UserError(
+                    f"{where}: the image cannot be decoded ({e.reason}); rebuild this config with `hfmed build --overwrite`"
+                ) from None
 
-    def _make_batch(self, block: _Block, idx: np.ndarray, shared: bool, pool: "SlotPool | None" = None, memory: "BatchMemory | None" = None) -> dict[str, Any]:
+    def _make_batch(
+        self,
+        block: _Block,
+        idx: np.ndarray,
+        shared: bool,
+        pool: SlotPool | None = None,
+        memory: BatchMemory | None = None,
+    ) -> dict[str, Any]:
         info, n = self.info, len(idx)
         row = cache.row_shape(info)
         direct = self.defer_transform or (self.stage.identity and info.channels == 1)
@@ -364,7 +383,11 @@ class StreamingImageDataset(IterableDataset):
         threads = self.decode_threads or max(1, available_cpus() // workers)
         batch = self.batch_size or EXAMPLE_CHUNK
         reader = _Reader(self.source, self.info)
-        slots = self._slot_pool(threads) if self.recycle_slots and worker is not None and self.batch_size is not None else None
+        slots = (
+            self._slot_pool(threads)
+            if self.recycle_slots and worker is not None and self.batch_size is not None
+            else None
+        )
         # In the consuming process itself, batches go straight to the caller: recycle their memory.
         memory = self._batch_memory(threads) if worker is None and self.batch_size is not None else None
         pool = ThreadPoolExecutor(threads, thread_name_prefix="hfmed-decode")
@@ -372,9 +395,15 @@ class StreamingImageDataset(IterableDataset):
         try:
             for b in blocks:
                 loaded = self._load(b, reader)
-                order = plan.row_permutation(b.num_rows, shuffle=self.shuffle, seed=self.seed, epoch=epoch, rank=rank, block=b.index)
+                order = plan.row_permutation(
+                    b.num_rows, shuffle=self.shuffle, seed=self.seed, epoch=epoch, rank=rank, block=b.index
+                )
                 for start in range(0, b.num_rows, batch):
-                    pending.append(pool.submit(self._make_batch, loaded, order[start : start + batch], worker is not None, slots, memory))
+                    pending.append(
+                        pool.submit(
+                            self._make_batch, loaded, order[start : start + batch], worker is not None, slots, memory
+                        )
+                    )
                     while len(pending) > threads:
                         yield from self._emit(pending.popleft().result())
             while pending:
@@ -386,7 +415,7 @@ class StreamingImageDataset(IterableDataset):
                 pool.shutdown(wait=False, cancel_futures=True)
                 reader.close()
 
-    def _slot_pool(self, threads: int) -> "SlotPool":
+    def _slot_pool(self, threads: int) -> SlotPool:
         """This worker's pool, kept from pass to pass (persistent workers): a pool made per pass
         would allocate fresh shared memory every epoch, and on a split of a few thousand rows
         that is every batch. Reuse across passes is safe because a slot is refilled only once the
@@ -396,7 +425,7 @@ class StreamingImageDataset(IterableDataset):
             self._slots = (os.getpid(), SlotPool(threads + self.recycle_slots))
         return self._slots[1]
 
-    def _batch_memory(self, threads: int) -> "BatchMemory":
+    def _batch_memory(self, threads: int) -> BatchMemory:
         """The consuming process's batch memory, kept from pass to pass for the same reason."""
         if self._memory is None or self._memory[0] != os.getpid():
             self._memory = (os.getpid(), BatchMemory(threads + 3))

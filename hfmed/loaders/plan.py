@@ -23,8 +23,8 @@ share, workers split it further) at row-group granularity, with exact shares and
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 

@@ -9,8 +9,8 @@ keeps it to a handful of tensor operations however many images there are.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +60,7 @@ class BatchTransform:
         if self.std is not None and any(s == 0 for s in self.std):
             raise UserError("std must not contain 0")
 
-    def split(self) -> tuple["BatchTransform", "BatchTransform | None"]:
+    def split(self) -> tuple[BatchTransform, BatchTransform | None]:
         """(pixel stage, finishing stage): resize and augment on uint8, then RGB, dtype and statistics.
 
         The loader runs the first in its DataLoader workers and the second in the consuming
@@ -70,7 +70,9 @@ class BatchTransform:
         """
         if self.dtype == torch.uint8:
             return self, None
-        return replace(self, rgb=False, mean=None, std=None, dtype=torch.uint8), BatchTransform(rgb=self.rgb, mean=self.mean, std=self.std, dtype=self.dtype)
+        return replace(self, rgb=False, mean=None, std=None, dtype=torch.uint8), BatchTransform(
+            rgb=self.rgb, mean=self.mean, std=self.std, dtype=self.dtype
+        )
 
     @property
     def identity(self) -> bool:
@@ -89,7 +91,9 @@ class BatchTransform:
             y = F.interpolate(x.float(), size=size, mode="bilinear", antialias=shrink, align_corners=False)
         return y.round_().clamp_(0, 255).to(torch.uint8)
 
-    def __call__(self, x: torch.Tensor, alloc: Callable[..., torch.Tensor] | None = None, *, keep_input: bool = False) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, alloc: Callable[..., torch.Tensor] | None = None, *, keep_input: bool = False
+    ) -> torch.Tensor:
         """Apply to ``x``; ``alloc(shape, dtype)`` supplies the output tensor (e.g. in shared memory).
 
         ``keep_input=True`` promises a result that shares no memory with ``x`` (the caller reuses it).
@@ -118,14 +122,20 @@ class BatchTransform:
         out = alloc(shape, self.dtype) if alloc else torch.empty(shape, dtype=self.dtype, device=x.device)
         view = (1, -1) + (1,) * (x.dim() - 2)
         scale = a[0] if len(set(a)) == 1 else torch.tensor(a, dtype=torch.float32, device=x.device).view(view)
-        shift = (b[0] if len(set(b)) == 1 else torch.tensor(b, dtype=torch.float32, device=x.device).view(view)) if any(b) else None
+        shift = (
+            (b[0] if len(set(b)) == 1 else torch.tensor(b, dtype=torch.float32, device=x.device).view(view))
+            if any(b)
+            else None
+        )
         if x.device.type != "cpu":
             _affine(x, out, scale, shift)
             return out
         # On the CPU the passes are memory-bound: a few images at a time, so that each pass finds
         # the previous one's output still in cache (about 20% faster at 224 px than whole batches).
         step = max(1, CPU_CHUNK_BYTES // max(1, 4 * math.prod(shape[1:])))
-        work = None if self.dtype == torch.float32 else torch.empty((min(step, shape[0]), *shape[1:]), dtype=torch.float32)
+        work = (
+            None if self.dtype == torch.float32 else torch.empty((min(step, shape[0]), *shape[1:]), dtype=torch.float32)
+        )
         for start in range(0, shape[0], step):
             part = out[start : start + step]
             if work is None:

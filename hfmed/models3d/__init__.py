@@ -20,7 +20,8 @@ training protocol is in :mod:`hfmed.models3d.protocol`.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from transformers import AutoConfig, AutoModelForImageClassification
 
@@ -46,7 +47,12 @@ FAMILIES: dict[str, tuple[type[VolumeResNetConfig], type[VolumeResNetForImageCla
 ARCH_SIZES: dict[str, dict[str, Any]] = {
     "small": {"embedding_size": 16, "hidden_sizes": [16, 32, 64, 128], "depths": [1, 1, 1, 1], "layer_type": "basic"},
     "base": {"embedding_size": 64, "hidden_sizes": [64, 128, 256, 512], "depths": [2, 2, 2, 2], "layer_type": "basic"},
-    "large": {"embedding_size": 64, "hidden_sizes": [256, 512, 1024, 2048], "depths": [3, 4, 6, 3], "layer_type": "bottleneck"},
+    "large": {
+        "embedding_size": 64,
+        "hidden_sizes": [256, 512, 1024, 2048],
+        "depths": [3, 4, 6, 3],
+        "layer_type": "bottleneck",
+    },
 }
 
 for _config_class, _model_class in FAMILIES.values():

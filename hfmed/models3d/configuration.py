@@ -53,7 +53,9 @@ class VolumeResNetConfig(PretrainedConfig):
         if layer_type not in LAYER_TYPES:
             raise ValueError(f"layer_type must be one of {LAYER_TYPES}, not {layer_type!r}")
         if len(hidden_sizes) != len(depths):
-            raise ValueError(f"hidden_sizes ({len(hidden_sizes)} stages) and depths ({len(depths)}) must have the same length")
+            raise ValueError(
+                f"hidden_sizes ({len(hidden_sizes)} stages) and depths ({len(depths)}) must have the same length"
+            )
         if layer_type == "bottleneck" and any(width % 4 for width in hidden_sizes):
             raise ValueError(f"a bottleneck stage's width must be a multiple of 4: {list(hidden_sizes)}")
         self.num_channels = int(num_channels)

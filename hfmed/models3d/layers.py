@@ -9,7 +9,7 @@ github.com/MedMNIST/experiments ``MedMNIST3D/train_and_eval_pytorch.py``).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -74,7 +74,11 @@ class ACSConv3d(nn.Module):
         # The unit axis of each group's kernel gets no padding: output sides stay those of k^3.
         planes = ((2, (0, p, p)), (3, (p, 0, p)), (4, (p, p, 0)))
         out = torch.cat(
-            [F.conv3d(x, w.unsqueeze(axis), None, self.stride, pad) for w, (axis, pad) in zip(groups, planes) if w.shape[0]],
+            [
+                F.conv3d(x, w.unsqueeze(axis), None, self.stride, pad)
+                for w, (axis, pad) in zip(groups, planes)
+                if w.shape[0]
+            ],
             dim=1,
         )
         if self.bias is not None:
@@ -114,7 +118,15 @@ CONVOLUTIONS: dict[str, Callable[[int, int, int, int], nn.Module]] = {"3d": conv
 class ConvNorm(nn.Sequential):
     """Convolution, then batch norm over (B, D, H, W), then ReLU unless ``activation`` is False."""
 
-    def __init__(self, make_conv: Callable, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, activation: bool = True):
+    def __init__(
+        self,
+        make_conv: Callable,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        activation: bool = True,
+    ):
         super().__init__(make_conv(in_channels, out_channels, kernel_size, stride), nn.BatchNorm3d(out_channels))
         if activation:
             self.append(nn.ReLU(inplace=True))
@@ -126,7 +138,9 @@ class Shortcut(nn.Module):
     def __init__(self, make_conv: Callable, in_channels: int, out_channels: int, stride: int):
         super().__init__()
         needed = stride != 1 or in_channels != out_channels
-        self.projection = ConvNorm(make_conv, in_channels, out_channels, 1, stride, activation=False) if needed else None
+        self.projection = (
+            ConvNorm(make_conv, in_channels, out_channels, 1, stride, activation=False) if needed else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.projection is None else self.projection(x)
@@ -167,4 +181,3 @@ class BottleneckBlock(nn.Module):
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": BottleneckBlock}
-

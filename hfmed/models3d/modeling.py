@@ -86,7 +86,9 @@ class VolumeResNetForImageClassification(VolumeResNetPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.resnet = VolumeResNet(config)
-        self.classifier = nn.Linear(config.hidden_sizes[-1], config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.classifier = (
+            nn.Linear(config.hidden_sizes[-1], config.num_labels) if config.num_labels > 0 else nn.Identity()
+        )
         self.post_init()
 
     def forward(

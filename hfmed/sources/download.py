@@ -122,7 +122,9 @@ def fetch(
     try:
         os.replace(part, dest)
     except OSError as err:
-        raise UserError(f"cannot move {part} to {dest}: {_describe(err)}; set HFMED_CACHE to a writable folder") from err
+        raise UserError(
+            f"cannot move {part} to {dest}: {_describe(err)}; set HFMED_CACHE to a writable folder"
+        ) from err
     return dest
 
 
@@ -147,14 +149,18 @@ def _make_folder(path: pathlib.Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UserError(f"cannot create the cache folder {path}: {_describe(err)}; set HFMED_CACHE to a writable folder") from err
+        raise UserError(
+            f"cannot create the cache folder {path}: {_describe(err)}; set HFMED_CACHE to a writable folder"
+        ) from err
 
 
 def _remove(path: pathlib.Path) -> None:
     try:
         path.unlink(missing_ok=True)
     except OSError as err:
-        raise UserError(f"cannot remove {path}: {_describe(err)}; delete it by hand or set HFMED_CACHE to a writable folder") from err
+        raise UserError(
+            f"cannot remove {path}: {_describe(err)}; delete it by hand or set HFMED_CACHE to a writable folder"
+        ) from err
 
 
 def _describe(err: BaseException) -> str:
@@ -193,7 +199,9 @@ def _refused(url: str, err: urllib.error.HTTPError, part: pathlib.Path, offset: 
         return
     if err.code == 429 or err.code >= 500:
         raise _Transient(f"HTTP {err.code} {_describe(err)}")
-    raise UserError(f"cannot download {url}: HTTP {err.code} {_describe(err)}; check the URL, or pass a local copy with --source")
+    raise UserError(
+        f"cannot download {url}: HTTP {err.code} {_describe(err)}; check the URL, or pass a local copy with --source"
+    )
 
 
 def _receive(response, part: pathlib.Path, offset: int, *, progress: bool, label: str) -> None:
@@ -202,7 +210,9 @@ def _receive(response, part: pathlib.Path, offset: int, *, progress: bool, label
         match = _PARTIAL_RANGE.fullmatch((response.headers.get("Content-Range") or "").strip())
         if not match or int(match.group(1)) != offset:
             _remove(part)
-            raise _Transient(f"the server answered a different range ({response.headers.get('Content-Range')}) than asked for")
+            raise _Transient(
+                f"the server answered a different range ({response.headers.get('Content-Range')}) than asked for"
+            )
         mode, total = "ab", _as_int(match.group(2))
     else:
         # Any full answer (a server that ignores Range, a file: URL) starts over.
@@ -211,18 +221,23 @@ def _receive(response, part: pathlib.Path, offset: int, *, progress: bool, label
         total = offset + length
 
     try:
-        with open(part, mode) as handle, tqdm(
-            total=total,
-            initial=offset,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=label,
-            disable=not (progress and _stderr_is_terminal()),
-        ) as bar:
+        with (
+            open(part, mode) as handle,
+            tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=label,
+                disable=not (progress and _stderr_is_terminal()),
+            ) as bar,
+        ):
             received = _copy(response, handle, bar)
     except OSError as err:
-        raise UserError(f"cannot write {part}: {_describe(err)}; free some space or set HFMED_CACHE to a writable folder") from err
+        raise UserError(
+            f"cannot write {part}: {_describe(err)}; free some space or set HFMED_CACHE to a writable folder"
+        ) from err
     # http.client reports a connection closed early as a plain end of body; only the
     # announced length tells a cut download from a finished one.
     if length is not None and received < length:

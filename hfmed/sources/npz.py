@@ -15,9 +15,9 @@ import stat
 import struct
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -71,7 +71,9 @@ class NpzArchive:
                     f"{self.path}: the zip archive is truncated or damaged (its directory is missing); "
                     "download the file again"
                 ) from None
-            raise UserError(f"{self.path}: not an .npz archive (not a zip file); pass an official MedMNIST .npz file") from None
+            raise UserError(
+                f"{self.path}: not an .npz archive (not a zip file); pass an official MedMNIST .npz file"
+            ) from None
         except OSError as e:
             raise UserError(f"{self.path}: cannot be read ({e.strerror}); check its permissions") from None
         self.members: dict[str, Member] = {}
@@ -84,7 +86,7 @@ class NpzArchive:
     def close(self) -> None:
         self._zip.close()
 
-    def __enter__(self) -> "NpzArchive":
+    def __enter__(self) -> NpzArchive:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -96,24 +98,32 @@ class NpzArchive:
             with self._zip.open(info) as f:
                 magic = f.read(8)
                 if len(magic) < 8 or magic[:6] != _MAGIC:
-                    raise UserError(f"{self.path}: member {name!r} is not a .npy array; the archive is not a MedMNIST file")
+                    raise UserError(
+                        f"{self.path}: member {name!r} is not a .npy array; the archive is not a MedMNIST file"
+                    )
                 major = magic[6]
                 if major not in _LENGTH_FORMAT:
-                    raise UserError(f"{self.path}: member {name!r} has unknown .npy version {major}; re-save it "
-                        "with numpy.savez_compressed")
+                    raise UserError(
+                        f"{self.path}: member {name!r} has unknown .npy version {major}; re-save it "
+                        "with numpy.savez_compressed"
+                    )
                 field = f.read(struct.calcsize(_LENGTH_FORMAT[major]))
                 (hlen,) = struct.unpack(_LENGTH_FORMAT[major], field)
                 if hlen > MAX_HEADER_SIZE:
                     raise UserError(
                         f"{self.path}: member {name!r} declares a {hlen:,}-byte .npy header, over "
-                            f"numpy's {MAX_HEADER_SIZE:,}-byte limit; "
+                        f"numpy's {MAX_HEADER_SIZE:,}-byte limit; "
                         "the file is damaged or not a MedMNIST file"
                     )
                 raw = f.read(hlen)
         except _MEMBER_ERRORS as e:
-            raise UserError(f"{self.path}: member {name!r} cannot be read ({_one_line(e)}); download the file again") from None
+            raise UserError(
+                f"{self.path}: member {name!r} cannot be read ({_one_line(e)}); download the file again"
+            ) from None
         except struct.error:
-            raise UserError(f"{self.path}: member {name!r} ends inside its .npy header; download the file again") from None
+            raise UserError(
+                f"{self.path}: member {name!r} ends inside its .npy header; download the file again"
+            ) from None
         shape, fortran, dtype = self._parse_header(name, major, field, raw)
         offset = len(magic) + len(field) + hlen
         nbytes = dtype.itemsize * _product(shape)
@@ -123,7 +133,9 @@ class NpzArchive:
                 f"{max(0, info.file_size - offset):,} bytes of data; the file is damaged"
             )
         if fortran and len(shape) > 1:
-            raise UserError(f"{self.path}: member {name!r} is stored in Fortran order; re-save it with numpy.ascontiguousarray")
+            raise UserError(
+                f"{self.path}: member {name!r} is stored in Fortran order; re-save it with numpy.ascontiguousarray"
+            )
         return Member(name, shape, dtype, offset)
 
     def _parse_header(self, name: str, major: int, field: bytes, raw: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
@@ -144,7 +156,9 @@ class NpzArchive:
         if not shape:
             raise UserError(f"{self.path}: member {name!r} is a scalar, expected an array of rows")
         if any(d < 0 for d in shape):
-            raise UserError(f"{self.path}: member {name!r} declares a negative size in its shape {shape}; the file is damaged")
+            raise UserError(
+                f"{self.path}: member {name!r} declares a negative size in its shape {shape}; the file is damaged"
+            )
         return tuple(shape), fortran, dtype
 
     def iter_rows(self, name: str, chunk_bytes: int = CHUNK_BYTES, start: int = 0) -> Iterator[np.ndarray]:
@@ -170,7 +184,9 @@ class NpzArchive:
                     yield np.frombuffer(buf, dtype=m.dtype).reshape((k,) + m.shape[1:])
                     row += k
         except (*_MEMBER_ERRORS, OSError) as e:
-            raise UserError(f"{self.path}: member {name!r} is damaged or truncated ({_one_line(e)}); download the file again") from None
+            raise UserError(
+                f"{self.path}: member {name!r} is damaged or truncated ({_one_line(e)}); download the file again"
+            ) from None
 
 
 def _product(shape: tuple[int, ...]) -> int:

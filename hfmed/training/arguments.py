@@ -28,26 +28,40 @@ class DataArguments:
 
     subset: str | None = field(
         default=None,
-        metadata={"help": "MedMNIST subset (e.g. retinamnist) or MedIMeta dataset id (e.g. dr_regular); default: the collection's default config"},
+        metadata={
+            "help": "MedMNIST subset (e.g. retinamnist) or MedIMeta dataset id (e.g. dr_regular); default: the collection's default config"
+        },
     )
-    collection: str = field(default="medmnist", metadata={"help": "which collection the subset belongs to (`hfmed list` names them)"})
+    collection: str = field(
+        default="medmnist", metadata={"help": "which collection the subset belongs to (`hfmed list` names them)"}
+    )
     dataset: str | None = field(
         default=None,
-        metadata={"help": "a built dataset folder or a Hub dataset repo id (my-org/medmnist); default: ./<collection> when it exists"},
+        metadata={
+            "help": "a built dataset folder or a Hub dataset repo id (my-org/medmnist); default: ./<collection> when it exists"
+        },
     )
     size: int = field(default=28, metadata={"help": "MedMNIST image size of the config to use: 28, 64, 128 or 224"})
-    task: str | None = field(default=None, metadata={"help": "MedIMeta: the task (label column, snake_case) to train on, e.g. dr_level"})
+    task: str | None = field(
+        default=None, metadata={"help": "MedIMeta: the task (label column, snake_case) to train on, e.g. dr_level"}
+    )
     source: str | None = field(
         default=None,
-        metadata={"help": "an official MedMNIST .npz (or a folder of them) to build the subset from first, when the local build lacks it"},
+        metadata={
+            "help": "an official MedMNIST .npz (or a folder of them) to build the subset from first, when the local build lacks it"
+        },
     )
     streaming: bool = field(
         default=False,
-        metadata={"help": "decode the shards every epoch (a Hub repo: without downloading it); default: decode each split once into a local pixel cache ($HFMED_CACHE)"},
+        metadata={
+            "help": "decode the shards every epoch (a Hub repo: without downloading it); default: decode each split once into a local pixel cache ($HFMED_CACHE)"
+        },
     )
     image_size: int | None = field(
         default=None,
-        metadata={"help": "resize images to this side before the model; default: what a pretrained model expects, else the data's own size"},
+        metadata={
+            "help": "resize images to this side before the model; default: what a pretrained model expects, else the data's own size"
+        },
     )
     cv_folds: int | None = field(
         default=None,
@@ -65,29 +79,42 @@ class ModelArguments:
 
     model: str | None = field(
         default=None,
-        metadata={"help": "an image-classification checkpoint: Hub id (facebook/convnext-tiny-224) or local folder; overrides --arch"},
+        metadata={
+            "help": "an image-classification checkpoint: Hub id (facebook/convnext-tiny-224) or local folder; overrides --arch"
+        },
     )
     arch: Literal["resnet", "convnext", "vit", "resnet3d", "acs", "resnet2_5d"] = field(
         default="resnet",
-        metadata={"help": "architecture trained from scratch when no --model is given. 2D: resnet (the default, the MedMNIST v2 baselines' "
-                  "family, trains best on small subsets; see BENCHMARKS.md), convnext, vit. 3D subsets: resnet3d (their default), acs "
-                  "(ACS convolutions), resnet2_5d (2D kernels over the slices)"},
+        metadata={
+            "help": "architecture trained from scratch when no --model is given. 2D: resnet (the default, the MedMNIST v2 baselines' "
+            "family, trains best on small subsets; see BENCHMARKS.md), convnext, vit. 3D subsets: resnet3d (their default), acs "
+            "(ACS convolutions), resnet2_5d (2D kernels over the slices)"
+        },
     )
     arch_size: Literal["nano", "small", "base", "large"] = field(
         default="small",
-        metadata={"help": "width/depth of the from-scratch model: nano (2D only; tests, seconds), small (default), base (ViT-B / "
-                  "ConvNeXt-T / ResNet-18), large (3D only: ResNet-50)"},
+        metadata={
+            "help": "width/depth of the from-scratch model: nano (2D only; tests, seconds), small (default), base (ViT-B / "
+            "ConvNeXt-T / ResNet-18), large (3D only: ResNet-50)"
+        },
     )
     ordinal_loss: Literal["cross_entropy", "emd"] = field(
         default="cross_entropy",
-        metadata={"help": "ordinal tasks: cross_entropy (as published) or emd (cross-entropy plus squared earth mover's distance between class CDFs)"},
+        metadata={
+            "help": "ordinal tasks: cross_entropy (as published) or emd (cross-entropy plus squared earth mover's distance between class CDFs)"
+        },
     )
     config_overrides: str | None = field(
         default=None,
-        metadata={"help": "model config values to change, as in transformers' examples: 'drop_path_rate=0.1,layer_norm_eps=1e-6'"},
+        metadata={
+            "help": "model config values to change, as in transformers' examples: 'drop_path_rate=0.1,layer_norm_eps=1e-6'"
+        },
     )
     channels_last: bool | None = field(
-        default=None, metadata={"help": "channels-last memory format (faster convolutions); default: on for convolutional models such as ConvNeXt"}
+        default=None,
+        metadata={
+            "help": "channels-last memory format (faster convolutions); default: on for convolutional models such as ConvNeXt"
+        },
     )
     cache_dir: str | None = field(default=None, metadata={"help": "where downloaded checkpoints are stored"})
 
@@ -106,25 +133,35 @@ class RecipeArguments:
     )
     lr_decay_epochs: list[float] = field(
         default_factory=list,
-        metadata={"help": "multiply the learning rate by --lr_decay_gamma at these epochs (on top of --lr_scheduler_type)"},
+        metadata={
+            "help": "multiply the learning rate by --lr_decay_gamma at these epochs (on top of --lr_scheduler_type)"
+        },
     )
     lr_decay_gamma: float = field(default=0.1, metadata={"help": "factor applied at each --lr_decay_epochs milestone"})
     augment: Literal["none", "flip_crop", "affine"] = field(
         default="none",
-        metadata={"help": "training-image augmentation: flip_crop (flip, shift by whole pixels), affine (flip, rotation, shift, scale)"},
+        metadata={
+            "help": "training-image augmentation: flip_crop (flip, shift by whole pixels), affine (flip, rotation, shift, scale)"
+        },
     )
     ema_decay: float | None = field(
         default=None,
-        metadata={"help": "keep an exponential moving average of the weights with this decay per step (e.g. 0.99); "
-                  "validation, checkpoints and the final model use the average"},
+        metadata={
+            "help": "keep an exponential moving average of the weights with this decay per step (e.g. 0.99); "
+            "validation, checkpoints and the final model use the average"
+        },
     )
     tta: Literal["none", "flip"] = field(
         default="none",
-        metadata={"help": "test-time augmentation on validation and test: flip averages the logits of each image and its mirror"},
+        metadata={
+            "help": "test-time augmentation on validation and test: flip averages the logits of each image and its mirror"
+        },
     )
     normalize: Literal["half", "model"] = field(
         default="half",
-        metadata={"help": "half: (x - 0.5) / 0.5 as the MedMNIST experiments do; model: the mean/std of a pretrained checkpoint"},
+        metadata={
+            "help": "half: (x - 0.5) / 0.5 as the MedMNIST experiments do; model: the mean/std of a pretrained checkpoint"
+        },
     )
 
 
@@ -210,7 +247,9 @@ def preset_defaults(preset: str, volumetric: bool, epochs: float | None = None) 
     if not volumetric:
         return dict(PRESETS[preset])
     if preset != "medmnist":
-        raise UserError(f"--preset {preset} fine-tunes a 2D checkpoint; 3D subsets train from scratch: use --preset medmnist")
+        raise UserError(
+            f"--preset {preset} fine-tunes a 2D checkpoint; 3D subsets train from scratch: use --preset medmnist"
+        )
     epochs = _P3.num_train_epochs if epochs is None else epochs
     milestones = [round(f * epochs, 6) for f in _P3.lr_milestones]
     return {**PRESETS["medmnist"], **MEDMNIST_3D, "lr_decay_epochs": milestones}
@@ -241,15 +280,23 @@ def _explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str
     return set(vars(namespace))
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[DataArguments, ModelArguments, RecipeArguments, TrainingArguments]:
+def parse_args(
+    argv: list[str] | None = None,
+) -> tuple[DataArguments, ModelArguments, RecipeArguments, TrainingArguments]:
     """Parse flags with presets as defaults: a preset fills what is not given, a given flag wins."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(ARGUMENT_TYPES, description="Train an image classifier on a MedMNIST subset or a MedIMeta task.")
+    parser = HfArgumentParser(
+        ARGUMENT_TYPES, description="Train an image classifier on a MedMNIST subset or a MedIMeta task."
+    )
     explicit = _explicit_flags(parser, argv)
     first, _ = parser.parse_known_args(argv)
     volumetric = is_volumetric(first.collection, first.subset)
     epochs = first.num_train_epochs if "num_train_epochs" in explicit else None
-    defaults = {**COMMON_DEFAULTS, **hardware_defaults(first.use_cpu), **preset_defaults(first.preset, volumetric, epochs)}
+    defaults = {
+        **COMMON_DEFAULTS,
+        **hardware_defaults(first.use_cpu),
+        **preset_defaults(first.preset, volumetric, epochs),
+    }
     if volumetric:
         defaults["arch"] = DEFAULT_3D_ARCH
     for flag, linked in PRESET_LINKS.items():
@@ -284,7 +331,9 @@ def default_output_dir(values: dict[str, Any]) -> Path:
     return Path("runs") / "-".join(parts)
 
 
-def refuse_impossible(data_args: DataArguments, model_args: ModelArguments, recipe_args: RecipeArguments, args: TrainingArguments) -> None:
+def refuse_impossible(
+    data_args: DataArguments, model_args: ModelArguments, recipe_args: RecipeArguments, args: TrainingArguments
+) -> None:
     """Flag combinations that cannot work, refused before any data or model is loaded."""
     check_cv(data_args)
     accel = args.accelerator_config
@@ -300,8 +349,15 @@ def refuse_impossible(data_args: DataArguments, model_args: ModelArguments, reci
             "train with plain DDP (torchrun without those flags)"
         )
     if data_args.cv_folds is not None and data_args.streaming:
-        raise UserError("--streaming with --cv_folds: a fold reads the pooled train and validation rows once, into memory; drop --streaming")
-    if data_args.cv_folds is not None and data_args.dataset and not Path(data_args.dataset).expanduser().is_dir() and not data_args.source:
+        raise UserError(
+            "--streaming with --cv_folds: a fold reads the pooled train and validation rows once, into memory; drop --streaming"
+        )
+    if (
+        data_args.cv_folds is not None
+        and data_args.dataset
+        and not Path(data_args.dataset).expanduser().is_dir()
+        and not data_args.source
+    ):
         raise UserError(
             f"--cv_folds needs a local build (the same rows for every fold and recipe), and {data_args.dataset} is not a folder here; "
             f"download or build it (`hfmed build`) and pass its folder with --dataset"
@@ -314,10 +370,11 @@ def check_cv(data_args: DataArguments) -> None:
     folds, fold = data_args.cv_folds, data_args.cv_fold
     if folds is None:
         if fold is not None:
-            raise UserError(f"--cv_fold {fold} needs --cv_folds (the number of folds), e.g. --cv_folds 5 --cv_fold {fold}")
+            raise UserError(
+                f"--cv_fold {fold} needs --cv_folds (the number of folds), e.g. --cv_folds 5 --cv_fold {fold}"
+            )
         return
     if folds < 2:
         raise UserError(f"--cv_folds must be at least 2, got {folds}")
     if fold is None or not 0 <= fold < folds:
         raise UserError(f"--cv_fold must name the held-out fold, 0 to {folds - 1} for --cv_folds {folds}; got {fold}")
-

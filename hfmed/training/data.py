@@ -74,16 +74,45 @@ class Data:
         drop_last = train and (args.world_size > 1 or args.dataloader_drop_last)
         augment = feed.augment if train else None
         if self.cv_folds is not None:
-            return self.fold().loader(split, batch_size=batch, transform=self.transform(feed, augment), shuffle=train,
-                                      seed=args.seed, drop_last=drop_last, device=device)
+            return self.fold().loader(
+                split,
+                batch_size=batch,
+                transform=self.transform(feed, augment),
+                shuffle=train,
+                seed=args.seed,
+                drop_last=drop_last,
+                device=device,
+            )
         workers = args.dataloader_num_workers
         # Persistent workers for training only: evaluation loaders are idle most of a run, and
         # every rank would keep a set of workers per split.
-        extra = {"prefetch_factor": args.dataloader_prefetch_factor or 2, "persistent_workers": args.dataloader_persistent_workers and train} if workers else {}
+        extra = (
+            {
+                "prefetch_factor": args.dataloader_prefetch_factor or 2,
+                "persistent_workers": args.dataloader_persistent_workers and train,
+            }
+            if workers
+            else {}
+        )
         return loaders.dataloader(
-            self.location, self.config, split=split, batch_size=batch, image_size=feed.image_size, num_workers=workers,
-            shuffle=train, streaming=self.streaming, task=self.info.label_column, seed=args.seed, rgb=self._rgb(feed),
-            mean=feed.mean, std=feed.std, augment=augment, device=device, drop_last=drop_last, progress=False, **extra,
+            self.location,
+            self.config,
+            split=split,
+            batch_size=batch,
+            image_size=feed.image_size,
+            num_workers=workers,
+            shuffle=train,
+            streaming=self.streaming,
+            task=self.info.label_column,
+            seed=args.seed,
+            rgb=self._rgb(feed),
+            mean=feed.mean,
+            std=feed.std,
+            augment=augment,
+            device=device,
+            drop_last=drop_last,
+            progress=False,
+            **extra,
         )
 
     def transform(self, feed: Feed, augment=None) -> BatchTransform:
@@ -96,7 +125,9 @@ class Data:
 
     def _rgb(self, feed: Feed) -> bool:
         if feed.channels == 1 and self.info.channels == 3:
-            raise UserError(f"{self.config} has RGB images and the model takes one channel; pick a model with three input channels")
+            raise UserError(
+                f"{self.config} has RGB images and the model takes one channel; pick a model with three input channels"
+            )
         return feed.channels == 3 and self.info.channels == 1
 
 
@@ -143,20 +174,26 @@ def ensure_built(location: str, config: str, data_args: DataArguments, training_
             build_config(builder, location, progress=training_args.local_process_index == 0)
 
 
-def open_data(data_args: DataArguments, training_args: TrainingArguments, model_args: ModelArguments | None = None) -> Data:
+def open_data(
+    data_args: DataArguments, training_args: TrainingArguments, model_args: ModelArguments | None = None
+) -> Data:
     """The config to train on, for a local build or a Hub repo, checked before anything is loaded."""
     model_args = model_args or ModelArguments()
     config = config_name(data_args, model_args)
     location, is_local = locate(data_args)
     if data_args.cv_folds is not None and not is_local:
-        raise UserError(f"--cv_folds needs a local build (the same rows for every fold and recipe); build {config} with `hfmed build` and pass its folder")
+        raise UserError(
+            f"--cv_folds needs a local build (the same rows for every fold and recipe); build {config} with `hfmed build` and pass its folder"
+        )
     if is_local:
         ensure_built(location, config, data_args, training_args)
     info = loaders.task_info(location, config, data_args.task)
     check_dimensions(config, info.volumetric, model_args)
     missing = [s for s in SPLITS if not info.splits.get(s)]
     if missing:
-        raise UserError(f"{config} in {location} has no {' or '.join(missing)} split; train_hf.py needs train, validation and test")
+        raise UserError(
+            f"{config} in {location} has no {' or '.join(missing)} split; train_hf.py needs train, validation and test"
+        )
     return Data(location, config, info, dict(info.splits), data_args.streaming, data_args.cv_folds, data_args.cv_fold)
 
 

@@ -52,8 +52,18 @@ def read_pooled(location: str, config: str, info: TaskInfo) -> tuple[torch.Tenso
     """Every train then validation row of a local build: uint8 pixels (N, C, *S) and labels, in source order."""
     pixels, labels = [], []
     for split in POOLED:
-        loader = loaders.dataloader(location, config, split=split, batch_size=512, dtype=torch.uint8, task=info.label_column,
-                                    streaming=False, rank=0, world_size=1, progress=False)
+        loader = loaders.dataloader(
+            location,
+            config,
+            split=split,
+            batch_size=512,
+            dtype=torch.uint8,
+            task=info.label_column,
+            streaming=False,
+            rank=0,
+            world_size=1,
+            progress=False,
+        )
         for batch in loader:
             pixels.append(batch["pixel_values"].clone())
             labels.append(batch["labels"].clone())
@@ -72,10 +82,12 @@ class Fold:
     fold: int
 
     @classmethod
-    def read(cls, location: str, config: str, info: TaskInfo, folds: int, fold: int) -> "Fold":
+    def read(cls, location: str, config: str, info: TaskInfo, folds: int, fold: int) -> Fold:
         pixels, labels = read_pooled(location, config, info)
         if len(labels) < 2 * folds:
-            raise UserError(f"{config} in {location} has {len(labels)} train and validation rows, too few for --cv_folds {folds}; use fewer folds")
+            raise UserError(
+                f"{config} in {location} has {len(labels)} train and validation rows, too few for --cv_folds {folds}; use fewer folds"
+            )
         held_out = cv_assignment(labels.numpy(), folds) == fold
         return cls(config, pixels, labels, held_out, folds, fold)
 
@@ -87,19 +99,44 @@ class Fold:
     def sizes(self) -> dict[str, int]:
         return {split: len(self.rows(split)) for split in POOLED}
 
-    def loader(self, split: str, *, batch_size: int, transform: BatchTransform, shuffle: bool, seed: int,
-               drop_last: bool, device: torch.device | None = None) -> "FoldLoader":
+    def loader(
+        self,
+        split: str,
+        *,
+        batch_size: int,
+        transform: BatchTransform,
+        shuffle: bool,
+        seed: int,
+        drop_last: bool,
+        device: torch.device | None = None,
+    ) -> FoldLoader:
         rows = self.rows(split)
-        batches = RowBatches(self.pixels[rows], self.labels[rows], batch_size=batch_size, shuffle=shuffle, seed=seed,
-                             drop_last=drop_last, transform=None if device is not None else transform)
+        batches = RowBatches(
+            self.pixels[rows],
+            self.labels[rows],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+            transform=None if device is not None else transform,
+        )
         return FoldLoader(batches, transform if device is not None else None, device)
 
 
 class RowBatches(IterableDataset):
     """Batches of rows held in memory, each rank its share of the epoch's order (``loaders.plan``)."""
 
-    def __init__(self, pixels: torch.Tensor, labels: torch.Tensor, *, batch_size: int, shuffle: bool, seed: int,
-                 drop_last: bool, transform: BatchTransform | None):
+    def __init__(
+        self,
+        pixels: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        drop_last: bool,
+        transform: BatchTransform | None,
+    ):
         self.pixels, self.labels = pixels, labels
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
         self.transform = transform
@@ -121,7 +158,10 @@ class RowBatches(IterableDataset):
         for start in range(0, len(rows), self.batch_size):
             idx = torch.from_numpy(rows[start : start + self.batch_size])
             pixels = self.pixels[idx]
-            yield {"pixel_values": self.transform(pixels) if self.transform is not None else pixels, "labels": self.labels[idx]}
+            yield {
+                "pixel_values": self.transform(pixels) if self.transform is not None else pixels,
+                "labels": self.labels[idx],
+            }
 
 
 class FoldLoader(DataLoader):

@@ -18,7 +18,11 @@ def hardware_defaults(use_cpu: bool) -> dict[str, Any]:
     # the ranks on it, one left for each rank's own process.
     local_procs = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     workers = max(1, min(8, (os.cpu_count() or 2) // local_procs - 1))
-    out: dict[str, Any] = {"dataloader_num_workers": workers, "dataloader_persistent_workers": True, "dataloader_pin_memory": True}
+    out: dict[str, Any] = {
+        "dataloader_num_workers": workers,
+        "dataloader_persistent_workers": True,
+        "dataloader_pin_memory": True,
+    }
     major, _ = torch.cuda.get_device_capability()
     if major >= 8:  # Ampere and later: bf16 autocast and TF32 matmuls
         out.update(bf16=True, tf32=True)

@@ -56,7 +56,9 @@ def refuse_checkpoint_dimensions(config: str, volumetric: bool, model: str, mode
             f"{config} is a 3D subset (volumes) and --model {model} is a 2D image classifier ({model_type}); pass a 3D run's folder, "
             f"or train from scratch with --arch {' or '.join(models3d.FAMILIES)}"
         )
-    raise UserError(f"{config} holds 2D images and --model {model} is a 3D network ({model_type}); pass a 2D checkpoint or pick a 3D subset")
+    raise UserError(
+        f"{config} holds 2D images and --model {model} is a 3D network ({model_type}); pass a 2D checkpoint or pick a 3D subset"
+    )
 
 
 def check_dimensions(config: str, volumetric: bool, model_args: ModelArguments) -> None:
@@ -80,15 +82,23 @@ def check_dimensions(config: str, volumetric: bool, model_args: ModelArguments) 
     if volumetric:
         raise UserError(
             f"{config} is a 3D subset (volumes) and --arch {model_args.arch} is a 2D architecture; "
-            + (f"use --arch {' or '.join(fitting)}" if fitting else "no 3D architecture is available yet: pick a 2D subset (`hfmed list medmnist`)")
+            + (
+                f"use --arch {' or '.join(fitting)}"
+                if fitting
+                else "no 3D architecture is available yet: pick a 2D subset (`hfmed list medmnist`)"
+            )
         )
-    raise UserError(f"{config} holds 2D images and --arch {model_args.arch} is a 3D architecture; use --arch {' or '.join(fitting)}")
+    raise UserError(
+        f"{config} holds 2D images and --arch {model_args.arch} is a 3D architecture; use --arch {' or '.join(fitting)}"
+    )
 
 
 def check_arch_size(arch: str, arch_size: str) -> None:
     sizes = models3d.ARCH_SIZES if ARCH_DIMENSIONS.get(arch) == 3 else ARCH_SIZES[arch]
     if arch_size not in sizes:
-        raise UserError(f"--arch {arch} comes in sizes {', '.join(sizes)}, not {arch_size}; pass --arch_size with one of them")
+        raise UserError(
+            f"--arch {arch} comes in sizes {', '.join(sizes)}, not {arch_size}; pass --arch_size with one of them"
+        )
 
 
 #: Widths and depths of the from-scratch models. ``base`` is ViT-B / ConvNeXt-T / ResNet-18.
@@ -105,8 +115,18 @@ ARCH_SIZES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "resnet": {
         "nano": {"embedding_size": 8, "hidden_sizes": [8, 16, 24, 32], "depths": [1, 1, 1, 1], "layer_type": "basic"},
-        "small": {"embedding_size": 32, "hidden_sizes": [32, 64, 128, 256], "depths": [2, 2, 2, 2], "layer_type": "basic"},
-        "base": {"embedding_size": 64, "hidden_sizes": [64, 128, 256, 512], "depths": [2, 2, 2, 2], "layer_type": "basic"},
+        "small": {
+            "embedding_size": 32,
+            "hidden_sizes": [32, 64, 128, 256],
+            "depths": [2, 2, 2, 2],
+            "layer_type": "basic",
+        },
+        "base": {
+            "embedding_size": 64,
+            "hidden_sizes": [64, 128, 256, 512],
+            "depths": [2, 2, 2, 2],
+            "layer_type": "basic",
+        },
     },
 }
 
@@ -145,8 +165,14 @@ def scratch_config(arch: str, arch_size: str, image_size: int, channels: int, in
     from transformers import ConvNextConfig, ResNetConfig, ViTConfig
 
     if ARCH_DIMENSIONS.get(arch) == 3:
-        return models3d.scratch_config(arch, arch_size, image_size=image_size, channels=channels,
-                                       label_names=info.label_names, problem_type=problem_type(info))
+        return models3d.scratch_config(
+            arch,
+            arch_size,
+            image_size=image_size,
+            channels=channels,
+            label_names=info.label_names,
+            problem_type=problem_type(info),
+        )
 
     common = {
         "num_channels": channels,
@@ -203,7 +229,9 @@ def hub_reachable(model_id: str) -> bool:
     try:
         HfApi().model_info(model_id, timeout=10)
     except GatedRepoError:
-        raise UserError(f"{model_id!r} is gated on the Hub: accept its terms on huggingface.co and log in (`hf auth login`), or pass --model PATH") from None
+        raise UserError(
+            f"{model_id!r} is gated on the Hub: accept its terms on huggingface.co and log in (`hf auth login`), or pass --model PATH"
+        ) from None
     except (RepositoryNotFoundError, HFValidationError):
         raise UserError(
             f"--model {model_id}: neither a local folder nor a model on the Hub (a private one needs `hf auth login`); "
@@ -241,15 +269,21 @@ def load_pretrained(model_id: str, info: TaskInfo, cache_dir: str | None, overri
     }
     try:
         config = AutoConfig.from_pretrained(where, **head, **hub)
-        refuse_checkpoint_dimensions(info.config, info.volumetric, model_id, config.model_type)  # a Hub id's type is known only now
+        refuse_checkpoint_dimensions(
+            info.config, info.volumetric, model_id, config.model_type
+        )  # a Hub id's type is known only now
         apply_overrides(config, overrides)
         # ignore_mismatched_sizes: the checkpoint's classifier has another number of classes.
-        model = AutoModelForImageClassification.from_pretrained(where, config=config, ignore_mismatched_sizes=True, **hub)
+        model = AutoModelForImageClassification.from_pretrained(
+            where, config=config, ignore_mismatched_sizes=True, **hub
+        )
     except UserError:
         raise
     except (OSError, ValueError) as e:
         if is_local:
-            raise UserError(f"{local}: not an image-classification checkpoint ({first_line(e)}); pass a folder saved by save_pretrained") from None
+            raise UserError(
+                f"{local}: not an image-classification checkpoint ({first_line(e)}); pass a folder saved by save_pretrained"
+            ) from None
         if not online:
             raise UserError(
                 f"cannot reach the Hugging Face Hub to fetch {model_id!r} and it is not in the local cache; offline, train from "
@@ -263,7 +297,9 @@ def load_pretrained(model_id: str, info: TaskInfo, cache_dir: str | None, overri
     return model, processor
 
 
-def build_model(model_args: ModelArguments, recipe_args: RecipeArguments, info: TaskInfo, data_args: DataArguments) -> ModelBundle:
+def build_model(
+    model_args: ModelArguments, recipe_args: RecipeArguments, info: TaskInfo, data_args: DataArguments
+) -> ModelBundle:
     """The network to train, and the input geometry and normalisation it wants."""
     from transformers import AutoModelForImageClassification
 
@@ -272,7 +308,13 @@ def build_model(model_args: ModelArguments, recipe_args: RecipeArguments, info: 
         model, processor = load_pretrained(model_args.model, info, model_args.cache_dir, model_args.config_overrides)
         side, mean, std = _processor_geometry(processor)
         config_side = getattr(model.config, "image_size", None)
-        image_size = data_args.image_size or side or (config_side if isinstance(config_side, int) else None) or info.image_size or 224
+        image_size = (
+            data_args.image_size
+            or side
+            or (config_side if isinstance(config_side, int) else None)
+            or info.image_size
+            or 224
+        )
         channels = int(getattr(model.config, "num_channels", 3) or 3)
         if recipe_args.normalize == "model" and mean is not None and std is not None:
             mean_t, std_t = mean, std

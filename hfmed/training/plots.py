@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 
 
-def plot_roc(path: Path, task: str, label_names: tuple[str, ...], y_true: np.ndarray, y_score: np.ndarray, title: str) -> None:
+def plot_roc(
+    path: Path, task: str, label_names: tuple[str, ...], y_true: np.ndarray, y_score: np.ndarray, title: str
+) -> None:
     """One ROC curve per class (one-vs-rest) or label; the positive class only for binary tasks."""
     import matplotlib
 
@@ -36,7 +38,9 @@ def plot_roc(path: Path, task: str, label_names: tuple[str, ...], y_true: np.nda
     plt.close(fig)
 
 
-def plot_confusion(path: Path, task: str, label_names: tuple[str, ...], y_true: np.ndarray, y_score: np.ndarray, title: str) -> None:
+def plot_confusion(
+    path: Path, task: str, label_names: tuple[str, ...], y_true: np.ndarray, y_score: np.ndarray, title: str
+) -> None:
     """The confusion matrix at the metrics' own decision rule (argmax, or 0.5 per label)."""
     import matplotlib
 
@@ -51,7 +55,7 @@ def plot_confusion(path: Path, task: str, label_names: tuple[str, ...], y_true: 
         fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.4 * rows), squeeze=False)
         for ax, name, m in zip(axes.flat, label_names, matrices):
             _draw_matrix(ax, m, ("no", "yes"), name)
-        for ax in list(axes.flat)[len(label_names):]:
+        for ax in list(axes.flat)[len(label_names) :]:
             ax.axis("off")
         fig.suptitle(title)
     else:
@@ -74,4 +78,6 @@ def _draw_matrix(ax, matrix: np.ndarray, names, title: str) -> None:
     ax.set(xlabel="predicted", ylabel="true", title=title)
     top = matrix.max() if matrix.size else 0
     for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(value), ha="center", va="center", color="white" if value > top / 2 else "black", fontsize="small")
+        ax.text(
+            j, i, str(value), ha="center", va="center", color="white" if value > top / 2 else "black", fontsize="small"
+        )

@@ -166,13 +166,18 @@ def results_markdown(results: dict[str, Any], published: list[dict[str, Any]]) -
     for row in published:
         if row["table"] not in tables:
             tables.append(row["table"])
-        lines.append(f"| {row['method']} [{tables.index(row['table']) + 1}] | {_fmt(row.get('auc'))} | {_fmt(row.get('acc'))} | | |")
+        lines.append(
+            f"| {row['method']} [{tables.index(row['table']) + 1}] | {_fmt(row.get('auc'))} | {_fmt(row.get('acc'))} | | |"
+        )
     if published:
         lines += ["", "Published figures (test split):", ""]
         sources = {row["table"]: row["source"] for row in published}
         lines += [f"{i + 1}. {title}: {sources[title]}" for i, title in enumerate(tables)]
     else:
-        lines += ["", f"No published figures for this subset in the baselines of loading_scripts/{results['collection']}.yaml."]
+        lines += [
+            "",
+            f"No published figures for this subset in the baselines of loading_scripts/{results['collection']}.yaml.",
+        ]
     return "\n".join(lines + _run_footer(results))
 
 
@@ -203,20 +208,22 @@ def _run_footer(results: dict[str, Any]) -> list[str]:
 
 def _cv_markdown(results: dict[str, Any], subset: str, cv: dict[str, Any]) -> str:
     """A cross-validation fold: its validation figures only; published (test) rows are not comparable."""
-    return "\n".join([
-        f"# {subset}: {results['model']}, cross-validation fold {cv['fold']} of {cv['folds']}",
-        "",
-        f"Task: {results['task_type']} ({results['num_labels']} classes), {results['image_size']} px input. Train and validation "
-        f"were pooled and split into {cv['folds']} folds (stratified, seed {cv['seed']}); this run trained on "
-        f"{results['num_samples']['train']} rows and validated on the {results['num_samples']['validation']} of fold {cv['fold']}, "
-        f"its checkpoint chosen there on {results['selection_metric'].upper()}. The test split was not used. Compare recipes "
-        "by the mean of their folds; published figures are test figures and are not shown beside these.",
-        "",
-        "| | fold AUC | fold ACC |",
-        "|---|---|---|",
-        f"| **this run** ({results['model']}) | **{_fmt(results['validation'].get('auc'))}** | **{_fmt(results['validation'].get('acc'))}** |",
-        *_run_footer(results),
-    ])
+    return "\n".join(
+        [
+            f"# {subset}: {results['model']}, cross-validation fold {cv['fold']} of {cv['folds']}",
+            "",
+            f"Task: {results['task_type']} ({results['num_labels']} classes), {results['image_size']} px input. Train and validation "
+            f"were pooled and split into {cv['folds']} folds (stratified, seed {cv['seed']}); this run trained on "
+            f"{results['num_samples']['train']} rows and validated on the {results['num_samples']['validation']} of fold {cv['fold']}, "
+            f"its checkpoint chosen there on {results['selection_metric'].upper()}. The test split was not used. Compare recipes "
+            "by the mean of their folds; published figures are test figures and are not shown beside these.",
+            "",
+            "| | fold AUC | fold ACC |",
+            "|---|---|---|",
+            f"| **this run** ({results['model']}) | **{_fmt(results['validation'].get('auc'))}** | **{_fmt(results['validation'].get('acc'))}** |",
+            *_run_footer(results),
+        ]
+    )
 
 
 def _fmt_rate(value: float | None) -> str:

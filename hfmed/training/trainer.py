@@ -92,11 +92,14 @@ class MedTrainer(Trainer):
         if created and self.lr_decay_epochs:
             lambdas = getattr(scheduler, "lr_lambdas", None)
             if lambdas is None:
-                raise UserError(f"--lr_decay_epochs cannot be combined with --lr_scheduler_type {self.args.lr_scheduler_type.value}; drop one of them")
+                raise UserError(
+                    f"--lr_decay_epochs cannot be combined with --lr_scheduler_type {self.args.lr_scheduler_type.value}; drop one of them"
+                )
             per_epoch = self.steps_per_epoch()
             milestones, gamma = [round(epoch * per_epoch) for epoch in self.lr_decay_epochs], self.lr_decay_gamma
             scheduler.lr_lambdas = [
-                (lambda step, base=base: base(step) * gamma ** bisect.bisect_right(milestones, step)) for base in lambdas
+                (lambda step, base=base: base(step) * gamma ** bisect.bisect_right(milestones, step))
+                for base in lambdas
             ]
             # LambdaLR set the first learning rate from the old lambdas; step 0 is before any milestone.
         return scheduler
@@ -138,7 +141,9 @@ class MedTrainer(Trainer):
             if self.is_in_train:
                 self.side_seconds += time.perf_counter() - start
 
-    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval") -> EvalLoopOutput:
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ) -> EvalLoopOutput:
         """Score this rank's share, gather every rank's in rank order, compute the metrics on the whole split.
 
         The model is used unwrapped: ranks may run different numbers of evaluation batches (their
@@ -165,8 +170,12 @@ class MedTrainer(Trainer):
             metrics = self.compute_metrics(EvalPrediction(predictions=all_logits, label_ids=all_labels))
         metrics = denumpify_detensorize(metrics)
         metrics["loss"] = sum(s[2] for s in shares) / max(1, len(all_labels))
-        metrics = {k if k.startswith(f"{metric_key_prefix}_") else f"{metric_key_prefix}_{k}": v for k, v in metrics.items()}
-        return EvalLoopOutput(predictions=all_logits, label_ids=all_labels, metrics=metrics, num_samples=len(all_labels))
+        metrics = {
+            k if k.startswith(f"{metric_key_prefix}_") else f"{metric_key_prefix}_{k}": v for k, v in metrics.items()
+        }
+        return EvalLoopOutput(
+            predictions=all_logits, label_ids=all_labels, metrics=metrics, num_samples=len(all_labels)
+        )
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
@@ -178,7 +187,9 @@ class MedTrainer(Trainer):
 
     # --- saving -------------------------------------------------------------------------------
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        distributed.average_running_stats(self.model)  # every rank calls save_model: the statistics rank 0 writes are everyone's
+        distributed.average_running_stats(
+            self.model
+        )  # every rank calls save_model: the statistics rank 0 writes are everyone's
         super().save_model(output_dir, _internal_call)
 
     def _save_checkpoint(self, *args, **kwargs):
@@ -223,8 +234,13 @@ class MedTrainer(Trainer):
         out = Path(self.args.output_dir)
         card, results = out / "README.md", out / "results.md"
         if self.is_world_process_zero() and card.is_file() and results.is_file():
-            section = "\n".join("#" + line if line.startswith("#") else line for line in results.read_text(encoding="utf-8").splitlines())
-            card.write_text(card.read_text(encoding="utf-8").rstrip() + "\n\n## Results\n\n" + section + "\n", encoding="utf-8")
+            section = "\n".join(
+                "#" + line if line.startswith("#") else line
+                for line in results.read_text(encoding="utf-8").splitlines()
+            )
+            card.write_text(
+                card.read_text(encoding="utf-8").rstrip() + "\n\n## Results\n\n" + section + "\n", encoding="utf-8"
+            )
 
 
 def _concat(parts: list[np.ndarray]) -> np.ndarray | None:

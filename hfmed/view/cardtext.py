@@ -36,7 +36,7 @@ def sections(lines: list[str]) -> list[Section]:
     out = []
     for j, (i, level) in enumerate(heads):
         own_end = heads[j + 1][0] if j + 1 < len(heads) else len(lines)
-        end = next((k for k, lv in heads[j + 1:] if lv <= level), len(lines))
+        end = next((k for k, lv in heads[j + 1 :] if lv <= level), len(lines))
         out.append(Section(level, i, own_end, end))
     return out
 
@@ -46,7 +46,7 @@ def for_config(markdown: str, config: str, all_configs: list[str]) -> str:
     lines = markdown.splitlines()
     best: tuple[int, int, Section] | None = None
     for s in sections(lines):
-        own = "\n".join(lines[s.start:s.own_end])
+        own = "\n".join(lines[s.start : s.own_end])
         named = {c for c in all_configs if f"`{c}`" in own}
         if config not in named or s.level < 2:
             continue
@@ -56,4 +56,4 @@ def for_config(markdown: str, config: str, all_configs: list[str]) -> str:
     if best is None:
         return markdown.strip()
     s = best[2]
-    return "\n".join(lines[s.start:s.end]).strip()
+    return "\n".join(lines[s.start : s.end]).strip()

@@ -45,7 +45,13 @@ class Column:
     dtype: str = ""
 
     def as_json(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "names": list(self.names), "shape": list(self.shape), "dtype": self.dtype}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "names": list(self.names),
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+        }
 
 
 @dataclass
@@ -90,7 +96,11 @@ def column_from_arrow_json(name: str, spec: dict) -> Column:
         return Column(name, "image")
     if kind == "ClassLabel":
         return Column(name, "class_label", _names(spec))
-    if kind in ("List", "Sequence", "LargeList") and isinstance(spec.get("feature"), dict) and spec["feature"].get("_type") == "ClassLabel":
+    if (
+        kind in ("List", "Sequence", "LargeList")
+        and isinstance(spec.get("feature"), dict)
+        and spec["feature"].get("_type") == "ClassLabel"
+    ):
         return Column(name, "label_list", _names(spec["feature"]))
     if kind == "Array3D":
         return Column(name, "array3d", shape=tuple(int(s) for s in spec["shape"]), dtype=str(spec.get("dtype", "")))
@@ -99,7 +109,9 @@ def column_from_arrow_json(name: str, spec: dict) -> Column:
 
 def _safe_pattern(pattern: str) -> bool:
     p = PurePosixPath(pattern)
-    return bool(pattern) and not p.is_absolute() and ".." not in p.parts and "\\" not in pattern and "://" not in pattern
+    return (
+        bool(pattern) and not p.is_absolute() and ".." not in p.parts and "\\" not in pattern and "://" not in pattern
+    )
 
 
 def _split_key(split: str) -> tuple[int, str]:
@@ -130,7 +142,9 @@ class Catalog:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder).expanduser().absolute()
         if not self.folder.is_dir():
-            raise UserError(f"{folder}: no such build folder; build one with `hfmed build` or name the folder that holds README.md")
+            raise UserError(
+                f"{folder}: no such build folder; build one with `hfmed build` or name the folder that holds README.md"
+            )
         self.root = Path(os.path.realpath(self.folder))
 
     # --- the card ----------------------------------------------------------------------------
@@ -148,10 +162,12 @@ class Catalog:
             data = yaml.load(m.group(1), Loader=_Loader)
         except yaml.YAMLError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"{path}: the card's YAML header does not parse ({first}); rebuild it with `hfmed build`") from None
-        return (data if isinstance(data, dict) else None), text[m.end():]
+            raise UserError(
+                f"{path}: the card's YAML header does not parse ({first}); rebuild it with `hfmed build`"
+            ) from None
+        return (data if isinstance(data, dict) else None), text[m.end() :]
 
-    def read(self) -> "Build":
+    def read(self) -> Build:
         """The card and the configs it declares, read now (once per request: never kept)."""
         data, body = self.card()
         configs = self._from_card(data) if data and data.get("configs") else self._from_folders()
@@ -167,15 +183,31 @@ class Catalog:
                 continue
             name = str(entry.get("config_name", "default"))
             files = entry.get("data_files") or []
-            if isinstance(files, (str, list)) and not (isinstance(files, list) and files and isinstance(files[0], dict)):
+            if isinstance(files, (str, list)) and not (
+                isinstance(files, list) and files and isinstance(files[0], dict)
+            ):
                 files = [{"split": "train", "path": files}]
             patterns: dict[str, list[str]] = {}
             for item in files:
                 paths = item.get("path")
-                patterns.setdefault(str(item.get("split", "train")), []).extend(paths if isinstance(paths, list) else [paths])
+                patterns.setdefault(str(item.get("split", "train")), []).extend(
+                    paths if isinstance(paths, list) else [paths]
+                )
             info = infos.get(name) or {}
-            rows = {str(s.get("name")): int(s.get("num_examples", 0)) for s in info.get("splits") or [] if isinstance(s, dict)}
-            out.append(Config(name, dict(sorted(patterns.items(), key=lambda kv: _split_key(kv[0]))), info.get("features"), bool(entry.get("default")), rows))
+            rows = {
+                str(s.get("name")): int(s.get("num_examples", 0))
+                for s in info.get("splits") or []
+                if isinstance(s, dict)
+            }
+            out.append(
+                Config(
+                    name,
+                    dict(sorted(patterns.items(), key=lambda kv: _split_key(kv[0]))),
+                    info.get("features"),
+                    bool(entry.get("default")),
+                    rows,
+                )
+            )
         return out
 
     def _from_folders(self) -> list[Config]:
@@ -202,19 +234,25 @@ class Catalog:
         found: set[Path] = set()
         for pattern in config.patterns[split]:
             if not isinstance(pattern, str) or not _safe_pattern(pattern):
-                raise Broken(f"{CARD}: data_files pattern {pattern!r} of {config.name}/{split} is not a path "
-                    "inside the build folder")
+                raise Broken(
+                    f"{CARD}: data_files pattern {pattern!r} of {config.name}/{split} is not a path "
+                    "inside the build folder"
+                )
             for path in self.folder.glob(pattern):
                 rel = path.relative_to(self.folder)
                 if any(part.startswith(".") for part in rel.parts):  # datasets skips hidden files too
                     continue
                 real = self.inside(path)
                 if real is None:
-                    raise Broken(f"{rel}: leads outside the build folder {self.folder}; the viewer reads only files inside it")
+                    raise Broken(
+                        f"{rel}: leads outside the build folder {self.folder}; the viewer reads only files inside it"
+                    )
                 found.add(path)
         if not found:
-            raise Broken(f"{config.name}/{split}: the card's data_files {config.patterns[split]} match "
-                "no file; rebuild the config with `hfmed build --overwrite`")
+            raise Broken(
+                f"{config.name}/{split}: the card's data_files {config.patterns[split]} match "
+                "no file; rebuild the config with `hfmed build --overwrite`"
+            )
         return sorted(found)
 
     def columns(self, config: Config) -> list[Column]:
@@ -225,7 +263,10 @@ class Catalog:
         schema = open_parquet(first).schema_arrow
         meta = (schema.metadata or {}).get(b"huggingface")
         features = json.loads(meta).get("info", {}).get("features", {}) if meta else {}
-        return [column_from_arrow_json(f.name, features.get(f.name, {"_type": "Value", "dtype": str(f.type)})) for f in schema]
+        return [
+            column_from_arrow_json(f.name, features.get(f.name, {"_type": "Value", "dtype": str(f.type)}))
+            for f in schema
+        ]
 
 
 def open_parquet(path: Path):
@@ -235,5 +276,7 @@ def open_parquet(path: Path):
     try:
         return pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for damaged files
-        raise Broken(f"{path.parent.name}/{path.name}: not a readable Parquet file ({e}); rebuild "
-            "this config with `hfmed build --overwrite`") from None
+        raise Broken(
+            f"{path.parent.name}/{path.name}: not a readable Parquet file ({e}); rebuild "
+            "this config with `hfmed build --overwrite`"
+        ) from None

@@ -20,7 +20,13 @@ from hfmed.view.catalog import Broken, Column, open_parquet
 
 VOLUME_BATCH = 8  # volumes decoded at a time while seeking one in its row group
 MAX_TEXT = 300  # characters of a text cell shown, like the Hub viewer's cell truncation
-_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"), (b"RIFF", "image/webp"), (b"BM", "image/bmp"))
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF8", "image/gif"),
+    (b"RIFF", "image/webp"),
+    (b"BM", "image/bmp"),
+)
 
 
 @dataclass(frozen=True)
@@ -53,8 +59,10 @@ def _read(group: Group, columns: list[str]) -> pa.Table:
     except Broken:
         raise
     except Exception as e:  # a damaged page: pyarrow's errors vary by what is damaged
-        raise Broken(f"{group.path.parent.name}/{group.path.name}: row group {group.index} cannot be "
-            f"read ({e}); rebuild this config with `hfmed build --overwrite`") from None
+        raise Broken(
+            f"{group.path.parent.name}/{group.path.name}: row group {group.index} cannot be "
+            f"read ({e}); rebuild this config with `hfmed build --overwrite`"
+        ) from None
 
 
 def _mime(data: bytes) -> str:
@@ -153,24 +161,34 @@ def volume(files: list[Path], index: int, column: Column) -> bytes:
         if g.start <= index < g.start + g.rows:
             local = index - g.start
             try:
-                batches = open_parquet(g.path).iter_batches(batch_size=VOLUME_BATCH, row_groups=[g.index], columns=[column.name])
+                batches = open_parquet(g.path).iter_batches(
+                    batch_size=VOLUME_BATCH, row_groups=[g.index], columns=[column.name]
+                )
                 batch = next(b for i, b in enumerate(batches) if local < (i + 1) * VOLUME_BATCH)
             except Broken:
                 raise
             except Exception as e:  # a damaged page
-                raise Broken(f"{g.path.parent.name}/{g.path.name}: row group {g.index} cannot be read ({e}); "
-                    "rebuild this config with `hfmed build --overwrite`") from None
+                raise Broken(
+                    f"{g.path.parent.name}/{g.path.name}: row group {g.index} cannot be read ({e}); "
+                    "rebuild this config with `hfmed build --overwrite`"
+                ) from None
             values = batch.column(0).slice(local % VOLUME_BATCH, 1)
             if isinstance(values, pa.ExtensionArray):
                 values = values.storage
-            while pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type) or pa.types.is_large_list(values.type):
+            while (
+                pa.types.is_list(values.type)
+                or pa.types.is_fixed_size_list(values.type)
+                or pa.types.is_large_list(values.type)
+            ):
                 values = values.flatten()
             data = values.to_numpy(zero_copy_only=False)
             if data.dtype != np.uint8:  # the page draws bytes: other types are stretched to 0..255
                 lo, hi = float(data.min(initial=0)), float(data.max(initial=0))
                 data = np.round((data - lo) * (255.0 / (hi - lo or 1.0))).astype(np.uint8)
             if data.size != int(np.prod(column.shape)):
-                raise Broken(f"{g.path.parent.name}/{g.path.name}: row {index} of {column.name!r} holds "
-                    f"{data.size} values, not {column.shape}")
+                raise Broken(
+                    f"{g.path.parent.name}/{g.path.name}: row {index} of {column.name!r} holds "
+                    f"{data.size} values, not {column.shape}"
+                )
             return data.tobytes()
     raise IndexError(index)

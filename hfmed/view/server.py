@@ -24,12 +24,24 @@ from hfmed.view import cardtext
 from hfmed.view.catalog import Broken, Catalog, Column, Config, NotFound
 
 PAGE_ROWS = 100  # rows per page, as the Hub viewer shows them
-STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
-PICTURES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp"}
+STATIC = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
+PICTURES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+}
 LOCAL_NAMES = {"localhost", "127.0.0.1", "[::1]"}
 # The browser itself enforces that the page loads nothing from elsewhere (images: this server or data: URIs).
-PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-               "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 class BadRequest(Exception):
@@ -58,7 +70,7 @@ def _int(query: dict, name: str, default: int | None = None) -> int:
 
 
 class Handler(BaseHTTPRequestHandler):
-    server: "_Server"
+    server: _Server
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format, *args):  # one line per request would drown the address printed at start
@@ -105,12 +117,18 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if path in ("/", "/index.html"):
                 return self._send(200, _static("index.html"), STATIC["index.html"])
-            if path.startswith("/static/") and path[len("/static/"):] in STATIC:
-                name = path[len("/static/"):]
+            if path.startswith("/static/") and path[len("/static/") :] in STATIC:
+                name = path[len("/static/") :]
                 return self._send(200, _static(name), STATIC[name])
             if path.startswith("/files/"):
-                return self._file(path[len("/files/"):])
-            api = {"/api/configs": self._configs, "/api/config": self._config, "/api/rows": self._rows, "/api/volume": self._volume, "/api/card": self._card}
+                return self._file(path[len("/files/") :])
+            api = {
+                "/api/configs": self._configs,
+                "/api/config": self._config,
+                "/api/rows": self._rows,
+                "/api/volume": self._volume,
+                "/api/card": self._card,
+            }
             if path in api:
                 return api[path](query)
             return self._error(HTTPStatus.NOT_FOUND, f"no such page: {url.path}")
@@ -141,10 +159,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def _configs(self, query) -> None:
         build = self.catalog.read()
-        self._json(200, {
-            "folder": str(self.catalog.folder),
-            "configs": [{"name": c.name, "default": c.default, "splits": list(c.patterns), "rows": c.declared_rows} for c in build.configs],
-        })
+        self._json(
+            200,
+            {
+                "folder": str(self.catalog.folder),
+                "configs": [
+                    {"name": c.name, "default": c.default, "splits": list(c.patterns), "rows": c.declared_rows}
+                    for c in build.configs
+                ],
+            },
+        )
 
     def _config(self, query) -> None:
         catalog = self.catalog
@@ -160,15 +184,18 @@ class Handler(BaseHTTPRequestHandler):
             for col in columns:
                 if col.kind in ("class_label", "label_list"):
                     labels.setdefault(col.name, {})[split] = self.rows.label_counts(files, col)
-        self._json(200, {
-            "name": config.name,
-            "folder": str(catalog.folder),
-            "splits": splits,
-            "columns": [c.as_json() for c in columns],
-            "labels": labels,
-            "card": cardtext.for_config(build.body, config.name, build.names) if build.body else "",
-            "page_rows": PAGE_ROWS,
-        })
+        self._json(
+            200,
+            {
+                "name": config.name,
+                "folder": str(catalog.folder),
+                "splits": splits,
+                "columns": [c.as_json() for c in columns],
+                "labels": labels,
+                "card": cardtext.for_config(build.body, config.name, build.names) if build.body else "",
+                "page_rows": PAGE_ROWS,
+            },
+        )
 
     def _split(self, query) -> tuple[Config, list[Column], list[Path]]:
         config = self.catalog.read().config(_param(query, "config"))
@@ -188,7 +215,7 @@ class Handler(BaseHTTPRequestHandler):
             if col is None or not value.lstrip("-").isdigit():
                 raise BadRequest(f"label={label!r}: expected <label column>:<class id>")
             selected = self.rows.matching(files, col, int(value))
-            total, chosen = len(selected), selected[offset:offset + length].tolist()
+            total, chosen = len(selected), selected[offset : offset + length].tolist()
         else:
             total = self.rows.num_rows(files)
             chosen = list(range(offset, min(offset + length, total)))
@@ -211,7 +238,13 @@ class Handler(BaseHTTPRequestHandler):
     def _file(self, rel: str) -> None:
         """A picture of the build folder the card links to; nothing outside the folder, nothing hidden."""
         parts = PurePosixPath(rel).parts
-        bad = not rel or rel.startswith("/") or "\\" in rel or "\x00" in rel or any(p in ("..", ".") or p.startswith(".") for p in parts)
+        bad = (
+            not rel
+            or rel.startswith("/")
+            or "\\" in rel
+            or "\x00" in rel
+            or any(p in ("..", ".") or p.startswith(".") for p in parts)
+        )
         real = None if bad else self.catalog.inside(self.catalog.folder.joinpath(*parts))
         if real is None or real.suffix.lower() not in PICTURES:
             return self._error(HTTPStatus.NOT_FOUND, f"no picture {rel!r} in the build folder")
@@ -240,16 +273,20 @@ class Viewer:
         self.catalog = Catalog(folder)
         self.configs = self.catalog.read().names
         if not self.configs:
-            raise UserError(f"{folder}: holds no config (no card listing configs, no folder of .parquet "
-                "shards); build one with `hfmed build`")
+            raise UserError(
+                f"{folder}: holds no config (no card listing configs, no folder of .parquet "
+                "shards); build one with `hfmed build`"
+            )
         server_class = _Server
         if ":" in host:
             server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
         try:
             self.httpd = server_class((host.strip("[]"), port), Handler)
         except OSError as e:
-            raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port (0 "
-                "picks a free one) or --host") from None
+            raise UserError(
+                f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port (0 "
+                "picks a free one) or --host"
+            ) from None
         self.httpd.catalog = self.catalog
         self.httpd.loopback = _is_loopback(host)
         self.host = host
@@ -279,7 +316,7 @@ class Viewer:
         finally:
             self.httpd.server_close()
 
-    def start_background(self) -> "Viewer":
+    def start_background(self) -> Viewer:
         self._thread = threading.Thread(target=self.run, name="hfmed-view", daemon=True)
         self._thread.start()
         return self
@@ -291,7 +328,7 @@ class Viewer:
             self._thread = None
         self.httpd.server_close()
 
-    def __enter__(self) -> "Viewer":
+    def __enter__(self) -> Viewer:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from hfmed.errors import UserError
 from hfmed.sources.medimeta.hdf5 import Hdf5Images
 from hfmed.sources.medimeta.info import Task, parse_info
-from hfmed.sources.medimeta.layout import ANNOTATIONS_FILE, HDF5_FILE, INFO_FILE, LABELS_DIR, SPLIT_FILES, TIFF_DIR, fail, regular_file
+from hfmed.sources.medimeta.layout import (
+    ANNOTATIONS_FILE,
+    HDF5_FILE,
+    INFO_FILE,
+    LABELS_DIR,
+    SPLIT_FILES,
+    TIFF_DIR,
+    fail,
+    regular_file,
+)
 from hfmed.sources.medimeta.tiff import TiffImages
 
 WINDOW_BYTES = 32 << 20  # pixels per batch handed to the writer
@@ -28,7 +38,9 @@ class MedIMetaFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.is_dir():
-            raise UserError(f"{self.path}: no such folder; pass --source the folder holding the MedIMeta dataset folders")
+            raise UserError(
+                f"{self.path}: no such folder; pass --source the folder holding the MedIMeta dataset folders"
+            )
         self.info = parse_info(self.path / INFO_FILE, self.path)
         self._patient_column: bool | None = None
         self._patient_ids: np.ndarray | None = None
@@ -83,20 +95,28 @@ class MedIMetaFolder:
         """The labels of a task, memory-mapped: (N,) keys, or (N, K) 0/1 for multi-label."""
         path = self.labels_path(task)
         if not path.is_file():
-            raise fail(path, f"missing: info.yaml declares task {task.name!r} but there is no labels file "
-                "for it; download the complete task_labels/ folder")
+            raise fail(
+                path,
+                f"missing: info.yaml declares task {task.name!r} but there is no labels file "
+                "for it; download the complete task_labels/ folder",
+            )
         regular_file(path, self.path)
         try:  # numpy caps the header at max_header_size (10,000 bytes) and never unpickles here
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError, EOFError, SyntaxError, RecursionError, MemoryError) as e:
-            raise fail(path, f"not a plain numeric .npy array ({' '.join(str(e).split())[:160]}); download the labels again") from None
+            raise fail(
+                path, f"not a plain numeric .npy array ({' '.join(str(e).split())[:160]}); download the labels again"
+            ) from None
         if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iub":
             raise fail(path, f"holds {getattr(arr, 'dtype', type(arr).__name__)}, expected integer label keys")
         k = len(task.keys)
         if task.multi_label:
             if arr.ndim != 2 or arr.shape[1] != k:
-                raise fail(path, f"has shape {arr.shape}; multi-label task {task.name!r} needs (N, {k}) of 0/1, "
-                    "one column per label")
+                raise fail(
+                    path,
+                    f"has shape {arr.shape}; multi-label task {task.name!r} needs (N, {k}) of 0/1, "
+                    "one column per label",
+                )
         elif arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr.reshape(-1)
         elif arr.ndim != 1:
@@ -112,13 +132,19 @@ class MedIMetaFolder:
         declared = (self.info.split_sizes(kind) or {}).get(split, 0)
         if not path.is_file():
             if declared:
-                raise fail(path, f"missing, but info.yaml declares {declared} images in it; download the complete {kind}/ folder")
+                raise fail(
+                    path,
+                    f"missing, but info.yaml declares {declared} images in it; download the complete {kind}/ folder",
+                )
             idx = np.zeros(0, dtype=np.int64)
         else:
             idx = self._read_split_file(path)
             if len(idx) != declared:
-                raise fail(path, f"lists {len(idx)} images, info.yaml declares {declared}; the folder is "
-                    "incomplete or its info.yaml is not its own")
+                raise fail(
+                    path,
+                    f"lists {len(idx)} images, info.yaml declares {declared}; the folder is "
+                    "incomplete or its info.yaml is not its own",
+                )
         self._split_cache[key] = idx
         return idx
 
@@ -127,7 +153,9 @@ class MedIMetaFolder:
         try:
             text = path.read_text(encoding="ascii")
         except UnicodeDecodeError:
-            raise fail(path, "not a split file (it holds non-ASCII bytes); lines must read images/NNNNNN.tiff") from None
+            raise fail(
+                path, "not a split file (it holds non-ASCII bytes); lines must read images/NNNNNN.tiff"
+            ) from None
         lines = text.splitlines()
         if lines and lines[-1] == "":
             lines.pop()
@@ -164,18 +192,27 @@ class MedIMetaFolder:
                         continue
                     m = _SPLIT_LINE.fullmatch(row[fcol].strip()) if len(row) > max(col, fcol) else None
                     if m is None:
-                        raise fail(path, f"line {line}: expected images/NNNNNN.tiff in column {header[fcol]!r} and a "
-                            "patient_id cell; restore the original annotations.csv")
+                        raise fail(
+                            path,
+                            f"line {line}: expected images/NNNNNN.tiff in column {header[fcol]!r} and a "
+                            "patient_id cell; restore the original annotations.csv",
+                        )
                     i = int(m.group(1))
                     if i >= n or seen[i]:
-                        raise fail(path, f"line {line}: images/{i:06d}.tiff is "
+                        raise fail(
+                            path,
+                            f"line {line}: images/{i:06d}.tiff is "
                             f"{'out of range' if i >= n else 'listed twice'}; restore the original "
-                            "annotations.csv")
+                            "annotations.csv",
+                        )
                     seen[i] = True
                     ids[i] = row[col] if row[col] != "" else None
             if not seen.all():
-                raise fail(path, f"has no row for images/{int(np.flatnonzero(~seen)[0]):06d}.tiff; restore the "
-                    "original annotations.csv")
+                raise fail(
+                    path,
+                    f"has no row for images/{int(np.flatnonzero(~seen)[0]):06d}.tiff; restore the "
+                    "original annotations.csv",
+                )
             self._patient_ids = ids
         return self._patient_ids
 
@@ -199,21 +236,30 @@ class MedIMetaFolder:
         for task in info.tasks:
             arr = self.labels(task)
             if arr.shape[0] != info.total:
-                raise fail(self.labels_path(task), f"has {arr.shape[0]} labels for {info.total} images; the labels do not belong to these images")
+                raise fail(
+                    self.labels_path(task),
+                    f"has {arr.shape[0]} labels for {info.total} images; the labels do not belong to these images",
+                )
             for a in range(0, arr.shape[0], LABEL_CHUNK_ROWS):
                 bad = task.undeclared(arr[a : a + LABEL_CHUNK_ROWS])
                 if bad is not None:
                     allowed = "0 or 1" if task.multi_label else ", ".join(map(str, task.keys))
-                    raise fail(self.labels_path(task), f"holds label {bad}, which info.yaml does not declare for task {task.name!r} "
-                        f"(declared: {allowed})")
+                    raise fail(
+                        self.labels_path(task),
+                        f"holds label {bad}, which info.yaml does not declare for task {task.name!r} "
+                        f"(declared: {allowed})",
+                    )
         seen: dict[int, str] = {}
         for split in SPLIT_FILES:
             idx = self.split_indices(kind, split)
             both = np.intersect1d(idx, np.fromiter(seen, dtype=np.int64, count=len(seen)))
             if len(both):
                 i = int(both[0])
-                raise fail(self.path / kind, f"images/{i:06d}.tiff is in both {SPLIT_FILES[seen[i]]}.txt and "
-                    f"{SPLIT_FILES[split]}.txt; splits must not overlap")
+                raise fail(
+                    self.path / kind,
+                    f"images/{i:06d}.tiff is in both {SPLIT_FILES[seen[i]]}.txt and "
+                    f"{SPLIT_FILES[split]}.txt; splits must not overlap",
+                )
             seen.update(dict.fromkeys(idx.tolist(), split))
         self.patient_ids()
         self._checked = True
@@ -233,4 +279,3 @@ class MedIMetaFolder:
                 if patients is not None:
                     batch["patient_id"] = patients[idx].tolist()
                 yield batch
-

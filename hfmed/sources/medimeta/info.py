@@ -31,7 +31,6 @@ def _task_types() -> dict[str, str]:
     return facts.load("medimeta")["task_targets"]
 
 
-
 # --- info.yaml -------------------------------------------------------------------------------
 class _InfoLoader(yaml.SafeLoader):
     """SafeLoader without YAML 1.1 booleans, so a label named ``No`` or ``Yes`` stays text.
@@ -117,7 +116,13 @@ class Task:
         return int(values[bad].flat[0]) if bad.any() else None
 
     def summary(self) -> dict[str, Any]:
-        return {"name": self.name, "column": self.column, "type": self.type, "keys": list(self.keys), "names": list(self.names)}
+        return {
+            "name": self.name,
+            "column": self.column,
+            "type": self.type,
+            "keys": list(self.keys),
+            "names": list(self.names),
+        }
 
 
 @dataclass(frozen=True)
@@ -171,10 +176,11 @@ def _text(value: Any) -> str:
     return " ".join(text.split())
 
 
-
 def _sizes(path: Path, raw: Any, key: str) -> dict[str, int]:
     if not isinstance(raw, dict):
-        raise fail(path, f"'{key}' must map train/val/test to image counts; this info.yaml is not in the MedIMeta format")
+        raise fail(
+            path, f"'{key}' must map train/val/test to image counts; this info.yaml is not in the MedIMeta format"
+        )
     out = {}
     for split, stem in SPLIT_FILES.items():
         n = raw.get(stem, 0)
@@ -199,7 +205,9 @@ def _check_task_name(path: Path, name: Any, index: int) -> str:
     return name
 
 
-def _parse_task(path: Path, raw: Any, index: int, types: dict[str, str]) -> tuple[str, str, tuple[int, ...], tuple[str, ...]]:
+def _parse_task(
+    path: Path, raw: Any, index: int, types: dict[str, str]
+) -> tuple[str, str, tuple[int, ...], tuple[str, ...]]:
     if not isinstance(raw, dict):
         raise fail(path, f"task {index + 1} is not a mapping with task_name, task_target and labels")
     name = _check_task_name(path, raw.get("task_name"), index)
@@ -248,7 +256,14 @@ def _original_data(raw: Any) -> tuple[dict[str, Any], ...]:
         if isinstance(source, dict):
             cites = source.get("citations")
             cites = [_text(c) for c in cites if _text(c)] if isinstance(cites, list) else []
-            out.append({"name": _text(source.get("name")), "url": _text(source.get("url")), "license": _text(source.get("license")), "citations": cites})
+            out.append(
+                {
+                    "name": _text(source.get("name")),
+                    "url": _text(source.get("url")),
+                    "license": _text(source.get("license")),
+                    "citations": cites,
+                }
+            )
     return tuple(out)
 
 
@@ -256,13 +271,18 @@ def parse_info(path: str | Path, root: Path | None = None) -> Info:
     """Read and check one ``info.yaml``; every problem is one :class:`UserError` line."""
     path = Path(path)
     if not path.exists() and not path.is_symlink():
-        raise UserError(f"{path}: missing; a MedIMeta dataset folder holds its info.yaml (download the complete folder)")
+        raise UserError(
+            f"{path}: missing; a MedIMeta dataset folder holds its info.yaml (download the complete folder)"
+        )
     regular_file(path, root or path.parent)
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_INFO_BYTES + 1)
         if len(data) > MAX_INFO_BYTES:
-            raise fail(path, f"is larger than {MAX_INFO_BYTES >> 20} MiB; a MedIMeta info.yaml is a few KB, restore the original")
+            raise fail(
+                path,
+                f"is larger than {MAX_INFO_BYTES >> 20} MiB; a MedIMeta info.yaml is a few KB, restore the original",
+            )
         raw = yaml.load(data.decode("utf-8"), Loader=_InfoLoader)  # noqa: S506 - a SafeLoader subclass
     except _AliasRefused as e:
         raise fail(path, f"{e}; MedIMeta info files use none, restore the original info.yaml") from None
@@ -271,7 +291,10 @@ def parse_info(path: str | Path, root: Path | None = None) -> Info:
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
-        raise fail(path, f"malformed YAML{line} ({getattr(e, 'problem', None) or 'syntax error'}); restore the original info.yaml") from None
+        raise fail(
+            path,
+            f"malformed YAML{line} ({getattr(e, 'problem', None) or 'syntax error'}); restore the original info.yaml",
+        ) from None
     except UnicodeDecodeError:
         raise fail(path, "not UTF-8 text; restore the original info.yaml") from None
     except OSError as e:
@@ -284,8 +307,11 @@ def parse_info(path: str | Path, root: Path | None = None) -> Info:
 
 def _info_from(path: Path, raw: Any) -> Info:
     if not isinstance(raw, dict) or not {"id", "tasks", "input_size"} <= set(map(str, raw)):
-        raise fail(path, "not a MedIMeta info.yaml (it needs id, tasks and input_size); point --source "
-            "at the MedIMeta dataset folders")
+        raise fail(
+            path,
+            "not a MedIMeta info.yaml (it needs id, tasks and input_size); point --source "
+            "at the MedIMeta dataset folders",
+        )
     ds_id = raw["id"]
     if not isinstance(ds_id, str) or not is_dataset_id(ds_id):
         raise fail(path, f"id {ds_id!r} is not a dataset id (letters, digits, '_', '-', '.')")
@@ -337,8 +363,9 @@ def summarize(info: Info) -> dict[str, Any]:
         "original_splits": dict(info.original_splits) if info.original_splits is not None else None,
         "license": info.license,
         "license_id": license_id(info.license),
-        "tasks": [{"name": t.name, "column": t.column, "type": t.type, "labels": dict(zip(t.keys, t.names))} for t in info.tasks],
+        "tasks": [
+            {"name": t.name, "column": t.column, "type": t.type, "labels": dict(zip(t.keys, t.names))}
+            for t in info.tasks
+        ],
         "original_data": [dict(o) for o in info.original_data],
     }
-
-

@@ -31,8 +31,11 @@ def regular_file(path: Path, root: Path) -> Path:
     """
     real = path.resolve()
     if not real.is_relative_to(root.resolve()):
-        raise fail(path, f"is a link to {real}, outside the dataset folder {root}; only files inside the "
-            "folder are read (copy the file in)")
+        raise fail(
+            path,
+            f"is a link to {real}, outside the dataset folder {root}; only files inside the "
+            "folder are read (copy the file in)",
+        )
     try:
         mode = os.stat(real).st_mode
     except FileNotFoundError:
@@ -42,5 +45,3 @@ def regular_file(path: Path, root: Path) -> Path:
     if not stat.S_ISREG(mode):
         raise fail(path, "is not a regular file (a folder, device, FIFO or socket); restore the original file")
     return path
-
-

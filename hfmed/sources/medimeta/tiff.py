@@ -10,6 +10,7 @@ import numpy as np
 from hfmed.sources.medimeta.info import Info
 from hfmed.sources.medimeta.layout import fail, regular_file
 
+
 class TiffImages:
     """``images/NNNNNN.tiff``, one file per image, for folders without ``images.hdf5``."""
 
@@ -18,8 +19,11 @@ class TiffImages:
         self.shape = info.image_shape
         self.mode = "L" if info.channels == 1 else "RGB"
         if not folder.resolve().is_relative_to(root.resolve()):
-            raise fail(folder, f"is a link to {folder.resolve()}, outside the dataset folder {root}; only "
-                "files inside the folder are read")
+            raise fail(
+                folder,
+                f"is a link to {folder.resolve()}, outside the dataset folder {root}; only "
+                "files inside the folder are read",
+            )
         names = set()
         for e in os.scandir(folder):
             if e.name.endswith(".tiff"):
@@ -28,7 +32,10 @@ class TiffImages:
                 names.add(e.name)
         missing = next((i for i in range(info.total) if self.name(i) not in names), None)
         if missing is not None:
-            raise fail(folder / self.name(missing), f"missing; info.yaml declares {info.total} images (download the complete images/ folder)")
+            raise fail(
+                folder / self.name(missing),
+                f"missing; info.yaml declares {info.total} images (download the complete images/ folder)",
+            )
         self.count = info.total
         if self.count:
             self.read(np.array([0]))  # shape and mode are checked up front on the first image
@@ -46,17 +53,23 @@ class TiffImages:
             try:
                 with Image.open(path) as im:
                     if im.mode != self.mode or im.size != (self.shape[1], self.shape[0]):
-                        raise fail(path, f"is a {im.size[0]}x{im.size[1]} {im.mode} image, info.yaml declares "
-                            f"{self.shape[1]}x{self.shape[0]} {self.mode}")
+                        raise fail(
+                            path,
+                            f"is a {im.size[0]}x{im.size[1]} {im.mode} image, info.yaml declares "
+                            f"{self.shape[1]}x{self.shape[0]} {self.mode}",
+                        )
                     out[j] = np.asarray(im)
             except Image.DecompressionBombError as e:
-                raise fail(path, f"declares an image far larger than {self.shape[1]}x{self.shape[0]} "
-                    f"({' '.join(str(e).split())[:80]}); restore the original TIFF") from None
+                raise fail(
+                    path,
+                    f"declares an image far larger than {self.shape[1]}x{self.shape[0]} "
+                    f"({' '.join(str(e).split())[:80]}); restore the original TIFF",
+                ) from None
             except (OSError, UnidentifiedImageError) as e:
-                raise fail(path, f"not a readable TIFF image ({' '.join(str(e).split())}); download the images again") from None
+                raise fail(
+                    path, f"not a readable TIFF image ({' '.join(str(e).split())}); download the images again"
+                ) from None
         return out
 
     def close(self) -> None:
         pass
-
-

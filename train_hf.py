@@ -40,7 +40,8 @@ def run(argv: list[str] | None = None) -> dict:
     info = data.info
     if model_args.ordinal_loss != "cross_entropy" and info.task != "ordinal":
         raise UserError(
-            f"--ordinal_loss {model_args.ordinal_loss} is for ordinal tasks; {data.config} {info.label_column} is {info.task}"
+            f"--ordinal_loss {model_args.ordinal_loss} is for ordinal tasks; {data.config} "
+            f"{info.label_column} is {info.task}"
         )
     bundle = training.build_model(model_args, recipe_args, info, data_args)
     channels_last = training.wants_channels_last(model_args, bundle.model)

@@ -1,4 +1,5 @@
-"""The training input pipeline against the loaders alone: does the Trainer get batches as fast as hfmed.loaders gives them?
+"""The training input pipeline against the loaders alone: does the Trainer get batches as fast as
+hfmed.loaders gives them?
 
 Three ways to get one epoch of BreastMNIST training batches (the real images of
 ``../shared/data/medmnist/breastmnist.npz``; at 224 px the same images upscaled bilinearly, so
@@ -285,12 +286,14 @@ def alternate(data: Path, work: Path, args: argparse.Namespace) -> None:
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "all"}), flush=True)
     print(
-        "| size | workers | loaders alone | Trainer input | input / loaders, median of turns (range) |\n|---|---|---|---|---|"
+        "| size | workers | loaders alone | Trainer input | input / loaders, median of "
+        "turns (range) |\n|---|---|---|---|---|"
     )
     for r in rows:
         low, high = r["ratio_range"]
         print(
-            f"| {r['size']} px | {r['workers']} | {r['loaders']:,.0f} | {r['input']:,.0f} | {r['ratio_median']:.3f} ({low:.2f}-{high:.2f}) |"
+            f"| {r['size']} px | {r['workers']} | {r['loaders']:,.0f} | {r['input']:,.0f} | "
+            f"{r['ratio_median']:.3f} ({low:.2f}-{high:.2f}) |"
         )
     if args.json:
         args.json.write_text(

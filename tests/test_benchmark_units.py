@@ -49,7 +49,8 @@ def test_multi_label_balanced_accuracy_is_the_mean_of_each_labels_two_rates():
 
 def test_reliability_bins_and_ece_by_hand():
     rel = clinical.reliability("binary", Y, S, bins=5)
-    # confidences 0.9 0.6 0.6 0.7 0.7 0.9, correct 1 1 0 1 0 1 -> bin [0.6,0.8): conf 0.65 acc 0.5 (4), bin [0.8,1]: 0.9 / 1.0 (2)
+    # confidences 0.9 0.6 0.6 0.7 0.7 0.9, correct 1 1 0 1 0 1
+    # -> bin [0.6,0.8): conf 0.65 acc 0.5 (4), bin [0.8,1]: 0.9 / 1.0 (2)
     assert rel["count"] == [0, 0, 0, 4, 2]
     assert rel["confidence"][3] == pytest.approx(0.65) and rel["accuracy"][3] == pytest.approx(0.5)
     assert rel["ece"] == pytest.approx((4 * 0.15 + 2 * 0.1) / 6)

@@ -13,8 +13,10 @@ def add_command(sub) -> None:
     b = sub.add_parser(
         "benchmark",
         help="the MedMNIST Classification Decathlon in one command: search, select, ensemble, report (test read once)",
-        description="Choose a recipe by cross-validation of train+validation within a wall-time budget, train it with several "
-        "seeds, evaluate their average once on test, and report it beside the published rows. Rerun the same command to resume.",
+        description="Choose a recipe by cross-validation of train+validation within a wall-time "
+        "budget, train it with several "
+        "seeds, evaluate their average once on test, and report it beside the "
+        "published rows. Rerun the same command to resume.",
     )
     b.add_argument("--subset", help="a subset (e.g. breastmnist), or `all` for the ten subsets of the decathlon")
     b.add_argument("--budget", help="wall time per subset: 90s, 45m, 1h, 1.5h")
@@ -50,7 +52,8 @@ def cmd_benchmark(args) -> int:
         return 0
     if not (args.subset and args.budget and args.out):
         raise UserError(
-            "hfmed benchmark needs --subset, --budget and --out (or --report DIR); e.g. --subset breastmnist --budget 1h --out runs/breast"
+            "hfmed benchmark needs --subset, --budget and --out (or --report DIR); e.g. "
+            "--subset breastmnist --budget 1h --out runs/breast"
         )
     try:
         seconds = parse_budget(args.budget)
@@ -73,7 +76,9 @@ def cmd_benchmark(args) -> int:
     for result in done:
         test = result.results["test"]
         print(
-            f"{result.results['subset']}: test AUC {test['auc']:.4f} ({test['auc_95ci'][0]:.3f}-{test['auc_95ci'][1]:.3f})  "
-            f"ACC {test['acc']:.4f} ({test['acc_95ci'][0]:.3f}-{test['acc_95ci'][1]:.3f})  winner {result.record['selection']['winner']} -> {result.out}"
+            f"{result.results['subset']}: test AUC {test['auc']:.4f} "
+            f"({test['auc_95ci'][0]:.3f}-{test['auc_95ci'][1]:.3f})  "
+            f"ACC {test['acc']:.4f} ({test['acc_95ci'][0]:.3f}-{test['acc_95ci'][1]:.3f})  "
+            f"winner {result.record['selection']['winner']} -> {result.out}"
         )
     return 0

@@ -120,7 +120,8 @@ def markdown(runs: dict[str, dict[str, Any]], ranked: list[dict[str, Any]]) -> s
     lines += [
         "## This protocol's runs",
         "",
-        "| subset | px | test AUC (95% CI) | test ACC (95% CI) | balanced ACC | ECE | winner | seeds | budget s | spent s | cut or skipped |",
+        "| subset | px | test AUC (95% CI) | test ACC (95% CI) | balanced ACC | ECE | "
+        "winner | seeds | budget s | spent s | cut or skipped |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s, r in runs.items():
@@ -128,8 +129,10 @@ def markdown(runs: dict[str, dict[str, Any]], ranked: list[dict[str, Any]]) -> s
         cuts = len(b["plan"]["cut"]) + len(b["skipped"])
         lines.append(
             f"| {s} | {r['image_size']} | {_f(t['auc'])} ({_f(t['auc_95ci'][0])}-{_f(t['auc_95ci'][1])}) "
-            f"| {_f(t['acc'])} ({_f(t['acc_95ci'][0])}-{_f(t['acc_95ci'][1])}) | {_f(t.get('balanced_accuracy'))} | {_f(t.get('ece'))} "
-            f"| {b['winner']} | {len(r['members'])} | {b['budget_seconds']:.0f} | {b['spent_seconds_before_evaluation']:.0f} | {cuts} |"
+            f"| {_f(t['acc'])} ({_f(t['acc_95ci'][0])}-{_f(t['acc_95ci'][1])}) | "
+            f"{_f(t.get('balanced_accuracy'))} | {_f(t.get('ece'))} "
+            f"| {b['winner']} | {len(r['members'])} | {b['budget_seconds']:.0f} | "
+            f"{b['spent_seconds_before_evaluation']:.0f} | {cuts} |"
         )
     missing = [s for s in SUBSETS if s not in runs]
     if missing and runs and next(iter(runs.values()))["collection"] == "medmnist":

@@ -156,7 +156,8 @@ def _load_record(out: Path, target: Target, budget_seconds: float) -> dict[str, 
         record = json.loads(path.read_text())
         if record.get("target") != target.__dict__:
             raise UserError(
-                f"{out} holds a benchmark of {record.get('target')}, not {target.__dict__}; choose another --out or the same data"
+                f"{out} holds a benchmark of {record.get('target')}, not {target.__dict__}; "
+                "choose another --out or the same data"
             )
         record["budget_seconds"] = budget_seconds  # a rerun may extend the budget; the plan stays as it was
         return record
@@ -196,7 +197,8 @@ def _prepare_data(target: Target):
     if not (folder.is_dir() and any(folder.glob("*.parquet"))):
         if not target.source:
             raise UserError(
-                f"{location} has no {config} build; build it with `hfmed build {target.collection} {config} --out {location}` or pass --source"
+                f"{location} has no {config} build; build it with `hfmed build "
+                f"{target.collection} {config} --out {location}` or pass --source"
             )
         from hfmed.writer import build_config
 
@@ -272,7 +274,8 @@ def _search(out, record, clock, chosen, common, pool, info, replan) -> Candidate
                 fold,
                 plan["folds"],
                 alive,
-                f"estimated {needed:.0f} s for the round and {reserve:.0f} s for the final model, {clock.remaining():.0f} s left",
+                f"estimated {needed:.0f} s for the round and {reserve:.0f} s for the final "
+                f"model, {clock.remaining():.0f} s left",
             )
             break
         calibrating = record.get("calibration") is None
@@ -356,7 +359,8 @@ def _calibrate(out: Path, record: dict[str, Any], jobs: list[Job], costs: dict[P
     if new is not None:
         why = (
             f"the first runs took {slowdown:.2f}x the prior estimate, so the plan ({before['epochs']} epochs, "
-            f"{before['folds']} folds, {len(before['candidates'])} candidates, {len(before['seeds'])} seeds) no longer fitted the "
+            f"{before['folds']} folds, {len(before['candidates'])} candidates, "
+            f"{len(before['seeds'])} seeds) no longer fitted the "
             f"time left; cut: {'; '.join(new.cut)}"
         )
         record["calibration"]["why"] = why
@@ -417,7 +421,8 @@ def _check(status: dict[Path, str]) -> None:
     failed = [p for p, s in status.items() if s == "failed"]
     if failed:
         raise UserError(
-            f"training run {failed[0]} failed; see {failed[0].with_suffix('.log')}, fix the cause, then rerun the same command to resume"
+            f"training run {failed[0]} failed; see {failed[0].with_suffix('.log')}, fix the "
+            "cause, then rerun the same command to resume"
         )
 
 
@@ -540,7 +545,9 @@ def check_test_openings(log: Path, evaluations: list[Path]) -> list[dict[str, An
     for i, line in openings:
         if line["run"] not in allowed or selected is None or i < selected:
             raise RuntimeError(
-                f"{line['run']} opened the test split {'before the selection' if line['run'] in allowed else 'outside the final evaluation'}; "
+                f"{line['run']} opened the test split "
+                f"{'before the selection' if line['run'] in allowed else 'outside the final evaluation'}; "
+                ""
                 f"the protocol forbids it ({log})"
             )
     missing = allowed - {line["run"] for _, line in openings}
@@ -557,5 +564,6 @@ def _untested(run: Path) -> None:
         touched = [name for name in npz.files if not name.startswith("validation_")]
     if _read(run).get("test") is not None or touched:
         raise RuntimeError(
-            f"{run} is a final seed's training run but holds test results ({touched or 'test'}); the protocol forbids it"
+            f"{run} is a final seed's training run but holds test results "
+            f"({touched or 'test'}); the protocol forbids it"
         )

@@ -94,7 +94,8 @@ def subset_markdown(results: dict[str, Any], record: dict[str, Any]) -> str:
     lines += ["| class | images | sensitivity (recall) | specificity | precision |", "|---|---|---|---|---|"]
     for i, name in enumerate(names):
         lines.append(
-            f"| {name} | {per['support'][i]} | {_f(per['sensitivity'][i])} | {_f(per['specificity'][i])} | {_f(per['precision'][i])} |"
+            f"| {name} | {per['support'][i]} | {_f(per['sensitivity'][i])} | "
+            f"{_f(per['specificity'][i])} | {_f(per['precision'][i])} |"
         )
     lines += ["", *search_markdown(record, results)]
     return "\n".join(lines) + "\n"
@@ -106,14 +107,16 @@ def search_markdown(record: dict[str, Any], results: dict[str, Any]) -> list[str
         "## Search",
         "",
         f"Budget {record['budget_seconds']:.0f} s, spent {record['spent_seconds']:.0f} s before the evaluation; "
-        f"{len(record.get('slots', []))} parallel run(s). Plan: {plan['epochs']} epochs per run, {plan['folds']} folds, "
+        f"{len(record.get('slots', []))} parallel run(s). Plan: {plan['epochs']} epochs "
+        f"per run, {plan['folds']} folds, "
         f"candidates {', '.join(plan['candidates'])}, final seeds {', '.join(map(str, plan['seeds']))}.",
         "",
     ]
     lines += [f"- cut by the budget: {c}" for c in plan["cut"]]
     lines += [f"- skipped: {json.dumps(s)}" for s in record["skipped"]]
     lines += [
-        f"- dropped as hopeless: {n} (mean fold AUC {_f(d['mean_auc'])} against the leader's {_f(d['leader_mean_auc'])} on folds {d['after_folds']})"
+        f"- dropped as hopeless: {n} (mean fold AUC {_f(d['mean_auc'])} against the "
+        f"leader's {_f(d['leader_mean_auc'])} on folds {d['after_folds']})"
         for n, d in record["dropped"].items()
     ]
     lines += ["", "| candidate | fold AUCs | mean on the compared folds |", "|---|---|---|"]
@@ -129,7 +132,8 @@ def search_markdown(record: dict[str, Any], results: dict[str, Any]) -> list[str
     ]
     for m in results["members"]:
         lines.append(
-            f"| {Path(m['folder']).name} | {_f(m['validation']['auc'])} | {_f(m['test']['auc'])} | {_f(m['test']['acc'])} |"
+            f"| {Path(m['folder']).name} | {_f(m['validation']['auc'])} | "
+            f"{_f(m['test']['auc'])} | {_f(m['test']['acc'])} |"
         )
     return lines
 

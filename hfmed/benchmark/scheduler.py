@@ -28,7 +28,8 @@ def train_script(cwd: Path | None = None) -> Path:
         if (folder / "train_hf.py").is_file():
             return folder / "train_hf.py"
     raise UserError(
-        "hfmed benchmark runs train_hf.py from the hfmed source checkout, and none was found; run it from the checkout's folder"
+        "hfmed benchmark runs train_hf.py from the hfmed source checkout, and none was "
+        "found; run it from the checkout's folder"
     )
 
 

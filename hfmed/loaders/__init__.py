@@ -220,7 +220,8 @@ def dataloader(
     batches = len(dataset)
     if num_workers > batches:
         warnings.warn(
-            f"{dataset.source.describe()} gives this rank {batches} batch(es) of {batch_size}; using {batches} DataLoader worker(s) instead of {num_workers}",
+            f"{dataset.source.describe()} gives this rank {batches} batch(es) of "
+            f"{batch_size}; using {batches} DataLoader worker(s) instead of {num_workers}",
             stacklevel=2,
         )
         num_workers = batches

@@ -86,7 +86,8 @@ class Location:
 def _hub_failure(repo: str, e: Exception) -> UserError:
     first = (str(e).strip().splitlines() or [""])[0][:200]
     return UserError(
-        f"cannot read the Hub dataset {repo!r} ({type(e).__name__}: {first}); check the repo id, your network and token, "
+        f"cannot read the Hub dataset {repo!r} ({type(e).__name__}: {first}); check the "
+        "repo id, your network and token, "
         "or pass the path of a local build folder"
     )
 
@@ -111,7 +112,8 @@ def resolve_location(
         text = ""
     if "/" not in text:
         raise UserError(
-            f"{source}: no such folder, and not a Hub dataset id (owner/name); build it with `hfmed build` or check the path"
+            f"{source}: no such folder, and not a Hub dataset id (owner/name); build it "
+            "with `hfmed build` or check the path"
         )
     root = f"datasets/{text}" + (f"@{quote(revision, safe='')}" if revision else "")
     return Location(text, root, remote=True, token=token)
@@ -291,7 +293,8 @@ def split_source(cf: ConfigFiles, split: str) -> SplitSource:
         raise
     if not files:
         raise UserError(
-            f"{cf.location.name}: no files match {', '.join(patterns)} for {cf.config}/{split}; rebuild the config with `hfmed build --overwrite`"
+            f"{cf.location.name}: no files match {', '.join(patterns)} for "
+            f"{cf.config}/{split}; rebuild the config with `hfmed build --overwrite`"
         )
     units: list[Unit] = []
     schema = None

@@ -94,7 +94,8 @@ class _Reader:
         except (OSError, ValueError, pa.ArrowException) as e:  # truncated, rewritten or damaged since listed
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise UserError(
-                f"{self.source.where(index)}: cannot be read ({reason}); rebuild this config with `hfmed build --overwrite`"
+                f"{self.source.where(index)}: cannot be read ({reason}); rebuild this config "
+                "with `hfmed build --overwrite`"
             ) from None
         if len(self.recent) >= self.keep:
             self.recent.pop(next(iter(self.recent)))
@@ -321,7 +322,8 @@ class StreamingImageDataset(IterableDataset):
                 row = int(idx[e.index])
                 where = self.source.where(int(block.units[row]), int(block.unit_rows[row]))
                 raise UserError(
-                    f"{where}: the image cannot be decoded ({e.reason}); rebuild this config with `hfmed build --overwrite`"
+                    f"{where}: the image cannot be decoded ({e.reason}); rebuild this config with "
+                    "`hfmed build --overwrite`"
                 ) from None
 
     def _make_batch(

@@ -3,7 +3,8 @@
 - ``arguments``: the command line (argument dataclasses, presets) and the flag combinations refused.
 - ``hardware``: speed defaults for the machine at hand, and its description for the report.
 - ``data``: opening a config (local build or Hub repo) and its splits as ``hfmed.loaders`` batch loaders.
-- ``folds``: cross-validation (train and validation pooled, stratified folds, grouped by patient on request) through the same batch transform.
+- ``folds``: cross-validation (train and validation pooled, stratified folds, grouped by patient on request)
+  through the same batch transform.
 - ``models``: from-scratch ViT/ConvNeXt/ResNet sized to the data, or a pretrained checkpoint, and what each must be fed.
 - ``trainer``: ``MedTrainer`` (loaders in, per-rank evaluation gathered once, step decay, EMA, TTA, timing).
 - ``averaging``, ``losses``, ``distributed``: weight averaging, extra losses, what ranks share.

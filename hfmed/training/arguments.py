@@ -29,7 +29,8 @@ class DataArguments:
     subset: str | None = field(
         default=None,
         metadata={
-            "help": "MedMNIST subset (e.g. retinamnist) or MedIMeta dataset id (e.g. dr_regular); default: the collection's default config"
+            "help": "MedMNIST subset (e.g. retinamnist) or MedIMeta dataset id (e.g. dr_regular); "
+            "default: the collection's default config"
         },
     )
     collection: str = field(
@@ -38,7 +39,8 @@ class DataArguments:
     dataset: str | None = field(
         default=None,
         metadata={
-            "help": "a built dataset folder or a Hub dataset repo id (my-org/medmnist); default: ./<collection> when it exists"
+            "help": "a built dataset folder or a Hub dataset repo id (my-org/medmnist); default: "
+            "./<collection> when it exists"
         },
     )
     size: int = field(default=28, metadata={"help": "MedMNIST image size of the config to use: 28, 64, 128 or 224"})
@@ -48,47 +50,55 @@ class DataArguments:
     source: str | None = field(
         default=None,
         metadata={
-            "help": "an official MedMNIST .npz (or a folder of them) to build the subset from first, when the local build lacks it"
+            "help": "an official MedMNIST .npz (or a folder of them) to build the subset from "
+            "first, when the local build lacks it"
         },
     )
     streaming: bool = field(
         default=False,
         metadata={
-            "help": "decode the shards every epoch (a Hub repo: without downloading it); default: decode each split once into a local pixel cache ($HFMED_CACHE)"
+            "help": "decode the shards every epoch (a Hub repo: without downloading it); default: "
+            "decode each split once into a local pixel cache ($HFMED_CACHE)"
         },
     )
     image_size: int | None = field(
         default=None,
         metadata={
-            "help": "resize images to this side before the model; default: what a pretrained model expects, else the data's own size"
+            "help": "resize images to this side before the model; default: what a pretrained model "
+            "expects, else the data's own size"
         },
     )
     cv_folds: int | None = field(
         default=None,
         metadata={
-            "help": "cross-validation for choosing a recipe: pool train and validation, split them into this many folds "
-            "(stratified by label, always the same folds), train on all but --cv_fold and validate on it; test is not used"
+            "help": "cross-validation for choosing a recipe: pool train and validation, split them "
+            "into this many folds "
+            "(stratified by label, always the same folds), train on all but --cv_fold and "
+            "validate on it; test is not used"
         },
     )
     cv_fold: int | None = field(default=None, metadata={"help": "with --cv_folds K: the held-out fold, 0 to K-1"})
     cv_groups: str | None = field(
         default=None,
         metadata={
-            "help": "with --cv_folds: a column (e.g. patient_id, as MedIMeta has) whose rows always share a fold, so no patient "
+            "help": "with --cv_folds: a column (e.g. patient_id, as MedIMeta has) whose rows "
+            "always share a fold, so no patient "
             "is both trained on and held out; folds stay as close to stratified by label as the groups allow"
         },
     )
     eval_test: bool = field(
         default=True,
         metadata={
-            "help": "false: train and validate on the official split without opening test (no test rows are read); score the "
+            "help": "false: train and validate on the official split without opening test (no test "
+            "rows are read); score the "
             "chosen model once later with `--model <this run's folder> --do_train false`"
         },
     )
     split_log: str | None = field(
         default=None,
         metadata={
-            "help": "append one JSON line per split this run opens (split, run folder, rank) to this file: a record of which run read test"
+            "help": "append one JSON line per split this run opens (split, run folder, rank) to "
+            "this file: a record of which run read test"
         },
     )
 
@@ -100,40 +110,47 @@ class ModelArguments:
     model: str | None = field(
         default=None,
         metadata={
-            "help": "an image-classification checkpoint: Hub id (facebook/convnext-tiny-224) or local folder; overrides --arch"
+            "help": "an image-classification checkpoint: Hub id (facebook/convnext-tiny-224) or "
+            "local folder; overrides --arch"
         },
     )
     arch: Literal["resnet", "convnext", "vit", "resnet3d", "acs", "resnet2_5d"] = field(
         default="resnet",
         metadata={
-            "help": "architecture trained from scratch when no --model is given. 2D: resnet (the default, the MedMNIST v2 baselines' "
-            "family, trains best on small subsets; see BENCHMARKS.md), convnext, vit. 3D subsets: resnet3d (their default), acs "
+            "help": "architecture trained from scratch when no --model is given. 2D: resnet (the "
+            "default, the MedMNIST v2 baselines' "
+            "family, trains best on small subsets; see BENCHMARKS.md), convnext, vit. 3D "
+            "subsets: resnet3d (their default), acs "
             "(ACS convolutions), resnet2_5d (2D kernels over the slices)"
         },
     )
     arch_size: Literal["nano", "small", "base", "large"] = field(
         default="small",
         metadata={
-            "help": "width/depth of the from-scratch model: nano (2D only; tests, seconds), small (default), base (ViT-B / "
+            "help": "width/depth of the from-scratch model: nano (2D only; tests, seconds), small "
+            "(default), base (ViT-B / "
             "ConvNeXt-T / ResNet-18), large (3D only: ResNet-50)"
         },
     )
     ordinal_loss: Literal["cross_entropy", "emd"] = field(
         default="cross_entropy",
         metadata={
-            "help": "ordinal tasks: cross_entropy (as published) or emd (cross-entropy plus squared earth mover's distance between class CDFs)"
+            "help": "ordinal tasks: cross_entropy (as published) or emd (cross-entropy plus "
+            "squared earth mover's distance between class CDFs)"
         },
     )
     config_overrides: str | None = field(
         default=None,
         metadata={
-            "help": "model config values to change, as in transformers' examples: 'drop_path_rate=0.1,layer_norm_eps=1e-6'"
+            "help": "model config values to change, as in transformers' examples: "
+            "'drop_path_rate=0.1,layer_norm_eps=1e-6'"
         },
     )
     channels_last: bool | None = field(
         default=None,
         metadata={
-            "help": "channels-last memory format (faster convolutions); default: on for convolutional models such as ConvNeXt"
+            "help": "channels-last memory format (faster convolutions); default: on for "
+            "convolutional models such as ConvNeXt"
         },
     )
     cache_dir: str | None = field(default=None, metadata={"help": "where downloaded checkpoints are stored"})
@@ -146,8 +163,11 @@ class RecipeArguments:
     preset: Literal["medmnist", "finetune"] = field(
         default="medmnist",
         metadata={
-            "help": "medmnist: the published MedMNIST v2 protocol (from scratch, 100 epochs, Adam 1e-3, x0.1 at epochs 50 and 75, "
-            "batch 128, best validation AUC; 3D subsets: batch 32, x0.1 at half and three quarters of the epochs). finetune: a pretrained checkpoint, AdamW, warmup + cosine, augmentation. "
+            "help": "medmnist: the published MedMNIST v2 protocol (from scratch, 100 epochs, Adam "
+            "1e-3, x0.1 at epochs 50 and 75, "
+            "batch 128, best validation AUC; 3D subsets: batch 32, x0.1 at half and three "
+            "quarters of the epochs). finetune: a pretrained checkpoint, AdamW, warmup + "
+            "cosine, augmentation. "
             "Flags you give override the preset."
         },
     )
@@ -161,7 +181,8 @@ class RecipeArguments:
     augment: Literal["none", "flip_crop", "affine"] = field(
         default="none",
         metadata={
-            "help": "training-image augmentation: flip_crop (flip, shift by whole pixels), affine (flip, rotation, shift, scale)"
+            "help": "training-image augmentation: flip_crop (flip, shift by whole pixels), affine "
+            "(flip, rotation, shift, scale)"
         },
     )
     ema_decay: float | None = field(
@@ -174,13 +195,15 @@ class RecipeArguments:
     tta: Literal["none", "flip"] = field(
         default="none",
         metadata={
-            "help": "test-time augmentation on validation and test: flip averages the logits of each image and its mirror"
+            "help": "test-time augmentation on validation and test: flip averages the logits of "
+            "each image and its mirror"
         },
     )
     normalize: Literal["half", "model"] = field(
         default="half",
         metadata={
-            "help": "half: (x - 0.5) / 0.5 as the MedMNIST experiments do; model: the mean/std of a pretrained checkpoint"
+            "help": "half: (x - 0.5) / 0.5 as the MedMNIST experiments do; model: the mean/std of "
+            "a pretrained checkpoint"
         },
     )
 
@@ -363,17 +386,20 @@ def refuse_impossible(
     for name in ("dispatch_batches", "split_batches"):
         if getattr(accel, name, None):
             raise UserError(
-                f"accelerator_config {name}=true would hand out or cut batches that every rank already reads for itself "
+                f"accelerator_config {name}=true would hand out or cut batches that every rank "
+                "already reads for itself "
                 "(hfmed's loaders give each rank its own share of the rows); leave it unset"
             )
     if args.fsdp or args.deepspeed:
         raise UserError(
-            "--fsdp and --deepspeed shard the model, and train_hf.py evaluates each rank's share of the rows on a whole copy of it; "
+            "--fsdp and --deepspeed shard the model, and train_hf.py evaluates each rank's "
+            "share of the rows on a whole copy of it; "
             "train with plain DDP (torchrun without those flags)"
         )
     if data_args.cv_folds is not None and data_args.streaming:
         raise UserError(
-            "--streaming with --cv_folds: a fold reads the pooled train and validation rows once, into memory; drop --streaming"
+            "--streaming with --cv_folds: a fold reads the pooled train and validation "
+            "rows once, into memory; drop --streaming"
         )
     if (
         data_args.cv_folds is not None
@@ -382,7 +408,8 @@ def refuse_impossible(
         and not data_args.source
     ):
         raise UserError(
-            f"--cv_folds needs a local build (the same rows for every fold and recipe), and {data_args.dataset} is not a folder here; "
+            "--cv_folds needs a local build (the same rows for every fold and recipe), and "
+            f"{data_args.dataset} is not a folder here; "
             f"download or build it (`hfmed build`) and pass its folder with --dataset"
         )
     if recipe_args.ema_decay is not None and not 0.0 < recipe_args.ema_decay < 1.0:
@@ -398,7 +425,8 @@ def check_cv(data_args: DataArguments) -> None:
             )
         if data_args.cv_groups is not None:
             raise UserError(
-                f"--cv_groups {data_args.cv_groups} groups cross-validation folds; give it with --cv_folds K --cv_fold i"
+                f"--cv_groups {data_args.cv_groups} groups cross-validation folds; give it with "
+                "--cv_folds K --cv_fold i"
             )
         return
     if folds < 2:

@@ -163,8 +163,10 @@ def locate(data_args: DataArguments) -> tuple[str, bool]:
     if default.is_dir() or data_args.source:
         return str(default), True
     raise UserError(
-        f"no --dataset given and no ./{data_args.collection} build here; build one (`hfmed build {data_args.collection} "
-        f"{data_args.subset or '<subset>'}`), pass --source FILE to build it now, or pass --dataset my-org/{data_args.collection} (a Hub repo)"
+        f"no --dataset given and no ./{data_args.collection} build here; build one "
+        f"(`hfmed build {data_args.collection} "
+        f"{data_args.subset or '<subset>'}`), pass --source FILE to build it now, or "
+        f"pass --dataset my-org/{data_args.collection} (a Hub repo)"
     )
 
 
@@ -175,7 +177,8 @@ def ensure_built(location: str, config: str, data_args: DataArguments, training_
         return
     if not data_args.source:
         raise UserError(
-            f"{location} has no {config} build; build it with `hfmed build {data_args.collection} {config} --out {location}`, "
+            f"{location} has no {config} build; build it with `hfmed build "
+            f"{data_args.collection} {config} --out {location}`, "
             f"or pass --source with the official file to build it now"
         )
     from hfmed.writer import build_config
@@ -195,7 +198,8 @@ def open_data(
     location, is_local = locate(data_args)
     if data_args.cv_folds is not None and not is_local:
         raise UserError(
-            f"--cv_folds needs a local build (the same rows for every fold and recipe); build {config} with `hfmed build` and pass its folder"
+            "--cv_folds needs a local build (the same rows for every fold and recipe); "
+            f"build {config} with `hfmed build` and pass its folder"
         )
     if is_local:
         ensure_built(location, config, data_args, training_args)

@@ -154,14 +154,13 @@ class Fold:
     fold: int
 
     @classmethod
-    def read(
-        cls, location: str, config: str, info: TaskInfo, folds: int, fold: int, groups: str | None = None
-    ) -> Fold:
+    def read(cls, location: str, config: str, info: TaskInfo, folds: int, fold: int, groups: str | None = None) -> Fold:
         """``groups``: a column whose value (a patient) keeps its rows in one fold; None: rows are dealt alone."""
         pixels, labels = read_pooled(location, config, info)
         if len(labels) < 2 * folds:
             raise UserError(
-                f"{config} in {location} has {len(labels)} train and validation rows, too few for --cv_folds {folds}; use fewer folds"
+                f"{config} in {location} has {len(labels)} train and validation rows, too few "
+                f"for --cv_folds {folds}; use fewer folds"
             )
         if groups is None:
             assignment = cv_assignment(labels.numpy(), folds)
@@ -169,11 +168,13 @@ class Fold:
             group_of = read_groups(location, config, groups)
             if len(group_of) != len(labels) or any(v is None for v in group_of):
                 raise UserError(
-                    f"{config} in {location}: the {groups!r} column is empty for some rows; group folds by a column every row has"
+                    f"{config} in {location}: the {groups!r} column is empty for some rows; group "
+                    "folds by a column every row has"
                 )
             if len(np.unique(group_of)) < folds:
                 raise UserError(
-                    f"{config} in {location} has {len(np.unique(group_of))} distinct {groups} values, too few for --cv_folds {folds}; use fewer folds"
+                    f"{config} in {location} has {len(np.unique(group_of))} distinct {groups} "
+                    f"values, too few for --cv_folds {folds}; use fewer folds"
                 )
             assignment = grouped_assignment(labels.numpy(), folds, group_of)
         return cls(config, pixels, labels, assignment == fold, folds, fold)

@@ -53,11 +53,13 @@ def refuse_checkpoint_dimensions(config: str, volumetric: bool, model: str, mode
         return
     if volumetric:
         raise UserError(
-            f"{config} is a 3D subset (volumes) and --model {model} is a 2D image classifier ({model_type}); pass a 3D run's folder, "
+            f"{config} is a 3D subset (volumes) and --model {model} is a 2D image "
+            f"classifier ({model_type}); pass a 3D run's folder, "
             f"or train from scratch with --arch {' or '.join(models3d.FAMILIES)}"
         )
     raise UserError(
-        f"{config} holds 2D images and --model {model} is a 3D network ({model_type}); pass a 2D checkpoint or pick a 3D subset"
+        f"{config} holds 2D images and --model {model} is a 3D network ({model_type}); "
+        "pass a 2D checkpoint or pick a 3D subset"
     )
 
 
@@ -230,7 +232,8 @@ def hub_reachable(model_id: str) -> bool:
         HfApi().model_info(model_id, timeout=10)
     except GatedRepoError:
         raise UserError(
-            f"{model_id!r} is gated on the Hub: accept its terms on huggingface.co and log in (`hf auth login`), or pass --model PATH"
+            f"{model_id!r} is gated on the Hub: accept its terms on huggingface.co and log "
+            "in (`hf auth login`), or pass --model PATH"
         ) from None
     except (RepositoryNotFoundError, HFValidationError):
         raise UserError(
@@ -282,11 +285,13 @@ def load_pretrained(model_id: str, info: TaskInfo, cache_dir: str | None, overri
     except (OSError, ValueError) as e:
         if is_local:
             raise UserError(
-                f"{local}: not an image-classification checkpoint ({first_line(e)}); pass a folder saved by save_pretrained"
+                f"{local}: not an image-classification checkpoint ({first_line(e)}); pass a "
+                "folder saved by save_pretrained"
             ) from None
         if not online:
             raise UserError(
-                f"cannot reach the Hugging Face Hub to fetch {model_id!r} and it is not in the local cache; offline, train from "
+                f"cannot reach the Hugging Face Hub to fetch {model_id!r} and it is not in the "
+                "local cache; offline, train from "
                 f"scratch with --arch convnext or --arch vit, or pass a local checkpoint folder with --model PATH"
             ) from None
         raise UserError(f"{model_id!r} could not be loaded as an image classifier ({first_line(e)})") from None

@@ -40,7 +40,8 @@ SCHEMA: dict[str, str] = {
     "best_validation_auc": "its validation figure",
     "validation": "validation metrics (auc, acc, ...)",
     "test": "test metrics; null under cross-validation or --eval_test false",
-    "cross_validation": "folds, fold, seed, pooled splits, the column folds are grouped by; null for a run on the official splits",
+    "cross_validation": "folds, fold, seed, pooled splits, the column folds are grouped by; null for a "
+    "run on the official splits",
     "num_samples": "rows per split evaluated (train: rows trained on)",
     "wall_time_seconds": "the whole run (an ensemble: the sum of its members')",
     "train_seconds": "training alone, without evaluation and checkpointing",
@@ -174,7 +175,8 @@ def results_markdown(results: dict[str, Any], published: list[dict[str, Any]]) -
         "",
         "| | test AUC | test ACC | validation AUC | validation ACC |",
         "|---|---|---|---|---|",
-        f"| **this run** ({results['model']}) | **{_fmt(results['test'].get('auc'))}** | **{_fmt(results['test'].get('acc'))}** "
+        f"| **this run** ({results['model']}) | **{_fmt(results['test'].get('auc'))}** "
+        f"| **{_fmt(results['test'].get('acc'))}** "
         f"| {_fmt(results['validation'].get('auc'))} | {_fmt(results['validation'].get('acc'))} |",
         *_member_rows(results.get("members") or []),
     ]
@@ -183,7 +185,8 @@ def results_markdown(results: dict[str, Any], published: list[dict[str, Any]]) -
         if row["table"] not in tables:
             tables.append(row["table"])
         lines.append(
-            f"| {row['method']} [{tables.index(row['table']) + 1}] | {_fmt(row.get('auc'))} | {_fmt(row.get('acc'))} | | |"
+            f"| {row['method']} [{tables.index(row['table']) + 1}] | {_fmt(row.get('auc'))} "
+            f"| {_fmt(row.get('acc'))} | | |"
         )
     if published:
         lines += ["", "Published figures (test split):", ""]
@@ -210,8 +213,10 @@ def _run_footer(results: dict[str, Any]) -> list[str]:
     """Where and how fast the run went, and the command that reproduces it."""
     return [
         "",
-        f"Wall time {results['wall_time_seconds']:.0f} s on {results['device']} ({results['num_processes']} process(es)); "
-        f"training {_fmt_rate(results['train_images_per_second'])} images/s, evaluation {_fmt_rate(results['eval_images_per_second'])} images/s.",
+        f"Wall time {results['wall_time_seconds']:.0f} s on {results['device']} "
+        f"({results['num_processes']} process(es)); "
+        f"training {_fmt_rate(results['train_images_per_second'])} images/s, evaluation "
+        f"{_fmt_rate(results['eval_images_per_second'])} images/s.",
         "",
         "Command:",
         "",
@@ -228,16 +233,21 @@ def _cv_markdown(results: dict[str, Any], subset: str, cv: dict[str, Any]) -> st
         [
             f"# {subset}: {results['model']}, cross-validation fold {cv['fold']} of {cv['folds']}",
             "",
-            f"Task: {results['task_type']} ({results['num_labels']} classes), {input_description(results)} input. Train and validation "
+            f"Task: {results['task_type']} ({results['num_labels']} classes), "
+            f"{input_description(results)} input. Train and validation "
             f"were pooled and split into {cv['folds']} folds (stratified, seed {cv['seed']}"
             f"{', no ' + cv['groups'] + ' in two folds' if cv.get('groups') else ''}); this run trained on "
-            f"{results['num_samples']['train']} rows and validated on the {results['num_samples']['validation']} of fold {cv['fold']}, "
-            f"its checkpoint chosen there on {results['selection_metric'].upper()}. The test split was not used. Compare recipes "
+            f"{results['num_samples']['train']} rows and validated on the "
+            f"{results['num_samples']['validation']} of fold {cv['fold']}, "
+            f"its checkpoint chosen there on {results['selection_metric'].upper()}. The "
+            "test split was not used. Compare recipes "
             "by the mean of their folds; published figures are test figures and are not shown beside these.",
             "",
             "| | fold AUC | fold ACC |",
             "|---|---|---|",
-            f"| **this run** ({results['model']}) | **{_fmt(results['validation'].get('auc'))}** | **{_fmt(results['validation'].get('acc'))}** |",
+            f"| **this run** ({results['model']}) | "
+            f"**{_fmt(results['validation'].get('auc'))}** | "
+            f"**{_fmt(results['validation'].get('acc'))}** |",
             *_run_footer(results),
         ]
     )
@@ -249,13 +259,18 @@ def _untested_markdown(results: dict[str, Any], subset: str) -> str:
         [
             f"# {subset}: {results['model']}, test not read",
             "",
-            f"Task: {results['task_type']} ({results['num_labels']} classes), {results['image_size']} px input, model selected on "
-            f"validation {results['selection_metric'].upper()}. The test split was not opened (--eval_test false); score this model "
-            "once with `--model <this folder> --do_train false`. Published figures are test figures and are not shown beside these.",
+            f"Task: {results['task_type']} ({results['num_labels']} classes), "
+            f"{results['image_size']} px input, model selected on "
+            f"validation {results['selection_metric'].upper()}. The test split was not "
+            "opened (--eval_test false); score this model "
+            "once with `--model <this folder> --do_train false`. Published figures are "
+            "test figures and are not shown beside these.",
             "",
             "| | validation AUC | validation ACC |",
             "|---|---|---|",
-            f"| **this run** ({results['model']}) | **{_fmt(results['validation'].get('auc'))}** | **{_fmt(results['validation'].get('acc'))}** |",
+            f"| **this run** ({results['model']}) | "
+            f"**{_fmt(results['validation'].get('auc'))}** | "
+            f"**{_fmt(results['validation'].get('acc'))}** |",
             *_run_footer(results),
         ]
     )

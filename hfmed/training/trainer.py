@@ -93,7 +93,8 @@ class MedTrainer(Trainer):
             lambdas = getattr(scheduler, "lr_lambdas", None)
             if lambdas is None:
                 raise UserError(
-                    f"--lr_decay_epochs cannot be combined with --lr_scheduler_type {self.args.lr_scheduler_type.value}; drop one of them"
+                    "--lr_decay_epochs cannot be combined with --lr_scheduler_type "
+                    f"{self.args.lr_scheduler_type.value}; drop one of them"
                 )
             per_epoch = self.steps_per_epoch()
             milestones, gamma = [round(epoch * per_epoch) for epoch in self.lr_decay_epochs], self.lr_decay_gamma

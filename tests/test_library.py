@@ -40,3 +40,18 @@ def test_first_line_quotes_an_error_in_one_line():
     assert first_line(OSError("disk full\nmore detail")) == "disk full"
     assert first_line(KeyError()) == "KeyError"
     assert first_line(ValueError("bad\n"), with_type=True) == "ValueError: bad"
+
+
+def test_only_the_command_lines_parse_arguments():
+    # hfmed's commands are parsed in cli.py; train_hf.py's flags in training/arguments.py. Every other
+    # module is library code that takes plain values, so a Python user never fakes a command line.
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    parsers = sorted(
+        p.relative_to(root).as_posix()
+        for folder in ("hfmed", "loading_scripts", "dataset_cards")
+        for p in (root / folder).rglob("*.py")
+        if "argparse" in p.read_text() or "add_parser" in p.read_text()
+    )
+    assert parsers == ["hfmed/cli.py", "hfmed/training/arguments.py"]

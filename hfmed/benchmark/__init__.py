@@ -11,35 +11,38 @@ predictions.npz are the interface.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from hfmed.benchmark.decathlon import SUBSETS, write_report
 from hfmed.benchmark.protocol import BenchmarkResult, Target, run_subset
 
-__all__ = ["SUBSETS", "BenchmarkResult", "Target", "run_subset", "run_decathlon", "write_report", "add_command"]
-
-
-DATA_OPTIONS = ("collection", "dataset", "size", "task")
+__all__ = ["SUBSETS", "BenchmarkResult", "Target", "run_subset", "run_decathlon", "write_report"]
 
 
 def run_decathlon(
-    subsets: list[str], budget_seconds: float, out: Path, source: str | None = None, **options: Any
+    subsets: list[str],
+    budget_seconds: float,
+    out: Path,
+    *,
+    source: str | None = None,
+    collection: str = "medmnist",
+    dataset: str | None = None,
+    size: int = 28,
+    task: str | None = None,
+    parallel: int | None = None,
 ) -> list[BenchmarkResult]:
     """Every subset in ``out/<subset>``, one after another, each with the whole budget; finished
     subsets are kept, so a rerun continues where the last one stopped. ``source`` is a folder of
     official .npz files (``<subset>.npz``, ``<subset>_<size>.npz``), used for subsets not built yet."""
-    data = {k: v for k, v in options.items() if k in DATA_OPTIONS}
-    rest = {k: v for k, v in options.items() if k not in DATA_OPTIONS}
-    size = data.get("size", 28)
     results = []
     for subset in subsets:
         npz = Path(source) / (f"{subset}.npz" if size == 28 else f"{subset}_{size}.npz") if source else None
-        target = Target(subset=subset, source=str(npz) if npz and npz.is_file() else None, **data)
-        results.append(run_subset(target, budget_seconds, Path(out) / subset, **rest))
+        target = Target(
+            subset=subset,
+            collection=collection,
+            dataset=dataset,
+            source=str(npz) if npz and npz.is_file() else None,
+            size=size,
+            task=task,
+        )
+        results.append(run_subset(target, budget_seconds, Path(out) / subset, parallel=parallel))
     return results
-
-
-def add_command(sub) -> None:
-    from hfmed.benchmark.command import add_command as add
-
-    add(sub)

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from hfmed.benchmark import clinical
+from hfmed.ensemble import SCORED_SPLITS as SPLITS  # the splits an ensemble averages
 
-SPLITS = ("validation", "test")
 CARRIED = (
     "collection",
     "dataset",

@@ -11,10 +11,13 @@ predictions.npz are the interface.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hfmed.benchmark.decathlon import SUBSETS, write_report
 from hfmed.benchmark.protocol import BenchmarkResult, Target, run_subset
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["SUBSETS", "BenchmarkResult", "Target", "run_subset", "run_decathlon", "write_report", "add_command"]
 
@@ -39,7 +42,7 @@ def run_decathlon(
     return results
 
 
-def add_command(sub) -> None:
+def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from hfmed.benchmark.command import add_command as add
 
     add(sub)

@@ -22,7 +22,7 @@ import bisect
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -80,7 +80,7 @@ class MedTrainer(Trainer):
         rows = getattr(dataloader.dataset, "rows_per_rank", None)
         return rows() if rows is not None else super().num_examples(dataloader)
 
-    def _prepare_inputs(self, inputs: dict[str, torch.Tensor | Any]) -> dict[str, torch.Tensor | Any]:
+    def _prepare_inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         inputs = super()._prepare_inputs(inputs)
         pixels = inputs["pixel_values"]
         if self.channels_last and pixels.dim() == 4:
@@ -117,7 +117,7 @@ class MedTrainer(Trainer):
     def training_step(
         self,
         model: torch.nn.Module,
-        inputs: dict[str, torch.Tensor | Any],
+        inputs: dict[str, torch.Tensor],
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor:
         self.images_seen += int(inputs["pixel_values"].shape[0])
@@ -199,7 +199,7 @@ class MedTrainer(Trainer):
     def prediction_step(
         self,
         model: torch.nn.Module,
-        inputs: dict[str, torch.Tensor | Any],
+        inputs: dict[str, torch.Tensor],
         prediction_loss_only: bool,
         ignore_keys: list[str] | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:

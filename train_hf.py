@@ -21,6 +21,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import set_seed
@@ -28,6 +29,15 @@ from transformers import set_seed
 from hfmed import metrics, training
 from hfmed.errors import UserError
 from hfmed.loaders import augment
+
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
+    from transformers.trainer_utils import PredictionOutput
+
+    from hfmed.training.arguments import DataArguments, ModelArguments, RecipeArguments
+    from hfmed.training.data import Data
+    from hfmed.training.models import ModelBundle
+    from hfmed.training.trainer import MedTrainer
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -111,7 +121,16 @@ def run(argv: list[str] | None = None) -> dict:
 
 
 def _results(
-    argv, data, data_args, model_args, recipe_args, training_args, bundle, trainer, outputs, channels_last
+    argv: list[str] | None,
+    data: Data,
+    data_args: DataArguments,
+    model_args: ModelArguments,
+    recipe_args: RecipeArguments,
+    training_args: TrainingArguments,
+    bundle: ModelBundle,
+    trainer: MedTrainer,
+    outputs: dict[str, PredictionOutput],
+    channels_last: bool,
 ) -> dict:
     """The run's results.json (schema: ``hfmed.training.report.SCHEMA``), timings aside."""
     info, cv = data.info, data.cv_folds is not None
@@ -160,7 +179,9 @@ def _results(
     }
 
 
-def _write_card(trainer, data, data_args, model_args, results: dict, out: Path) -> None:
+def _write_card(
+    trainer: MedTrainer, data: Data, data_args: DataArguments, model_args: ModelArguments, results: dict, out: Path
+) -> None:
     if not model_args.model:
         # The card says "fine-tuned from <name_or_path>" unless that is a folder; a model built
         # from a config has an empty one, so name this run's own folder: "trained from scratch".
@@ -183,7 +204,7 @@ def _write_card(trainer, data, data_args, model_args, results: dict, out: Path) 
         trainer.push_to_hub(commit_message=f"{data.config}: {figure}", **card)
 
 
-def _fmt(value) -> str:
+def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 

@@ -45,7 +45,7 @@ class Builder:
     build_options: ClassVar[tuple[str, ...]] = ()  # keyword switches __init__ accepts, e.g. ("unofficial",)
     card: ClassVar[CollectionCard]  # what the collection's dataset card needs beyond measured facts
 
-    def __init__(self, config_name: str, source: str | Path | None = None, **options: Any):
+    def __init__(self, config_name: str, source: str | Path | None = None, **options: Any) -> None:
         self.config_name = config_name
         self.source = Path(source).expanduser() if source is not None else None
         self.options = options  # builder-specific switches, recorded so verify can rebuild the reader

@@ -11,8 +11,14 @@ import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from hfmed.errors import UserError
+
+if TYPE_CHECKING:
+    from hfmed.hub import PushResult
+
+    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _table(rows: list[dict]) -> str:
@@ -91,7 +97,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     from hfmed.hub import PushRefused, push
 
-    def announce(plan) -> None:
+    def announce(plan: PushResult) -> None:
         print(f"uploading {len(plan.files)} files ({_size(plan.total_bytes)}) to {plan.target}", file=sys.stderr)
 
     options = {"revision": args.revision, "private": args.private, "create_pr": args.create_pr, "token": args.token}
@@ -244,7 +250,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _add_hub_commands(sub) -> None:
+def _add_hub_commands(sub: Subcommands) -> None:
     c = sub.add_parser(
         "check",
         help="check offline that a built folder is ready for the Hub and its viewer",
@@ -298,7 +304,7 @@ def _add_hub_commands(sub) -> None:
     p.set_defaults(func=cmd_push)
 
 
-def _add_ensemble_command(sub) -> None:
+def _add_ensemble_command(sub: Subcommands) -> None:
     e = sub.add_parser(
         "ensemble",
         help="average the predictions of several train_hf.py runs (same task) and report the ensemble",
@@ -311,7 +317,7 @@ def _add_ensemble_command(sub) -> None:
     e.set_defaults(func=cmd_ensemble)
 
 
-def _add_benchmark_command(sub: argparse._SubParsersAction, collections: list[str]) -> None:
+def _add_benchmark_command(sub: Subcommands, collections: list[str]) -> None:
     b = sub.add_parser(
         "benchmark",
         help="the MedMNIST Classification Decathlon in one command: search, select, ensemble, report (test read once)",
@@ -336,7 +342,14 @@ def _add_benchmark_command(sub: argparse._SubParsersAction, collections: list[st
     b.set_defaults(func=cmd_benchmark)
 
 
-def _warning_line(message, category, filename, lineno, file=None, line=None):
+def _warning_line(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
     print(f"hfmed: warning: {message}", file=sys.stderr)
 
 

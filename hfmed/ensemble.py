@@ -92,7 +92,7 @@ def combine(folders: list[Path]) -> tuple[list[dict[str, Any]], dict[str, tuple[
     return members, combined
 
 
-def _row(results: dict[str, Any], split: str, metric: str):
+def _row(results: dict[str, Any], split: str, metric: str) -> float | None:
     return (results.get(split) or {}).get(metric)
 
 

@@ -15,10 +15,16 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 from datasets import Array3D, ClassLabel, Image, List
 from PIL import Image as PILImage
+
+if TYPE_CHECKING:
+    from datasets import Features
+
+    from hfmed.cards import ConfigSummary
 
 MONTAGE_DIR = "images"  # beside the config folders; no data_files glob reaches it
 TILE = 64  # target tile height in pixels; reached by integer scaling only
@@ -44,7 +50,7 @@ class Columns:
     multi_label: bool
 
 
-def columns(features) -> Columns | None:
+def columns(features: Features) -> Columns | None:
     """The first image column and the first label column, in feature order.
 
     For 3D configs the image column is ``preview`` (the volume itself is an Array3D); for
@@ -65,11 +71,11 @@ def columns(features) -> Columns | None:
     return Columns(image, label, multi)
 
 
-def is_volumetric(features) -> bool:
+def is_volumetric(features: Features) -> bool:
     return any(isinstance(f, Array3D) for f in features.values())
 
 
-def num_classes(features, label: str) -> int:
+def num_classes(features: Features, label: str) -> int:
     f = features[label]
     return (f.feature if isinstance(f, List) else f).num_classes
 
@@ -147,7 +153,7 @@ def png(image: PILImage.Image) -> bytes:
     return buf.getvalue()
 
 
-def montage(config) -> bytes | None:
+def montage(config: ConfigSummary) -> bytes | None:
     """The montage PNG of one scanned config (a ``cards.ConfigSummary``), or None if it has no images."""
     cols = columns(config.features)
     if cols is None or not config.splits:

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 from hfmed.errors import UserError
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from hfmed.builder import Builder
 
 ENV = "HFMED_COLLECTIONS"
@@ -37,7 +39,7 @@ def extra_builder_folders() -> list[str]:
     return [str(Path(r).expanduser().resolve() / "loading_scripts") for r in roots]
 
 
-def _package():
+def _package() -> ModuleType:
     package = importlib.import_module(PACKAGE)
     for folder in extra_builder_folders():
         if folder not in package.__path__:

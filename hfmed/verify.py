@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +23,11 @@ from PIL import Image as PILImage
 from hfmed import registry
 from hfmed.errors import UserError
 from hfmed.features import read_metadata
+
+if TYPE_CHECKING:
+    from datasets.features.features import FeatureType
+
+    from hfmed.builder import Builder, SplitGenerator
 
 
 class VerifyFailed(Exception):
@@ -40,7 +45,7 @@ def _decode_png(b: bytes) -> np.ndarray:
         return np.asarray(im)
 
 
-def _decode_column(feature, column: pa.Array, executor) -> list[Any]:
+def _decode_column(feature: FeatureType, column: pa.Array, executor: Executor) -> list[Any]:
     if isinstance(feature, Image):
         return list(executor.map(_decode_png, column.field("bytes").to_pylist()))
     if isinstance(feature, Array3D):
@@ -58,7 +63,7 @@ def _decode_column(feature, column: pa.Array, executor) -> list[Any]:
     return column.to_pylist()
 
 
-def _shard_rows(files: list[Path], features: Features, executor) -> Iterator[dict[str, Any]]:
+def _shard_rows(files: list[Path], features: Features, executor: Executor) -> Iterator[dict[str, Any]]:
     for f in files:
         for batch in pq.ParquetFile(f).iter_batches(batch_size=256):
             cols = {name: _decode_column(features[name], batch.column(name), executor) for name in features}
@@ -66,7 +71,7 @@ def _shard_rows(files: list[Path], features: Features, executor) -> Iterator[dic
                 yield {name: cols[name][i] for name in features}
 
 
-def _source_rows(builder, split) -> Iterator[dict[str, Any]]:
+def _source_rows(builder: Builder, split: SplitGenerator) -> Iterator[dict[str, Any]]:
     for batch in builder.batches(split):
         n = len(next(iter(batch.values())))
         for i in range(n):

@@ -25,6 +25,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import numpy as np
@@ -48,6 +49,9 @@ from datasets import (
     Value,
     Video,
 )
+
+if TYPE_CHECKING:
+    from datasets.features.features import FeatureType
 
 # services/worker/src/worker/config.py, FIRST_ROWS_MAX_BYTES is 1_000_000, but the Hub runs with
 # chart/env/prod.yaml `firstRows.maxBytes: "200_000"`: the production value is what visitors get.
@@ -285,7 +289,7 @@ def _int_digits(values: np.ndarray) -> np.ndarray:
     return chars.sum(axis=1)
 
 
-def _array_sizes(feature, column: pa.Array) -> list[int] | None:
+def _array_sizes(feature: Array2D | Array3D | Array4D | Array5D, column: pa.Array) -> list[int] | None:
     """JSON bytes of each fixed-shape integer array cell, from its flat values (no Python lists)."""
     shape = tuple(feature.shape)
     if any(s is None for s in shape) or not np.issubdtype(np.dtype(feature.dtype), np.integer):
@@ -316,7 +320,7 @@ def _image_size(data: bytes) -> tuple[int, int]:
         raise UnreadableImage(str(e)) from None
 
 
-def _bytes_as_text(value):
+def _bytes_as_text(value: object) -> str:
     """orjson_default (libs/libcommon/src/libcommon/utils.py): bytes go out as base64 text."""
     if isinstance(value, bytes):
         import base64
@@ -325,11 +329,11 @@ def _bytes_as_text(value):
     return str(value)
 
 
-def _dumps(value) -> bytes:
+def _dumps(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_bytes_as_text).encode()
 
 
-def _image_cell(cell, url: str) -> dict:
+def _image_cell(cell: dict[str, Any] | None, url: str) -> dict:
     """An image cell as the viewer sends it: the URL of its asset and its size (ImageSource)."""
     w, h = _image_size(cell["bytes"]) if cell and cell.get("bytes") else (0, 0)
     return {"src": url, "height": h, "width": w}
@@ -344,7 +348,7 @@ def _cut_size(serialized: bytes) -> int:
     return len(_dumps(head))
 
 
-def cell_sizes(name: str, feature, column: pa.Array, asset_url: str) -> tuple[list[int], list[int]]:
+def cell_sizes(name: str, feature: FeatureType, column: pa.Array, asset_url: str) -> tuple[list[int], list[int]]:
     """JSON bytes of each cell as the viewer sends it, and once cut (equal where it is never cut)."""
     if isinstance(feature, Image):
         sizes = [

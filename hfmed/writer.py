@@ -18,7 +18,7 @@ import re
 import shutil
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,7 @@ def _prefetch(it: Iterator, depth: int = 2) -> Iterator:
     done = object()
     stop = threading.Event()
 
-    def run():
+    def run() -> None:
         try:
             for item in it:
                 if stop.is_set():
@@ -137,7 +137,9 @@ def _slice(batch: dict[str, Any], a: int, b: int) -> dict[str, Any]:
     return {k: v[a:b] for k, v in batch.items()}
 
 
-def _write_split(builder: Builder, split: SplitGenerator, folder: Path, executor, threads: int, bar) -> None:
+def _write_split(
+    builder: Builder, split: SplitGenerator, folder: Path, executor: Executor, threads: int, bar: tqdm
+) -> None:
     schema = schema_with_metadata(builder.features, builder.metadata())
     source = _prefetch(builder.batches(split))
     try:
@@ -148,7 +150,7 @@ def _write_split(builder: Builder, split: SplitGenerator, folder: Path, executor
         ) from None
     plan = plan_shards(split.num_rows, _raw_row_nbytes(first))
 
-    def all_batches():
+    def all_batches() -> Iterator[dict[str, Any]]:
         yield first
         yield from source
 

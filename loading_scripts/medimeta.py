@@ -202,7 +202,7 @@ class MedIMeta(Builder):
         montage_configs=_montage_configs,
     )
 
-    def __init__(self, config_name: str, source: str | Path | None = None):
+    def __init__(self, config_name: str, source: str | Path | None = None) -> None:
         super().__init__(config_name, source)
         path, self.original = resolve(config_name, self.source)
         self.folder = MedIMetaFolder(path)

@@ -157,7 +157,7 @@ class MedMNIST(Builder):
         montage_configs=list,
     )
 
-    def __init__(self, config_name: str, source: str | Path | None = None, *, unofficial: bool = False):
+    def __init__(self, config_name: str, source: str | Path | None = None, *, unofficial: bool = False) -> None:
         super().__init__(config_name, source, unofficial=unofficial)
         self.flag, self.size = parse_config(config_name)
         self.facts = subsets()[self.flag]

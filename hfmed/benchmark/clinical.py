@@ -8,9 +8,12 @@ tasks, each label's probability > 0.5 for multi-label tasks.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 #: Fixed so that an interval is the same every time the same predictions are scored.
 BOOTSTRAP_RESAMPLES = 1000
@@ -23,7 +26,7 @@ def _positive(y_score: np.ndarray) -> np.ndarray:
     return y_score.reshape(len(y_score), -1)[:, -1]
 
 
-def decisions(task: str, y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
+def decisions(task: str, y_true: ArrayLike, y_score: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """(truth, decision) as 0/1 indicator matrices, one column per class (per label if multi-label)."""
     y_score = np.asarray(y_score, dtype=np.float64)
     if task == "multi-label":
@@ -40,7 +43,7 @@ def decisions(task: str, y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
     return eye[labels], eye[predicted]
 
 
-def per_class(task: str, y_true, y_score) -> dict[str, list[float | None]]:
+def per_class(task: str, y_true: ArrayLike, y_score: ArrayLike) -> dict[str, list[float | None]]:
     """Sensitivity (recall), specificity and precision of each class, one-vs-rest; None where undefined."""
     truth, decided = decisions(task, y_true, y_score)
     tp = (truth & decided).sum(axis=0)
@@ -59,7 +62,7 @@ def _ratios(num: np.ndarray, den: np.ndarray) -> list[float | None]:
     return [float(n / d) if d else None for n, d in zip(num, den)]
 
 
-def balanced_accuracy(task: str, y_true, y_score) -> float:
+def balanced_accuracy(task: str, y_true: ArrayLike, y_score: ArrayLike) -> float:
     """Mean per-class sensitivity; for multi-label, the mean over labels of (sensitivity + specificity) / 2."""
     figures = per_class(task, y_true, y_score)
     if task == "multi-label":
@@ -73,7 +76,7 @@ def balanced_accuracy(task: str, y_true, y_score) -> float:
     return float(np.mean(present)) if present else float("nan")
 
 
-def confidences(task: str, y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
+def confidences(task: str, y_true: ArrayLike, y_score: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """(confidence, correct) pairs for calibration: the top-class probability and whether that class
     is right; for multi-label every (image, label) pair counts, with the label's probability and its
     truth (a probability of 0.3 should be right 30% of the time)."""
@@ -89,7 +92,7 @@ def confidences(task: str, y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
     return y_score.max(axis=1), (predicted == labels).astype(np.float64)
 
 
-def reliability(task: str, y_true, y_score, bins: int = ECE_BINS) -> dict[str, Any]:
+def reliability(task: str, y_true: ArrayLike, y_score: ArrayLike, bins: int = ECE_BINS) -> dict[str, Any]:
     """Equal-width bins over [0, 1]: each bin's mean confidence, accuracy and count, and the ECE
     (the count-weighted mean gap between accuracy and confidence)."""
     conf, correct = confidences(task, y_true, y_score)
@@ -123,7 +126,7 @@ def _auc(positive: np.ndarray, score: np.ndarray) -> float | None:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def auc_acc(task: str, y_true, y_score) -> dict[str, float]:
+def auc_acc(task: str, y_true: ArrayLike, y_score: ArrayLike) -> dict[str, float]:
     """The MedMNIST AUC and ACC (hfmed.metrics.compute's definitions, classes without both outcomes
     left out of the AUC mean), fast enough to run a thousand times for a bootstrap."""
     y_score = np.asarray(y_score, dtype=np.float64)
@@ -145,8 +148,8 @@ def auc_acc(task: str, y_true, y_score) -> dict[str, float]:
 
 def bootstrap_interval(
     score: Callable[[np.ndarray, np.ndarray], dict[str, float]],
-    y_true,
-    y_score,
+    y_true: ArrayLike,
+    y_score: ArrayLike,
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
     level: float = 0.95,

@@ -88,7 +88,7 @@ def table_rows(table: dict[str, Any], runs: dict[str, dict[str, Any]]) -> tuple[
     return subsets, methods
 
 
-def _round(value):
+def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 3)
 
 

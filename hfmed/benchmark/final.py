@@ -124,7 +124,7 @@ def evaluate(members: list[Path], evaluations: list[Path], out: Path, record: di
     return results
 
 
-def _safe(value):
+def _safe(value: Any) -> Any:  # any JSON-like value, numpy scalars included
     if isinstance(value, float) and not np.isfinite(value):
         return None
     if isinstance(value, dict):

@@ -15,17 +15,24 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hfmed.benchmark import budget, final, selection
 from hfmed.benchmark import space as space_mod
-from hfmed.benchmark.scheduler import Job, run_jobs, slots, train_script
+from hfmed.benchmark.scheduler import Job, Slot, run_jobs, slots, train_script
 from hfmed.benchmark.space import Candidate
 from hfmed.errors import UserError
+
+if TYPE_CHECKING:
+    from hfmed.loaders.built import TaskInfo
+
+#: Cuts the plan to a measured slowdown: the new plan, or None when the old one still fits.
+Replan = Callable[[float], budget.Plan | None]
 
 RECORD_FILE = "search.json"
 SPLIT_LOG = "splits.jsonl"
@@ -136,7 +143,7 @@ now = time.monotonic
 class _Clock:
     """Budget time: what earlier sessions spent plus this session's wall time."""
 
-    def __init__(self, spent_before: float, budget_seconds: float):
+    def __init__(self, spent_before: float, budget_seconds: float) -> None:
         self.started, self.before, self.budget = now(), spent_before, budget_seconds
 
     def spent(self) -> float:
@@ -187,7 +194,7 @@ def _save(out: Path, record: dict[str, Any], clock: _Clock) -> None:
     tmp.replace(out / RECORD_FILE)
 
 
-def _prepare_data(target: Target):
+def _prepare_data(target: Target) -> TaskInfo:
     """Build the config once here (not in parallel runs racing each other); its TaskInfo."""
     from hfmed import loaders, registry
 
@@ -224,7 +231,16 @@ def _config(target: Target) -> str:
     return registry.get(target.collection).config_for(target.subset, target.size)
 
 
-def _search(out, record, clock, chosen, common, pool, info, replan) -> Candidate | None:
+def _search(
+    out: Path,
+    record: dict[str, Any],
+    clock: _Clock,
+    chosen: list[Candidate],
+    common: list[str],
+    pool: list[Slot],
+    info: TaskInfo,
+    replan: Replan,
+) -> Candidate | None:
     """Rounds of folds for the surviving candidates; as many folds per round as the slots allow,
     so every core works, and a drop check between rounds. While the first round runs, its first
     epochs calibrate the budget (:func:`_calibrate`); None when that cut the plan and the search
@@ -319,7 +335,7 @@ def _progress(run: Path) -> dict[str, Any] | None:
         return None
 
 
-def _calibrate(out: Path, record: dict[str, Any], jobs: list[Job], costs: dict[Path, float], replan) -> bool:
+def _calibrate(out: Path, record: dict[str, Any], jobs: list[Job], costs: dict[Path, float], replan: Replan) -> bool:
     """Learn the machine's speed from the first runs' first epochs (each run's progress.json):
     its start-up and seconds per epoch project the whole run, set against the prior estimate of
     it. If the plan no longer fits the time left at that speed, cut it (``replan``) and say why in
@@ -411,7 +427,7 @@ def _drop_hopeless(record: dict[str, Any], scores: dict[str, dict[int, float]], 
         }
 
 
-def _skip(record, fold, folds, alive, why) -> None:
+def _skip(record: dict[str, Any], fold: int, folds: int, alive: list[Candidate], why: str) -> None:
     entry = {"folds": list(range(fold, folds)), "candidates": [c.name for c in alive], "why": why}
     if entry not in record["skipped"]:
         record["skipped"].append(entry)
@@ -442,7 +458,14 @@ def _fold_auc(run: Path) -> float:
     return float(results["validation"]["auc"])
 
 
-def _select(out, record, clock, chosen, alive, scores) -> Candidate:
+def _select(
+    out: Path,
+    record: dict[str, Any],
+    clock: _Clock,
+    chosen: list[Candidate],
+    alive: list[Candidate],
+    scores: dict[str, dict[int, float]],
+) -> Candidate:
     if record.get("selection"):
         return next(c for c in chosen if c.name == record["selection"]["winner"])
     names = [c.name for c in alive]
@@ -468,7 +491,16 @@ def _select(out, record, clock, chosen, alive, scores) -> Candidate:
     return next(c for c in chosen if c.name == winner)
 
 
-def _final_runs(out, record, clock, winner, common, pool, info, replan) -> list[Path] | None:
+def _final_runs(
+    out: Path,
+    record: dict[str, Any],
+    clock: _Clock,
+    winner: Candidate,
+    common: list[str],
+    pool: list[Slot],
+    info: TaskInfo,
+    replan: Replan,
+) -> list[Path] | None:
     """The winner's seeds on the official split, test not opened. With no search before them they
     are the first runs, and their first epochs calibrate the budget: None when that cut the plan."""
     seeds = list(record["plan"]["seeds"])
@@ -514,7 +546,15 @@ def _final_runs(out, record, clock, winner, common, pool, info, replan) -> list[
     return [j.out for j in jobs]
 
 
-def _evaluation_runs(out, record, clock, winner, common, pool, members: list[Path]) -> list[Path]:
+def _evaluation_runs(
+    out: Path,
+    record: dict[str, Any],
+    clock: _Clock,
+    winner: Candidate,
+    common: list[str],
+    pool: list[Slot],
+    members: list[Path],
+) -> list[Path]:
     """The one step that opens test: each final seed's saved model (its checkpoint chosen on
     validation) scored on validation and test, as ``--model <seed> --do_train false``."""
     jobs = [

@@ -42,7 +42,7 @@ def published_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _f(value) -> str:
+def _f(value: float | None) -> str:
     return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
 
 

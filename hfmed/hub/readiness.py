@@ -17,13 +17,17 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hfmed import viewer_rules
 from hfmed.errors import UserError, first_line
+
+if TYPE_CHECKING:
+    from datasets import Features
+    from huggingface_hub import DatasetCard, DatasetCardData
 
 CARD = "README.md"
 KEPT_FILES = {CARD, ".gitattributes"}  # repository files that belong to no config
@@ -108,7 +112,7 @@ def _visible_files(folder: Path) -> list[Path]:
     return sorted(out)
 
 
-def _load_card(folder: Path, report: CheckReport):
+def _load_card(folder: Path, report: CheckReport) -> DatasetCard | None:
     from huggingface_hub import DatasetCard
     from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
@@ -127,7 +131,7 @@ def _load_card(folder: Path, report: CheckReport):
         return None
 
 
-def _check_card_data(card, report: CheckReport) -> tuple[dict, dict]:
+def _check_card_data(card: DatasetCard, report: CheckReport) -> tuple[dict, dict]:
     """Validate the metadata as the Hub and ``datasets`` read it; returns (configs, features) by name."""
     from datasets.info import DatasetInfosDict
     from datasets.utils.metadata import MetadataConfigs, known_task_ids
@@ -170,7 +174,7 @@ def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else ([] if value is None else [value])
 
 
-def _check_hub_fields(data, report: CheckReport, known_tasks: dict) -> None:
+def _check_hub_fields(data: DatasetCardData, report: CheckReport, known_tasks: dict) -> None:
     """The value lists the Hub checks; values it does not know are dropped or rejected there."""
     licenses = _as_list(data.get("license"))
     if not licenses:
@@ -276,7 +280,7 @@ def _check_shard_set(config: str, split: str, files: list[Path], report: CheckRe
             )
 
 
-def _linked_files(card) -> set[Path]:
+def _linked_files(card: DatasetCard) -> set[Path]:
     """Local files the card's Markdown links to (montages), relative to the repository root."""
     out = set()
     for target in re.findall(r"!?\[[^\]]*\]\(([^)\s]+)", card.text):
@@ -286,7 +290,7 @@ def _linked_files(card) -> set[Path]:
     return out
 
 
-def _diff_features(declared, stored) -> str:
+def _diff_features(declared: Features, stored: Features) -> str:
     parts = []
     for col in declared:
         if col not in stored:
@@ -300,7 +304,12 @@ def _diff_features(declared, stored) -> str:
 
 
 def _check_shards(
-    folder: Path, config: str, splits: dict[str, list[Path]], declared, infos_splits: dict, report: CheckReport
+    folder: Path,
+    config: str,
+    splits: dict[str, list[Path]],
+    declared: Features | None,
+    infos_splits: dict,
+    report: CheckReport,
 ) -> None:
     from datasets import Image
 
@@ -472,7 +481,7 @@ def check(folder: str | Path, *, stream: bool = True) -> CheckReport:
     return report
 
 
-def _check_viewer(folder: Path, card, matched: dict, declared: dict, report: CheckReport) -> None:
+def _check_viewer(folder: Path, card: DatasetCard, matched: dict, declared: dict, report: CheckReport) -> None:
     """The viewer's own rules (hfmed.viewer_rules): errors are problems, partial rendering a warning."""
     names = {}  # as the card writes them, even where datasets refused the configs
     for entry in _as_list(card.data.get("configs")):

@@ -14,10 +14,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hfmed.errors import UserError, first_line
 from hfmed.hub.readiness import CheckReport, check
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ class PushResult:
 class PushRefused(UserError):
     """``check`` found problems and ``force`` was not given; ``problems`` lists them."""
 
-    def __init__(self, message: str, problems: list[str]):
+    def __init__(self, message: str, problems: list[str]) -> None:
         super().__init__(message)
         self.problems = problems
 
@@ -98,7 +101,7 @@ class _Target:
     message: str
 
 
-def _upload(api, folder: Path, report: CheckReport, to: _Target) -> Any:
+def _upload(api: HfApi, folder: Path, report: CheckReport, to: _Target) -> Any:
     """Resumable upload of exactly the report's files; stale shards of the pushed configs are removed.
 
     huggingface_hub 2 made ``upload_folder`` itself resumable (re-running skips committed files)
@@ -123,7 +126,7 @@ def _upload(api, folder: Path, report: CheckReport, to: _Target) -> Any:
     )
 
 
-def _delete_stale(api, files: list[Path], configs: list[str], to: _Target) -> None:
+def _delete_stale(api: HfApi, files: list[Path], configs: list[str], to: _Target) -> None:
     from huggingface_hub import CommitOperationDelete
 
     local = {f.as_posix() for f in files}
@@ -180,7 +183,18 @@ def push(
         raise
 
 
-def _push(folder, repo, revision, private, create_pr, token, dry_run, force, message, on_upload) -> PushResult:
+def _push(
+    folder: Path,
+    repo: str,
+    revision: str | None,
+    private: bool,
+    create_pr: bool,
+    token: str | None,
+    dry_run: bool,
+    force: bool,
+    message: str,
+    on_upload: Callable[[PushResult], None] | None,
+) -> PushResult:
     from hfmed import cards
 
     _check_repo_id(repo)

@@ -73,7 +73,7 @@ class Loader(DataLoader):
     moved there without blocking and ``transform`` (resize, augment, RGB, normalise) runs there.
     """
 
-    def __init__(self, dataset: StreamingImageDataset, *, device: torch.device | None = None, **kwargs):
+    def __init__(self, dataset: StreamingImageDataset, *, device: torch.device | None = None, **kwargs) -> None:
         super().__init__(dataset, batch_size=None, **kwargs)
         self.device = device
         self.transform = dataset.transform

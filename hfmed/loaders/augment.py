@@ -100,7 +100,7 @@ class Affine:
 AUGMENTATIONS: dict[str, type] = {"flip_crop": FlipCrop, "affine": Affine}
 
 
-def by_name(name: str | None, spatial_dims: int = 2):
+def by_name(name: str | None, spatial_dims: int = 2) -> FlipCrop | Affine | None:
     """The augmentation called ``name`` with its defaults (None for ``none``); volumes are flipped
     along every axis, since a scan has no preferred left and right."""
     if name in (None, "none"):

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import pyarrow as pa
@@ -33,11 +33,15 @@ from hfmed.builder import Builder
 from hfmed.errors import UserError
 from hfmed.features import read_metadata
 
+if TYPE_CHECKING:
+    from datasets.features.features import FeatureType
+    from huggingface_hub import HfFileSystem
+
 TASK_TYPES = ("binary", "multi-class", "ordinal", "multi-label")
 CARD = "README.md"
 
 
-def hub_filesystem(token: str | bool | None):
+def hub_filesystem(token: str | bool | None) -> HfFileSystem:
     """The filesystem Hub repositories are read through (a seam the tests replace with an in-memory one)."""
     from huggingface_hub import HfFileSystem
 
@@ -209,7 +213,12 @@ class ConfigFiles:
 
 
 def config_files(
-    source: str | os.PathLike, config: str | None, *, revision=None, token=None, streaming: bool = True
+    source: str | os.PathLike,
+    config: str | None,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    streaming: bool = True,
 ) -> ConfigFiles:
     location = resolve_location(source, revision=revision, token=token)
     card = read_card(location)
@@ -368,7 +377,7 @@ class TaskInfo:
         return {name: i for i, name in enumerate(self.label_names)}
 
 
-def _is_label(feature) -> bool:
+def _is_label(feature: FeatureType) -> bool:
     return isinstance(feature, ClassLabel) or (
         isinstance(feature, (List, Sequence)) and isinstance(feature.feature, ClassLabel)
     )

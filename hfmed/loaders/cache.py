@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -31,6 +32,9 @@ from tqdm.auto import tqdm
 from hfmed.errors import UserError
 from hfmed.loaders import decode
 from hfmed.loaders.built import SplitSource, TaskInfo
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 PIXELS = "pixels.u8"
 META = "meta.json"
@@ -87,10 +91,10 @@ class PixelCache:
         self._fd: int | None = None
         self._pid = -1
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         return {"folder": self.folder, "shape": self.shape, "num_rows": self.num_rows}
 
-    def __setstate__(self, state) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.__post_init__()
 
@@ -146,7 +150,7 @@ def _complete(folder: Path, rows: int, shape: tuple[int, ...]) -> bool:
     return meta.get("num_rows") == rows and tuple(meta.get("shape", ())) == shape and (folder / PIXELS).is_file()
 
 
-def _unit_table(source: SplitSource, index: int, column: str):
+def _unit_table(source: SplitSource, index: int, column: str) -> pa.ChunkedArray:
     """One column of one row group, the file closed after; a file that is gone or damaged is named."""
     unit = source.units[index]
     try:
@@ -212,7 +216,12 @@ def _write_labels(source: SplitSource, info: TaskInfo, folder: Path) -> None:
 
 
 def prepare(
-    source: SplitSource, info: TaskInfo, *, cache_dir=None, threads: int = 1, progress: bool = True
+    source: SplitSource,
+    info: TaskInfo,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    threads: int = 1,
+    progress: bool = True,
 ) -> PixelCache:
     """The decoded cache of ``source`` for ``info``'s columns, decoding it first if needed."""
     if source.location.remote:

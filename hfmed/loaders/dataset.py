@@ -17,7 +17,7 @@ import sys
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -66,7 +66,7 @@ class _Block:
 class _Reader:
     """Row groups of one split, opened lazily in the process that reads them; the last few kept."""
 
-    def __init__(self, source: SplitSource, info: TaskInfo, keep: int = 2):
+    def __init__(self, source: SplitSource, info: TaskInfo, keep: int = 2) -> None:
         self.source, self.info, self.keep = source, info, keep
         self.files: dict[int, Any] = {}
         self.recent: dict[int, tuple[Any, np.ndarray]] = {}
@@ -164,7 +164,7 @@ class StreamingImageDataset(IterableDataset):
         revision: str | None = None,
         token: str | bool | None = None,
         progress: bool = True,
-    ):
+    ) -> None:
         super().__init__()
         if batch_size is not None and batch_size <= 0:
             raise UserError(f"batch_size must be positive, got {batch_size}")
@@ -441,14 +441,14 @@ class StreamingImageDataset(IterableDataset):
         for i in range(len(labels)):
             yield {"pixel_values": pixels[i], "labels": labels[i]}
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_cache_labels"] = None
         state["_slots"] = state["_memory"] = None
         state["_scratch"] = None
         return state
 
-    def __setstate__(self, state) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._scratch = _Scratch()
 
@@ -469,7 +469,7 @@ class SlotPool:
     free slot allocates fresh memory, as without the pool, so it never waits for the consumer.
     """
 
-    def __init__(self, max_slots: int):
+    def __init__(self, max_slots: int) -> None:
         self.max_slots = max_slots
         self.slots: list[torch.Tensor] = []  # flat uint8 buffers, flag byte last
         self.lock = threading.Lock()
@@ -541,7 +541,7 @@ class BatchMemory:
     count's value; until it comes, a fresh area is used. At most ``keep`` areas are kept.
     """
 
-    def __init__(self, keep: int):
+    def __init__(self, keep: int) -> None:
         self.keep = keep
         self.areas: list[mmap.mmap] = []
         self.free: list[int] = []  # indices into ``areas`` that no live tensor uses
@@ -589,7 +589,7 @@ class _Scratch(threading.local):
         return buf[:n].reshape(shape)
 
 
-def _floats(values) -> tuple[float, ...] | None:
+def _floats(values: float | Sequence[float] | None) -> tuple[float, ...] | None:
     if values is None:
         return None
     if isinstance(values, (int, float)):

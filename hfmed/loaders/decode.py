@@ -66,7 +66,7 @@ def _png_fast(blob: memoryview, mode: str, width: int, height: int) -> memoryvie
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def _restore(data) -> bytes | object:
+def _restore(data: memoryview | bytes) -> memoryview | bytes:
     """The same zlib stream, inflated in one call and re-wrapped uncompressed (stored blocks).
 
     Pillow's PNG decoder inflates a scanline at a time with its bundled zlib; at 224 px that costs
@@ -84,12 +84,12 @@ def _restore(data) -> bytes | object:
 class BadImage(ValueError):
     """Image ``index`` of a batch cannot be decoded; the caller knows which file and row that is."""
 
-    def __init__(self, index: int, reason: str):
+    def __init__(self, index: int, reason: str) -> None:
         super().__init__(f"image {index} of the batch cannot be decoded ({reason})")
         self.index, self.reason = index, reason
 
 
-def _slow(blob, mode: str, width: int, height: int) -> np.ndarray:
+def _slow(blob: memoryview | bytes, mode: str, width: int, height: int) -> np.ndarray:
     """Pillow's general path. Raises BadImage's reason as ValueError: any failure of a stored
     image (truncated, not an image, a decompression bomb) is a damaged build, not a bug here."""
     try:

@@ -150,7 +150,9 @@ class BatchTransform:
 CPU_CHUNK_BYTES = 1 << 20  # float bytes converted per step on the CPU
 
 
-def _affine(x: torch.Tensor, out: torch.Tensor, scale, shift) -> None:
+def _affine(
+    x: torch.Tensor, out: torch.Tensor, scale: float | torch.Tensor, shift: float | torch.Tensor | None
+) -> None:
     """``out = x * scale + shift`` in floating-point ``out``: the conversion, then in-place arithmetic
     (the mixed-dtype kernels are several times slower than separate vectorised passes)."""
     out.copy_(x)

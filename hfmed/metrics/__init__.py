@@ -13,16 +13,23 @@ import importlib.util
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    import evaluate
+    from numpy.typing import ArrayLike
+    from transformers import EvalPrediction
 
 #: The evaluate module folder; ``evaluate.load(str(MODULE_DIR), config_name=task)`` loads it.
 MODULE_DIR = Path(__file__).parent / "medmnist_metrics"
 _MODULE_FILE = MODULE_DIR / "medmnist_metrics.py"
 
 
-def _load_definitions():
+def _load_definitions() -> ModuleType:
     name = f"{__name__}._medmnist_metrics"
     if name in sys.modules:
         return sys.modules[name]
@@ -48,7 +55,7 @@ __all__ = [
 ]
 
 
-def compute(task: str, y_true, y_score) -> dict[str, float]:
+def compute(task: str, y_true: ArrayLike, y_score: ArrayLike) -> dict[str, float]:
     """``{"auc": ..., "acc": ...}`` by the medmnist Evaluator's definitions, in memory.
 
     ``y_score`` holds probabilities (use :func:`scores_from_logits` on model outputs). A class that
@@ -60,7 +67,7 @@ def compute(task: str, y_true, y_score) -> dict[str, float]:
     return _definitions.medmnist_scores(task, y_true, y_score)
 
 
-def scores_from_logits(task: str, logits) -> np.ndarray:
+def scores_from_logits(task: str, logits: ArrayLike) -> np.ndarray:
     """Probabilities as the MedMNIST definitions expect them, computed in float64.
 
     Softmax over the last axis, except where each output is its own yes/no question: sigmoid for
@@ -77,7 +84,7 @@ def scores_from_logits(task: str, logits) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def load(task: str, **kwargs: Any):
+def load(task: str, **kwargs: Any) -> evaluate.EvaluationModule:
     """The ``evaluate`` module for ``task``, loaded from the file inside this package.
 
     Loading by path needs no network, so it works with ``HF_HUB_OFFLINE=1``. ``kwargs`` go to
@@ -91,7 +98,7 @@ def load(task: str, **kwargs: Any):
     return evaluate.load(str(MODULE_DIR), config_name=task, **kwargs)
 
 
-def compute_metrics_for_trainer(task: str) -> Callable[[Any], dict[str, float]]:
+def compute_metrics_for_trainer(task: str) -> Callable[[EvalPrediction], dict[str, float]]:
     """A ``compute_metrics`` for ``transformers.Trainer``: logits and labels in, AUC and ACC out.
 
     The Trainer gathers all evaluation logits first, so this scores the whole evaluation set at
@@ -101,7 +108,7 @@ def compute_metrics_for_trainer(task: str) -> Callable[[Any], dict[str, float]]:
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
 
-    def compute_metrics(eval_prediction) -> dict[str, float]:
+    def compute_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
         logits = eval_prediction.predictions
         if isinstance(logits, (tuple, list)):
             logits = logits[0]  # models that also return hidden states or attentions put logits first

@@ -49,7 +49,7 @@ class VolumeResNetConfig(PretrainedConfig):
         layer_type: str = "basic",
         image_size: int = 28,
         **kwargs,
-    ):
+    ) -> None:
         if layer_type not in LAYER_TYPES:
             raise ValueError(f"layer_type must be one of {LAYER_TYPES}, not {layer_type!r}")
         if len(hidden_sizes) != len(depths):

@@ -26,7 +26,9 @@ class ACSConv3d(nn.Module):
     three axes, as in a 3D convolution, so the output has the shape a k^3 convolution would give.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, bias: bool = False):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, bias: bool = False
+    ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"ACSConv3d keeps the volume's shape with odd kernels only, not {kernel_size}")
@@ -126,7 +128,7 @@ class ConvNorm(nn.Sequential):
         kernel_size: int,
         stride: int = 1,
         activation: bool = True,
-    ):
+    ) -> None:
         super().__init__(make_conv(in_channels, out_channels, kernel_size, stride), nn.BatchNorm3d(out_channels))
         if activation:
             self.append(nn.ReLU(inplace=True))
@@ -135,7 +137,7 @@ class ConvNorm(nn.Sequential):
 class Shortcut(nn.Module):
     """Identity, or a strided 1x1 projection with batch norm where the shape changes (He et al. option B)."""
 
-    def __init__(self, make_conv: Callable, in_channels: int, out_channels: int, stride: int):
+    def __init__(self, make_conv: Callable, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
         needed = stride != 1 or in_channels != out_channels
         self.projection = (
@@ -149,7 +151,7 @@ class Shortcut(nn.Module):
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions and a shortcut (ResNet-18/34)."""
 
-    def __init__(self, make_conv: Callable, in_channels: int, out_channels: int, stride: int):
+    def __init__(self, make_conv: Callable, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
         self.shortcut = Shortcut(make_conv, in_channels, out_channels, stride)
         self.layer = nn.Sequential(
@@ -165,7 +167,7 @@ class BasicBlock(nn.Module):
 class BottleneckBlock(nn.Module):
     """1x1 reduce, 3x3 (strided here, as torchvision and MedMNIST do), 1x1 expand by 4 (ResNet-50)."""
 
-    def __init__(self, make_conv: Callable, in_channels: int, out_channels: int, stride: int):
+    def __init__(self, make_conv: Callable, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
         inner = out_channels // 4
         self.shortcut = Shortcut(make_conv, in_channels, out_channels, stride)

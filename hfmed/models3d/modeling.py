@@ -25,7 +25,7 @@ from .layers import BLOCKS, CONVOLUTIONS, ACSConv3d, ConvNorm
 class VolumeResNet(nn.Module):
     """Stem, four stages and global average pooling: (B, C, D, H, W) -> (B, hidden_sizes[-1])."""
 
-    def __init__(self, config: VolumeResNetConfig):
+    def __init__(self, config: VolumeResNetConfig) -> None:
         super().__init__()
         make_conv = CONVOLUTIONS[config.convolution]
         block = BLOCKS[config.layer_type]
@@ -39,7 +39,9 @@ class VolumeResNet(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.pool = nn.AdaptiveAvgPool3d(1)
 
-    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False):
+    def forward(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool = False
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         hidden = self.stem(pixel_values)
         states = [hidden]
         for stage in self.stages:
@@ -82,7 +84,7 @@ class VolumeResNetPreTrainedModel(PreTrainedModel):
 class VolumeResNetForImageClassification(VolumeResNetPreTrainedModel):
     """A volumetric ResNet with a linear head: ``pixel_values`` (B, C, D, H, W) -> ``logits`` (B, num_labels)."""
 
-    def __init__(self, config: VolumeResNetConfig):
+    def __init__(self, config: VolumeResNetConfig) -> None:
         super().__init__(config)
         self.num_labels = config.num_labels
         self.resnet = VolumeResNet(config)

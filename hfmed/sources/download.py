@@ -19,11 +19,18 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, BinaryIO
 
 from tqdm import tqdm
 
 from hfmed import __version__
 from hfmed.errors import UserError
+
+if TYPE_CHECKING:
+    import urllib.response
+
+    # what urlopen answers: an HTTP(S) response, or a file: URL's
+    Response = http.client.HTTPResponse | urllib.response.addinfourl
 
 _CHUNK = 1 << 20
 _OFFLINE_VALUES = frozenset({"1", "true", "yes", "on"})
@@ -204,7 +211,7 @@ def _refused(url: str, err: urllib.error.HTTPError, part: pathlib.Path, offset: 
     )
 
 
-def _receive(response, part: pathlib.Path, offset: int, *, progress: bool, label: str) -> None:
+def _receive(response: Response, part: pathlib.Path, offset: int, *, progress: bool, label: str) -> None:
     length = _as_int(response.headers.get("Content-Length"))
     if response.status == 206:
         match = _PARTIAL_RANGE.fullmatch((response.headers.get("Content-Range") or "").strip())
@@ -244,7 +251,7 @@ def _receive(response, part: pathlib.Path, offset: int, *, progress: bool, label
         raise _Transient(f"the connection closed after {received} of {length} bytes")
 
 
-def _copy(response, handle, bar) -> int:
+def _copy(response: Response, handle: BinaryIO, bar: tqdm) -> int:
     """Network failures become _Transient here so that OSError past this point means the disk.
 
     ``read1`` hands over whatever has arrived, where ``read`` would hold up to a whole chunk

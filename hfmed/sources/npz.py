@@ -49,7 +49,7 @@ class Member:
 class NpzArchive:
     """An ``.npz`` file whose members are read as headers first and rows later, never whole."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
             mode = os.stat(self.path).st_mode

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import TrainerCallback
 
 from hfmed.errors import UserError
+
+if TYPE_CHECKING:
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from hfmed.training.trainer import MedTrainer
 
 
 class WeightAverage:
@@ -18,7 +25,7 @@ class WeightAverage:
     small validation split needs. Buffers (BatchNorm statistics) are copied, not averaged.
     """
 
-    def __init__(self, model: torch.nn.Module, decay: float):
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
         self.decay = self.checked(decay)
         self.params = {name for name, _ in model.named_parameters()}
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -39,7 +46,7 @@ class WeightAverage:
                 average.copy_(value)
 
     @contextmanager
-    def applied(self, model: torch.nn.Module):
+    def applied(self, model: torch.nn.Module) -> Iterator[None]:
         """The model holds the averaged weights inside the block, its own again after it."""
         own = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.load_state_dict(self.shadow)
@@ -52,13 +59,13 @@ class WeightAverage:
 class AverageEachStep(TrainerCallback):
     """Starts the average when training starts and updates it after every optimizer step."""
 
-    def __init__(self, trainer):
+    def __init__(self, trainer: MedTrainer) -> None:
         self.trainer = trainer
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
         # Here, not in train(): a checkpoint being resumed has been loaded into the model by now.
         self.trainer.weight_average = WeightAverage(self.trainer.model, self.trainer.ema_decay)
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
         if self.trainer.weight_average is not None:
             self.trainer.weight_average.update(self.trainer.model)

@@ -10,9 +10,10 @@ cross-validation the train and validation rows are pooled and the fold's rows co
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import TrainingArguments
@@ -21,9 +22,14 @@ from hfmed import loaders, registry
 from hfmed.builder import SPLITS
 from hfmed.errors import UserError
 from hfmed.loaders import TaskInfo
-from hfmed.loaders.transforms import BatchTransform, as_size
+from hfmed.loaders.transforms import Augment, BatchTransform, as_size
 from hfmed.training.arguments import DataArguments, ModelArguments
 from hfmed.training.models import check_dimensions
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+
+    from hfmed.training.folds import Fold, FoldLoader
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,7 @@ class Feed:
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    augment: Any = None  # a batch augmentation of hfmed.loaders.augment, for training batches only
+    augment: Augment | None = None  # a batch augmentation of hfmed.loaders.augment, for training batches only
 
 
 @dataclass
@@ -51,14 +57,14 @@ class Data:
     cv_groups: str | None = None  # a column whose rows share a fold (patient_id)
     eval_test: bool = True  # false: test is never opened (its model is scored later, once)
     split_log: str | None = None  # where each opening of a split is recorded (``--split_log``)
-    _fold: Any = field(default=None, repr=False)
+    _fold: Fold | None = field(default=None, repr=False)
 
     @property
     def splits(self) -> tuple[str, ...]:
         """The splits a run opens: cross-validation and ``--eval_test false`` never open test."""
         return ("train", "validation") if self.cv_folds is not None or not self.eval_test else SPLITS
 
-    def fold(self):
+    def fold(self) -> Fold:
         """The pooled rows and this run's fold of them (read once, on first use)."""
         if self._fold is None:
             from hfmed.training.folds import Fold
@@ -67,7 +73,7 @@ class Data:
             self.sizes = self._fold.sizes
         return self._fold
 
-    def loader(self, split: str, feed: Feed, args: TrainingArguments):
+    def loader(self, split: str, feed: Feed, args: TrainingArguments) -> loaders.Loader | FoldLoader:
         """Whole batches of ``split`` for this process's rank, as the model takes them."""
         if split not in self.splits:
             raise ValueError(f"this run does not open the {split} split (cross-validation or --eval_test false)")
@@ -127,7 +133,7 @@ class Data:
             **extra,
         )
 
-    def transform(self, feed: Feed, augment=None) -> BatchTransform:
+    def transform(self, feed: Feed, augment: Augment | None = None) -> BatchTransform:
         """The loaders' batch transform for this model (the fold loader runs it itself)."""
         size = as_size(feed.image_size, len(self.info.image_shape))
         size = None if size == tuple(self.info.image_shape) else size
@@ -249,7 +255,7 @@ def log_opening(
         handle.write(json.dumps(line) + "\n")
 
 
-def close_loaders(batch_loaders) -> None:
+def close_loaders(batch_loaders: Iterable[DataLoader]) -> None:
     """Leave nothing running or open: persistent workers, pixel-cache files, suspended iterators.
 
     A training run that stops mid-epoch (``--max_steps``) leaves its epoch's iterator suspended,

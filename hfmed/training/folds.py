@@ -11,6 +11,7 @@ same ``BatchTransform`` (resize, augment, RGB, normalise) on the CPU or on the a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -224,7 +225,7 @@ class RowBatches(IterableDataset):
         seed: int,
         drop_last: bool,
         transform: BatchTransform | None,
-    ):
+    ) -> None:
         self.pixels, self.labels = pixels, labels
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
         self.transform = transform
@@ -241,7 +242,7 @@ class RowBatches(IterableDataset):
     def __len__(self) -> int:
         return -(-len(self._rank_rows()) // self.batch_size)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         rows = self._rank_rows()
         for start in range(0, len(rows), self.batch_size):
             idx = torch.from_numpy(rows[start : start + self.batch_size])
@@ -256,7 +257,7 @@ class FoldLoader(DataLoader):
     """A DataLoader of a fold's ready batches with ``set_epoch``, as ``hfmed.loaders.Loader`` has;
     given a ``device``, uint8 batches move there and are transformed there."""
 
-    def __init__(self, batches: RowBatches, transform: BatchTransform | None, device: torch.device | None):
+    def __init__(self, batches: RowBatches, transform: BatchTransform | None, device: torch.device | None) -> None:
         super().__init__(batches, batch_size=None)
         self.device, self.transform = device, transform
         self._next_epoch = 0
@@ -264,7 +265,7 @@ class FoldLoader(DataLoader):
     def set_epoch(self, epoch: int) -> None:
         self._next_epoch = int(epoch)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         self.dataset.epoch = self._next_epoch
         self._next_epoch += 1
         for batch in super().__iter__():

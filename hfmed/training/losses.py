@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
 import torch.nn.functional as F
 
+if TYPE_CHECKING:
+    import torch
 
-def ordinal_emd_loss(outputs, labels, num_items_in_batch=None):
+
+def ordinal_emd_loss(
+    outputs: Mapping[str, torch.Tensor] | Sequence[torch.Tensor],
+    labels: torch.Tensor,
+    num_items_in_batch: torch.Tensor | int | None = None,
+) -> torch.Tensor:
     """Cross-entropy plus the squared earth mover's distance between predicted and true class CDFs.
 
     Keeps one logit per class (so the MedMNIST metrics read the softmax as usual) while charging

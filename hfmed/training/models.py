@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -17,6 +17,10 @@ from hfmed import models3d  # registers the 3D configs and models with the Auto 
 from hfmed.errors import UserError, first_line
 from hfmed.loaders import TaskInfo
 from hfmed.training.arguments import DataArguments, ModelArguments, RecipeArguments
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel
+    from transformers.image_processing_utils import BaseImageProcessor
 
 #: Spatial dimensions each from-scratch architecture takes: 2 for images, 3 for volumes.
 #: A config is refused, before anything is built, when its data and the architecture asked for disagree.
@@ -162,7 +166,7 @@ def fitted_input_size(arch: str, image_size: int) -> int:
     return image_size * next(scale for minimum, scale in scales if image_size >= minimum)
 
 
-def scratch_config(arch: str, arch_size: str, image_size: int, channels: int, info: TaskInfo):
+def scratch_config(arch: str, arch_size: str, image_size: int, channels: int, info: TaskInfo) -> PretrainedConfig:
     """A randomly initialised ViT, ConvNeXt or ResNet configuration sized to the images, or a 3D network's."""
     from transformers import ConvNextConfig, ResNetConfig, ViTConfig
 
@@ -205,7 +209,7 @@ class ModelBundle:
     source: str  # checkpoint id/path, or "scratch:<arch>-<size>"
 
 
-def _processor_geometry(processor) -> tuple[int | None, tuple | None, tuple | None]:
+def _processor_geometry(processor: BaseImageProcessor | None) -> tuple[int | None, tuple | None, tuple | None]:
     if processor is None:
         return None, None, None
     size = getattr(processor, "size", None) or {}
@@ -245,7 +249,7 @@ def hub_reachable(model_id: str) -> bool:
     return True
 
 
-def apply_overrides(config, overrides: str | None) -> None:
+def apply_overrides(config: PretrainedConfig, overrides: str | None) -> None:
     """``--config_overrides``: typed like the attribute they replace; an unknown key is an error."""
     if not overrides:
         return
@@ -255,7 +259,9 @@ def apply_overrides(config, overrides: str | None) -> None:
         raise UserError(f"--config_overrides {overrides!r}: {first_line(e)}") from None
 
 
-def load_pretrained(model_id: str, info: TaskInfo, cache_dir: str | None, overrides: str | None = None):
+def load_pretrained(
+    model_id: str, info: TaskInfo, cache_dir: str | None, overrides: str | None = None
+) -> tuple[PreTrainedModel, BaseImageProcessor | None]:
     """A checkpoint with a fresh head for this task; one clear line when it cannot be had."""
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 

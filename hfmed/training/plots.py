@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 
 def plot_roc(
@@ -69,7 +74,7 @@ def plot_confusion(
     plt.close(fig)
 
 
-def _draw_matrix(ax, matrix: np.ndarray, names, title: str) -> None:
+def _draw_matrix(ax: Axes, matrix: np.ndarray, names: Sequence[str], title: str) -> None:
     ax.imshow(matrix, cmap="Blues")
     ticks = range(len(names))
     short = [n if len(n) <= 18 else n[:17] + "…" for n in names]

@@ -9,8 +9,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from transformers import TrainerCallback
+
+if TYPE_CHECKING:
+    from transformers import TrainerControl, TrainerState, TrainingArguments
 
 PROGRESS_FILE = "progress.json"
 
@@ -21,14 +25,14 @@ class ProgressFile(TrainerCallback):
     value: the start of the run), when training began (what came before is start-up), training
     rows per epoch."""
 
-    def __init__(self, folder: str | Path, started: float, rows: int):
+    def __init__(self, folder: str | Path, started: float, rows: int) -> None:
         self.path, self.started, self.rows = Path(folder) / PROGRESS_FILE, started, int(rows)
         self.train_started: float | None = None
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
         self.train_started = time.perf_counter() - self.started
 
-    def _write(self, state) -> None:
+    def _write(self, state: TrainerState) -> None:
         if not state.is_world_process_zero or not state.epoch:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,8 +49,8 @@ class ProgressFile(TrainerCallback):
         )
         tmp.replace(self.path)
 
-    def on_epoch_end(self, args, state, control, **kwargs):
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
         self._write(state)
 
-    def on_save(self, args, state, control, **kwargs):
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
         self._write(state)  # after the epoch's evaluation and checkpoint: the whole cost of an epoch

@@ -13,9 +13,12 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 from hfmed import facts
 
@@ -71,7 +74,9 @@ def results_record(values: dict[str, Any]) -> dict[str, Any]:
     return {key: values.get(key) for key in SCHEMA}
 
 
-def scored(task: str, label_ids, predictions) -> tuple[np.ndarray, np.ndarray]:
+def scored(
+    task: str, label_ids: ArrayLike, predictions: np.ndarray | tuple[np.ndarray, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     """(labels, probabilities) from labels and logits (or a tuple whose first item is the logits)."""
     from hfmed import metrics
 

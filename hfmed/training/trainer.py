@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import bisect
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,6 +32,10 @@ from transformers.trainer_utils import EvalLoopOutput, EvalPrediction, denumpify
 from hfmed.errors import UserError
 from hfmed.training import distributed
 from hfmed.training.averaging import AverageEachStep, WeightAverage
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+    from transformers.trainer_utils import TrainOutput
 
 
 class MedTrainer(Trainer):
@@ -44,7 +50,7 @@ class MedTrainer(Trainer):
         tta: str = "none",
         channels_last: bool = False,
         **kwargs,
-    ):
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.ema_decay = ema_decay
         self.weight_average: WeightAverage | None = None
@@ -60,21 +66,21 @@ class MedTrainer(Trainer):
         self.side_seconds = 0.0  # time spent evaluating and saving inside train()
 
     # --- data: the loaders as they are ------------------------------------------------------
-    def get_train_dataloader(self):
+    def get_train_dataloader(self) -> DataLoader:
         return self.train_dataset
 
-    def get_eval_dataloader(self, eval_dataset=None):
+    def get_eval_dataloader(self, eval_dataset: DataLoader | None = None) -> DataLoader:
         return eval_dataset if eval_dataset is not None else self.eval_dataset
 
-    def get_test_dataloader(self, test_dataset):
+    def get_test_dataloader(self, test_dataset: DataLoader) -> DataLoader:
         return test_dataset
 
-    def num_examples(self, dataloader) -> int:
+    def num_examples(self, dataloader: DataLoader) -> int:
         """Rows this rank reads per epoch (the Trainer's default counts a batch loader's batches)."""
         rows = getattr(dataloader.dataset, "rows_per_rank", None)
         return rows() if rows is not None else super().num_examples(dataloader)
 
-    def _prepare_inputs(self, inputs):
+    def _prepare_inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         inputs = super()._prepare_inputs(inputs)
         pixels = inputs["pixel_values"]
         if self.channels_last and pixels.dim() == 4:
@@ -86,7 +92,9 @@ class MedTrainer(Trainer):
         """Optimizer steps in one epoch: the train loader's batches on this rank (equal on every rank)."""
         return max(1, -(-len(self.train_dataset) // self.args.gradient_accumulation_steps))
 
-    def create_scheduler(self, num_training_steps: int, optimizer=None):
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
         created = self.lr_scheduler is None
         scheduler = super().create_scheduler(num_training_steps, optimizer)
         if created and self.lr_decay_epochs:
@@ -106,12 +114,17 @@ class MedTrainer(Trainer):
         return scheduler
 
     # --- training -----------------------------------------------------------------------------
-    def training_step(self, model, inputs, num_items_in_batch=None):
+    def training_step(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor:
         self.images_seen += int(inputs["pixel_values"].shape[0])
         self.batches_trained += 1
         return super().training_step(model, inputs, num_items_in_batch)
 
-    def train(self, *args, **kwargs):
+    def train(self, *args, **kwargs) -> TrainOutput:
         try:
             result = super().train(*args, **kwargs)
             if self.weight_average is not None and not self.args.load_best_model_at_end:
@@ -125,7 +138,7 @@ class MedTrainer(Trainer):
         return distributed.gather_in_rank_order(self.batches_trained)
 
     @contextmanager
-    def _averaged(self):
+    def _averaged(self) -> Iterator[None]:
         if self.weight_average is None:
             yield
         else:
@@ -133,7 +146,7 @@ class MedTrainer(Trainer):
                 yield
 
     # --- evaluation ---------------------------------------------------------------------------
-    def evaluate(self, *args, **kwargs):
+    def evaluate(self, *args, **kwargs) -> dict[str, float]:
         start = time.perf_counter()
         try:
             with self._averaged():
@@ -143,7 +156,12 @@ class MedTrainer(Trainer):
                 self.side_seconds += time.perf_counter() - start
 
     def evaluation_loop(
-        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+        self,
+        dataloader: DataLoader,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
     ) -> EvalLoopOutput:
         """Score this rank's share, gather every rank's in rank order, compute the metrics on the whole split.
 
@@ -178,7 +196,13 @@ class MedTrainer(Trainer):
             predictions=all_logits, label_ids=all_labels, metrics=metrics, num_samples=len(all_labels)
         )
 
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+    def prediction_step(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
         if self.tta == "flip" and not prediction_loss_only and isinstance(logits, torch.Tensor):
             mirrored = {**inputs, "pixel_values": inputs["pixel_values"].flip(-1)}
@@ -193,7 +217,7 @@ class MedTrainer(Trainer):
         )  # every rank calls save_model: the statistics rank 0 writes are everyone's
         super().save_model(output_dir, _internal_call)
 
-    def _save_checkpoint(self, *args, **kwargs):
+    def _save_checkpoint(self, *args, **kwargs) -> None:
         start = time.perf_counter()
         try:
             with self._averaged():

@@ -15,10 +15,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import yaml
 
 from hfmed.errors import UserError
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
 
 CARD = "README.md"
 SPLIT_ORDER = ("train", "validation", "test")  # the Hub lists these first, in this order
@@ -139,7 +143,7 @@ class Build:
 class Catalog:
     """The configs of one build folder; every file it hands out lies inside that folder."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder).expanduser().absolute()
         if not self.folder.is_dir():
             raise UserError(
@@ -269,7 +273,7 @@ class Catalog:
         ]
 
 
-def open_parquet(path: Path):
+def open_parquet(path: Path) -> pq.ParquetFile:
     """Open a shard (a ``pyarrow.parquet.ParquetFile``); pyarrow's several error types become one naming the file."""
     import pyarrow.parquet as pq  # not needed to start: the card is read with YAML alone
 

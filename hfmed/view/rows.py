@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -69,8 +70,8 @@ def _mime(data: bytes) -> str:
     return next((m for magic, m in _MAGIC if data.startswith(magic)), "application/octet-stream")
 
 
-def cell(column: Column, value) -> object:
-    """One cell as JSON for the page."""
+def cell(column: Column, value: Any) -> object:
+    """One cell as JSON for the page (``value`` as Arrow's ``to_pylist`` gives it: any type a column holds)."""
     if value is None:
         return None
     if column.kind == "image":

@@ -17,11 +17,18 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from hfmed.errors import UserError
 from hfmed.view import cardtext
 from hfmed.view.catalog import Broken, Catalog, Column, Config, NotFound
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+#: A request's query string as parse_qs reads it.
+Query = dict[str, list[str]]
 
 PAGE_ROWS = 100  # rows per page, as the Hub viewer shows them
 STATIC = {
@@ -52,7 +59,7 @@ def _static(name: str) -> bytes:
     return resources.files("hfmed.view").joinpath("static", name).read_bytes()
 
 
-def _param(query: dict, name: str, default: str | None = None) -> str:
+def _param(query: Query, name: str, default: str | None = None) -> str:
     values = query.get(name)
     if not values:
         if default is None:
@@ -61,7 +68,7 @@ def _param(query: dict, name: str, default: str | None = None) -> str:
     return values[0]
 
 
-def _int(query: dict, name: str, default: int | None = None) -> int:
+def _int(query: Query, name: str, default: int | None = None) -> int:
     text = _param(query, name, None if default is None else str(default))
     try:
         return int(text)
@@ -73,8 +80,8 @@ class Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format, *args):  # one line per request would drown the address printed at start
-        pass
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # one line per request would drown the address printed at start
 
     # --- answers -----------------------------------------------------------------------------
 
@@ -90,7 +97,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _json(self, status: int, value) -> None:
+    def _json(self, status: int, value: object) -> None:
         self._send(status, json.dumps(value).encode(), "application/json")
 
     def _error(self, status: int, message: str) -> None:
@@ -106,10 +113,10 @@ class Handler(BaseHTTPRequestHandler):
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         return name.lower() in LOCAL_NAMES
 
-    def do_HEAD(self):
+    def do_HEAD(self) -> None:
         self.do_GET()
 
-    def do_GET(self):
+    def do_GET(self) -> None:
         if not self._host_allowed():
             return self._error(HTTPStatus.FORBIDDEN, "this server answers only requests addressed to localhost")
         url = urlsplit(self.path)
@@ -150,14 +157,14 @@ class Handler(BaseHTTPRequestHandler):
         return self.server.catalog
 
     @property
-    def rows(self):
+    def rows(self) -> ModuleType:
         # numpy and Arrow compute take about half a second to import: start-up needs the card only,
         # so they load with the first config asked for
         from hfmed.view import rows
 
         return rows
 
-    def _configs(self, query) -> None:
+    def _configs(self, query: Query) -> None:
         build = self.catalog.read()
         self._json(
             200,
@@ -170,7 +177,7 @@ class Handler(BaseHTTPRequestHandler):
             },
         )
 
-    def _config(self, query) -> None:
+    def _config(self, query: Query) -> None:
         catalog = self.catalog
         build = catalog.read()
         config = build.config(_param(query, "config"))
@@ -197,12 +204,12 @@ class Handler(BaseHTTPRequestHandler):
             },
         )
 
-    def _split(self, query) -> tuple[Config, list[Column], list[Path]]:
+    def _split(self, query: Query) -> tuple[Config, list[Column], list[Path]]:
         config = self.catalog.read().config(_param(query, "config"))
         files = self.catalog.shards(config, _param(query, "split"))
         return config, self.catalog.columns(config), files
 
-    def _rows(self, query) -> None:
+    def _rows(self, query: Query) -> None:
         config, columns, files = self._split(query)
         offset = _int(query, "offset", 0)
         length = min(_int(query, "length", PAGE_ROWS), PAGE_ROWS)
@@ -221,7 +228,7 @@ class Handler(BaseHTTPRequestHandler):
             chosen = list(range(offset, min(offset + length, total)))
         self._json(200, {"total": total, "offset": offset, "rows": self.rows.read_rows(files, chosen, columns)})
 
-    def _volume(self, query) -> None:
+    def _volume(self, query: Query) -> None:
         config, columns, files = self._split(query)
         name = _param(query, "column")
         col = next((c for c in columns if c.name == name and c.kind == "array3d"), None)
@@ -232,7 +239,7 @@ class Handler(BaseHTTPRequestHandler):
             raise NotFound(f"no row {index} in {config.name}/{_param(query, 'split')}")
         self._send(200, self.rows.volume(files, index, col), "application/octet-stream")
 
-    def _card(self, query) -> None:
+    def _card(self, query: Query) -> None:
         self._json(200, {"markdown": self.catalog.read().body})
 
     def _file(self, rel: str) -> None:
@@ -269,7 +276,7 @@ def _is_loopback(host: str) -> bool:
 class Viewer:
     """A started server for one build folder; ``run`` serves until Ctrl-C, ``close`` stops it."""
 
-    def __init__(self, folder: str | Path, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, folder: str | Path, host: str = "127.0.0.1", port: int = 0) -> None:
         self.catalog = Catalog(folder)
         self.configs = self.catalog.read().names
         if not self.configs:

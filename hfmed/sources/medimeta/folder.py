@@ -35,7 +35,7 @@ _SPLIT_LINE = re.compile(r"images/(\d{6,})\.tiff")
 class MedIMetaFolder:
     """One dataset folder: checked as a whole by :meth:`validate`, then read split by split."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.is_dir():
             raise UserError(

@@ -36,7 +36,7 @@ def read_runs(sorted_indices: np.ndarray, max_span: int, gap: int = RUN_GAP) -> 
 class Hdf5Images:
     """The ``images`` array of ``images.hdf5``, read by windows of row indices."""
 
-    def __init__(self, path: Path, info: Info, root: Path):
+    def __init__(self, path: Path, info: Info, root: Path) -> None:
         import h5py
 
         self.path = regular_file(path, root)

@@ -44,7 +44,7 @@ class _AliasRefused(yaml.YAMLError):
     pass
 
 
-def _no_aliases(self, parent, index):
+def _no_aliases(self: _InfoLoader, parent: yaml.Node | None, index: yaml.Node | int | None) -> yaml.Node | None:
     # An alias repeats a node without repeating its text: a 1 KB file can expand to gigabytes.
     if self.check_event(yaml.AliasEvent):
         raise _AliasRefused("uses YAML aliases (*name)")

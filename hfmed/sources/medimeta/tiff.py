@@ -14,7 +14,7 @@ from hfmed.sources.medimeta.layout import fail, regular_file
 class TiffImages:
     """``images/NNNNNN.tiff``, one file per image, for folders without ``images.hdf5``."""
 
-    def __init__(self, folder: Path, info: Info, root: Path):
+    def __init__(self, folder: Path, info: Info, root: Path) -> None:
         self.folder = folder
         self.shape = info.image_shape
         self.mode = "L" if info.channels == 1 else "RGB"

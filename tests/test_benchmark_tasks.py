@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from hfmed.loading_scripts.medmnist import MedMNIST
 from medimeta_fixtures import make_medimeta_folder
 from PIL import Image
 
@@ -20,7 +21,6 @@ from hfmed import benchmark, cli, loaders
 from hfmed.benchmark import protocol, space
 from hfmed.training.folds import Fold, cv_assignment
 from hfmed.writer import build_config
-from loading_scripts.medmnist import MedMNIST
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

@@ -26,6 +26,19 @@ from hfmed.training import report
 #: results.json fields that must agree between members: they are the same task on the same data.
 SAME = ("collection", "config", "task", "task_type", "label_names")
 SCORED_SPLITS = ("validation", "test")  # the splits whose probabilities are averaged
+#: What an ensemble's results.json takes from its first member: the data and task, not the model.
+CARRIED = (
+    "collection",
+    "dataset",
+    "config",
+    "subset",
+    "task",
+    "task_column_chosen",
+    "task_type",
+    "num_labels",
+    "label_names",
+    "image_size",
+)
 
 
 def _member(folder: Path) -> dict[str, Any]:
@@ -112,21 +125,7 @@ def ensemble(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, overw
     scores = {split: metrics.compute(task, y_true, y_score) for split, (y_true, y_score) in combined.items()}
     names = [str(m["folder"]) for m in members]
     results = {
-        **{
-            key: first.get(key)
-            for key in (
-                "collection",
-                "dataset",
-                "config",
-                "subset",
-                "task",
-                "task_column_chosen",
-                "task_type",
-                "num_labels",
-                "label_names",
-                "image_size",
-            )
-        },
+        **{key: first.get(key) for key in CARRIED},
         "model": f"ensemble of {len(members)} runs",
         "selection_metric": first.get("selection_metric", "auc"),
         "members": [_member_summary(name, m["results"]) for name, m in zip(names, members)],

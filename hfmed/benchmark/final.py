@@ -15,20 +15,8 @@ from typing import Any
 import numpy as np
 
 from hfmed.benchmark import clinical
+from hfmed.ensemble import CARRIED
 from hfmed.ensemble import SCORED_SPLITS as SPLITS  # the splits an ensemble averages
-
-CARRIED = (
-    "collection",
-    "dataset",
-    "config",
-    "subset",
-    "task",
-    "task_column_chosen",
-    "task_type",
-    "num_labels",
-    "label_names",
-    "image_size",
-)
 
 
 def _combined(members: list[Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

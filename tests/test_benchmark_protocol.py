@@ -22,7 +22,16 @@ TINY_SPACE = (
     space.Candidate("wd", ("--arch", "resnet", "--arch_size", "small", "--weight_decay", "0.5")),
 )
 QUICK = ("--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16")
-OPTIONS = dict(space=TINY_SPACE, epoch_tiers=(1,), fold_tiers=(2,), seed_tiers=(2,), parallel=2, extra_flags=QUICK)
+# final_seeds: two, so that time left over does not grow the ensemble (a test of its own does that).
+OPTIONS = dict(
+    space=TINY_SPACE,
+    epoch_tiers=(1,),
+    fold_tiers=(2,),
+    seed_tiers=(2,),
+    final_seeds=(100, 101),
+    parallel=2,
+    extra_flags=QUICK,
+)
 
 
 @pytest.fixture
@@ -274,7 +283,7 @@ def _fake_trainer(
 
 
 SPACE3 = TINY_SPACE + (space.Candidate("big", ("--arch", "resnet", "--arch_size", "base"), cost=3.0),)
-FAKE = dict(space=SPACE3, epoch_tiers=(1,), fold_tiers=(3,), seed_tiers=(2,), parallel=2)
+FAKE = dict(space=SPACE3, epoch_tiers=(1,), fold_tiers=(3,), seed_tiers=(2,), final_seeds=(100, 101), parallel=2)
 
 
 def test_a_hopeless_candidate_is_dropped_after_two_folds(tiny_build, tmp_path, monkeypatch):
@@ -325,6 +334,23 @@ def test_free_slots_take_several_folds_per_round(tiny_build, tmp_path, monkeypat
     assert done.record["selection"]["folds_compared"] == [0, 1, 2] and done.record["dropped"] == {}
 
 
+def test_budget_the_search_left_grows_the_final_ensemble(tiny_build, tmp_path, monkeypatch):
+    started: list[str] = []
+    aucs = {"plain": [0.80, 0.82, 0.81], "wd": [0.83, 0.84, 0.86]}
+    monkeypatch.setattr(protocol, "run_jobs", _fake_trainer(aucs, 1.0, started))
+    options = {**FAKE, "space": TINY_SPACE, "final_seeds": (100, 101, 102, 103, 104)}
+    done = benchmark.run_subset(
+        benchmark.Target("breastmnist", dataset=str(tiny_build)), 1e9, tmp_path / "b", **options
+    )
+    record = done.record
+    grown = record["seeds_grown"]
+    assert (grown["planned"], grown["seeds"]) == (2, 5) and "not only the 2 planned" in grown["why"]
+    assert record["plan"]["seeds"] == record["final"]["seeds"] == [100, 101, 102, 103, 104]
+    assert sorted(Path(s).name for s in started if "evaluation" in s) == [f"seed{s}" for s in range(100, 105)]
+    assert done.results["model"].endswith("mean of 5 seed(s)") and len(done.results["members"]) == 5
+    assert "final seeds grown: " in (tmp_path / "b/results.md").read_text()
+
+
 class FakeClock:
     """protocol.now: budget time that moves only when a fake run says it took time."""
 
@@ -348,7 +374,7 @@ def test_the_first_epochs_speed_cuts_the_plan_and_the_record_says_why(tiny_build
     monkeypatch.setattr(protocol, "run_jobs", _fake_trainer(aucs, 100.0, started, epoch_seconds=400.0, clock=clock))
     options = {**FAKE, "epoch_tiers": (4, 1), "fold_tiers": (3, 2), "parallel": 1}
     target = benchmark.Target("breastmnist", dataset=str(tiny_build))
-    done = benchmark.run_subset(target, 15000, tmp_path / "b", **options)
+    done = benchmark.run_subset(target, 18000, tmp_path / "b", **options)
     record = done.record
     calibration = record["calibration"]
     before = calibration["plan_before"]
@@ -362,8 +388,8 @@ def test_the_first_epochs_speed_cuts_the_plan_and_the_record_says_why(tiny_build
     # to its 4 epochs against the prior estimate of them (20 s + 4 x 20 images at 150 per second).
     assert [m["run"] for m in calibration["measured"]] == ["search/plain/fold0"]
     assert calibration["slowdown"] == pytest.approx((10 + 4 * 400) / (20 + 4 * 20 / 150)) and calibration["replanned"]
-    # At that speed the plan (about 18,300 s) no longer fits the 14,590 s left; without the dearest
-    # candidate it does (about 13,000 s): the first cut in the budget's order.
+    # At that speed the plan (about 21,500 s) no longer fits the 17,590 s left; without the dearest
+    # candidate it does (about 16,100 s): the first cut in the budget's order.
     plan = record["plan"]
     assert (plan["epochs"], plan["folds"], plan["candidates"], plan["seeds"]) == (
         4,
@@ -374,7 +400,7 @@ def test_the_first_epochs_speed_cuts_the_plan_and_the_record_says_why(tiny_build
     sizes = {"train": 24, "validation": 11}
     assert (
         budget.plan_seconds(plan, SPACE3, sizes, 1, calibration["slowdown"])
-        <= 15000 - 410
+        <= 18000 - 410
         < budget.plan_seconds(before, SPACE3, sizes, 1, calibration["slowdown"])
     )
     assert plan["cut"] == ["after measuring the first runs: candidates big not searched"]

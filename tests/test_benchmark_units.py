@@ -100,7 +100,7 @@ def test_the_plan_cuts_candidates_then_seeds_then_folds_then_epochs():
     assert hour.candidates == [c.name for c in space.SPACE[: len(hour.candidates)]]
     tiny = budget.make_plan(1, *args)
     assert (tiny.epochs, tiny.folds, tiny.candidates, tiny.seeds) == (
-        15,
+        1,
         0,
         ["wd_ls"],
         [100],
@@ -108,6 +108,35 @@ def test_the_plan_cuts_candidates_then_seeds_then_folds_then_epochs():
     # a bigger budget never plans less
     plans = [budget.make_plan(b, *args) for b in (600, 1800, 3600, 7200, 14400)]
     assert [p.estimated_seconds for p in plans] == sorted(p.estimated_seconds for p in plans)
+
+
+def test_a_subset_too_large_for_the_smallest_tier_gets_the_epochs_the_budget_allows():
+    # PathMNIST's splits: 15 epochs of 89,996 images are ~9,000 s at the prior's 150 images/s.
+    sizes = {"train": 89_996, "validation": 10_004}
+    args = (space.SPACE, sizes, 2, space.EPOCH_TIERS, space.FOLD_TIERS, space.FINAL_SEEDS, space.SEED_TIERS)
+    plan = budget.make_plan(7200, *args)
+    assert 1 < plan.epochs < space.EPOCH_TIERS[-1] and (plan.folds, plan.candidates) == (0, ["wd_ls"])
+    assert plan.seeds == [100, 101]  # two slots: the second seed costs no wall time
+    assert plan.estimated_seconds <= 7200 < budget.final_seconds(space.SPACE[0], 2, 89_996, plan.epochs + 1, 2)
+    assert f"{plan.epochs} epochs per run instead of 100" in plan.cut and not any("over budget" in c for c in plan.cut)
+    # One slot: the epochs come before the second seed.
+    alone = budget.make_plan(7200, space.SPACE, sizes, 1, *args[3:])
+    assert alone.seeds == [100] and alone.epochs == plan.epochs
+
+
+def test_time_left_after_the_search_grows_the_final_seeds_up_to_the_most():
+    small = space.SPACE[0]
+
+    def seeds(remaining: float, most: int = 10) -> int:
+        return budget.grown_seeds(small, 4, most, 546, 100, 2, remaining)
+
+    four = budget.final_seconds(small, 4, 546, 100, 2)
+    assert seeds(four) == 4 and seeds(four - 100) == 4  # never fewer than planned (cutting is replan's job)
+    six = budget.final_seconds(small, 6, 546, 100, 2)
+    assert seeds(six) == 6 and seeds(six - 1) == 5
+    assert seeds(1e9) == 10 and seeds(1e9, most=4) == 4
+    # a measured slowdown counts: at twice the prior, the time of six seeds holds four
+    assert budget.grown_seeds(small, 4, 10, 546, 100, 2, six, slowdown=2.0) == 4
 
 
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("45m", 2700), ("1h", 3600), ("1.5h", 5400), ("120", 120)])
@@ -242,12 +271,14 @@ def test_a_measured_slowdown_cuts_the_plan_in_order_and_never_grows_it():
     crawl = budget.replan(plan, *args, remaining_seconds=3600, slowdown=20.0)
     assert (crawl.epochs, crawl.folds, crawl.candidates, crawl.seeds) == (30, 0, ["wd_ls"], [100, 101])
     assert "30 epochs per run instead of 100" in crawl.cut and crawl.estimated_seconds <= 3600
-    # 60x slower: the smallest protocol, and the record says it is still over budget.
-    smallest = budget.replan(plan, *args, remaining_seconds=3600, slowdown=60.0)
-    assert (smallest.epochs, smallest.folds, smallest.seeds) == (15, 0, [100]) and "over budget" in smallest.cut[-1]
-    assert (
-        budget.replan(smallest.as_dict(), *args, remaining_seconds=3600, slowdown=60.0) is None
-    )  # nothing left to cut
+    # 60x slower: below the smallest tier, the epochs the hour allows, not a run past it.
+    fitted = budget.replan(plan, *args, remaining_seconds=3600, slowdown=60.0)
+    assert (fitted.epochs, fitted.folds, fitted.seeds) == (5, 0, [100, 101]) and fitted.estimated_seconds <= 3600
+    assert not any("over budget" in c for c in fitted.cut)
+    # 300x slower: not even one epoch fits; one seed of one epoch, and the record says it is over budget.
+    smallest = budget.replan(plan, *args, remaining_seconds=3600, slowdown=300.0)
+    assert (smallest.epochs, smallest.folds, smallest.seeds) == (1, 0, [100]) and "over budget" in smallest.cut[-1]
+    assert budget.replan(smallest.as_dict(), *args, remaining_seconds=3600, slowdown=300.0) is None  # nothing to cut
 
 
 def test_the_scheduler_stops_every_run_when_the_watch_says_the_plan_changed(tmp_path, monkeypatch):

@@ -58,7 +58,39 @@ def search_seconds(
 def final_seconds(
     candidate: Candidate, seeds: int, train: int, epochs: int, slots: int, slowdown: float = 1.0
 ) -> float:
-    return wave_seconds([run_seconds(candidate, train, epochs, slowdown)] * seeds, slots) + EVALUATION_SECONDS
+    """The final seeds' training, then one evaluation run per seed (mostly start-up), then scoring."""
+    training = wave_seconds([run_seconds(candidate, train, epochs, slowdown)] * seeds, slots)
+    return training + wave_seconds([STARTUP_SECONDS * slowdown] * seeds, slots) + EVALUATION_SECONDS
+
+
+def fitted_epochs(
+    candidate: Candidate, seeds: int, train: int, slots: int, budget_seconds: float, slowdown: float = 1.0
+) -> int:
+    """The most epochs (at least 1) with which ``seeds`` final runs of ``candidate`` fit the budget:
+    for a subset too large for the smallest epoch tier (PathMNIST's 90,000 images at 15 epochs are
+    2.5 hours of one CPU thread), fewer epochs rather than a run past the budget."""
+    one_epoch = final_seconds(candidate, seeds, train, 1, slots, slowdown)
+    per_epoch = final_seconds(candidate, seeds, train, 2, slots, slowdown) - one_epoch  # the estimate is linear
+    return max(1, 1 + math.floor((budget_seconds - one_epoch) / per_epoch)) if per_epoch > 0 else 1
+
+
+def grown_seeds(
+    candidate: Candidate,
+    planned: int,
+    most: int,
+    train: int,
+    epochs: int,
+    slots: int,
+    remaining_seconds: float,
+    slowdown: float = 1.0,
+) -> int:
+    """How many final seeds the time left allows, from ``planned`` up to ``most``: time the search
+    did not use (candidates dropped early, a faster machine than the prior) goes into a larger
+    ensemble instead of being left on the table."""
+    n = planned
+    while n < most and final_seconds(candidate, n + 1, train, epochs, slots, slowdown) <= remaining_seconds:
+        n += 1
+    return n
 
 
 def make_plan(
@@ -75,8 +107,9 @@ def make_plan(
     """The fullest protocol whose estimate fits the budget (runs ``slowdown`` times the prior estimate).
 
     Cuts, in this order until it fits: candidates from the end of the space, then final seeds,
-    then folds, then epochs; with one candidate left there is nothing to search. If even the
-    smallest protocol does not fit, it is planned anyway and the record says it is over budget.
+    then folds, then epochs; with one candidate left there is nothing to search. Below the smallest
+    epoch tier, the epochs are fitted to the budget (:func:`fitted_epochs`); if even one epoch does
+    not fit, it is planned anyway and the record says it is over budget.
     """
     pooled, train = sizes["train"] + sizes["validation"], sizes["train"]
     ladder = []
@@ -96,6 +129,18 @@ def make_plan(
         )
         if estimate <= budget_seconds or (epochs, folds, n, n_seeds) == ladder[-1]:
             break
+    if estimate > budget_seconds:  # no tier fits: one candidate, as many epochs as the budget allows
+        chosen, folds, n = list(space[:1]), 0, 1
+        fitted = [
+            (s, min(epochs, fitted_epochs(chosen[0], s, train, slots, budget_seconds, slowdown)))
+            for s in (seed_tiers[-1], 1)
+        ]
+        fitting = [
+            (s, e) for s, e in fitted if final_seconds(chosen[0], s, train, e, slots, slowdown) <= budget_seconds
+        ]
+        # epochs before seeds, as the cuts' order has it; when nothing fits, the least over budget
+        n_seeds, epochs = max(fitting, key=lambda pair: (pair[1], pair[0])) if fitting else (1, 1)
+        estimate = final_seconds(chosen[0], n_seeds, train, epochs, slots, slowdown)
     plan = Plan(epochs, folds, [c.name for c in chosen], list(seeds[:n_seeds]), estimate)
     if n < len(space):
         plan.cut.append(f"candidates {', '.join(c.name for c in space[n:])} not searched")

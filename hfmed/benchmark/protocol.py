@@ -72,6 +72,7 @@ def run_subset(
     epoch_tiers: tuple[int, ...] = space_mod.EPOCH_TIERS,
     fold_tiers: tuple[int, ...] = space_mod.FOLD_TIERS,
     seed_tiers: tuple[int, ...] = space_mod.SEED_TIERS,
+    final_seeds: tuple[int, ...] = space_mod.FINAL_SEEDS,
     parallel: int | None = None,
     extra_flags: tuple[str, ...] = (),
 ) -> BenchmarkResult:
@@ -95,7 +96,7 @@ def run_subset(
             len(pool),
             epoch_tiers,
             fold_tiers,
-            space_mod.FINAL_SEEDS,
+            final_seeds,
             seed_tiers,
         ).as_dict()
     _save(out, record, clock)
@@ -108,7 +109,7 @@ def run_subset(
             len(pool),
             epoch_tiers,
             fold_tiers,
-            space_mod.FINAL_SEEDS,
+            final_seeds,
             seed_tiers,
             clock.remaining(),
             slowdown,
@@ -127,7 +128,7 @@ def run_subset(
         chosen = [space_mod.by_name(space, name) for name in record["plan"]["candidates"]]
         winner = _search(out, record, clock, chosen, common, pool, info, replan)
         if winner is not None:
-            members = _final_runs(out, record, clock, winner, common, pool, info, replan)
+            members = _final_runs(out, record, clock, winner, common, pool, info, replan, final_seeds)
     evaluations = _evaluation_runs(out, record, clock, winner, common, pool, members)
     record["test_openings"] = check_test_openings(out / SPLIT_LOG, evaluations)
     results = final.evaluate(members, evaluations, out, record)
@@ -500,9 +501,12 @@ def _final_runs(
     pool: list[Slot],
     info: TaskInfo,
     replan: Replan,
+    final_seeds: tuple[int, ...],
 ) -> list[Path] | None:
     """The winner's seeds on the official split, test not opened. With no search before them they
     are the first runs, and their first epochs calibrate the budget: None when that cut the plan."""
+    if record.get("seeds_grown") is None:  # decided once, so that a resumed run keeps its seeds
+        _grow_seeds(record, clock, winner, info.splits["train"], len(pool), final_seeds)
     seeds = list(record["plan"]["seeds"])
     started = clock.spent()
     estimate = budget.run_seconds(winner, info.splits["train"], record["plan"]["epochs"], record.get("slowdown", 1.0))
@@ -546,6 +550,30 @@ def _final_runs(
     return [j.out for j in jobs]
 
 
+def _grow_seeds(
+    record: dict[str, Any], clock: _Clock, winner: Candidate, train: int, slots: int, final_seeds: tuple[int, ...]
+) -> None:
+    """More final seeds when the time left allows them at the measured speed (recorded either way)."""
+    planned = len(record["plan"]["seeds"])
+    n = budget.grown_seeds(
+        winner,
+        planned,
+        len(final_seeds),
+        train,
+        record["plan"]["epochs"],
+        slots,
+        clock.remaining(),
+        record.get("slowdown", 1.0),
+    )
+    record["seeds_grown"] = {"planned": planned, "seeds": n, "remaining_seconds": clock.remaining()}
+    if n > planned:
+        record["plan"]["seeds"] = list(final_seeds[:n])
+        record["seeds_grown"]["why"] = (
+            f"{clock.remaining():.0f} s of budget left after the search fit {n} seeds at the measured speed "
+            f"({record.get('slowdown', 1.0):.2f}x the prior), not only the {planned} planned"
+        )
+
+
 def _evaluation_runs(
     out: Path,
     record: dict[str, Any],
@@ -587,7 +615,6 @@ def check_test_openings(log: Path, evaluations: list[Path]) -> list[dict[str, An
             raise RuntimeError(
                 f"{line['run']} opened the test split "
                 f"{'before the selection' if line['run'] in allowed else 'outside the final evaluation'}; "
-                ""
                 f"the protocol forbids it ({log})"
             )
     missing = allowed - {line["run"] for _, line in openings}

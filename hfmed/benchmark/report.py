@@ -113,6 +113,8 @@ def search_markdown(record: dict[str, Any], results: dict[str, Any]) -> list[str
         "",
     ]
     lines += [f"- cut by the budget: {c}" for c in plan["cut"]]
+    grown = record.get("seeds_grown") or {}
+    lines += [f"- final seeds grown: {grown['why']}"] if grown.get("why") else []
     lines += [f"- skipped: {json.dumps(s)}" for s in record["skipped"]]
     lines += [
         f"- dropped as hopeless: {n} (mean fold AUC {_f(d['mean_auc'])} against the "

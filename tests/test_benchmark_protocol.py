@@ -399,9 +399,9 @@ def test_the_first_epochs_speed_cuts_the_plan_and_the_record_says_why(tiny_build
     )
     sizes = {"train": 24, "validation": 11}
     assert (
-        budget.plan_seconds(plan, SPACE3, sizes, 1, calibration["slowdown"])
+        budget.plan_seconds(plan, budget.Setting(SPACE3, sizes, 1), calibration["slowdown"])
         <= 18000 - 410
-        < budget.plan_seconds(before, SPACE3, sizes, 1, calibration["slowdown"])
+        < budget.plan_seconds(before, budget.Setting(SPACE3, sizes, 1), calibration["slowdown"])
     )
     assert plan["cut"] == ["after measuring the first runs: candidates big not searched"]
     assert record["skipped"][0]["replanned"] and "took 78.41x the prior estimate" in record["skipped"][0]["why"]

@@ -3,6 +3,7 @@ plan, early drops, ranks."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -92,13 +93,13 @@ def test_folds_are_stratified_and_never_split_a_patient():
 
 def test_the_plan_cuts_candidates_then_seeds_then_folds_then_epochs():
     sizes = {"train": 546, "validation": 78}
-    args = (space.SPACE, sizes, 2, space.EPOCH_TIERS, space.FOLD_TIERS, space.FINAL_SEEDS, space.SEED_TIERS)
-    full = budget.make_plan(1e7, *args)
+    setting = budget.Setting(space.SPACE, sizes, 2)  # the frozen tiers
+    full = budget.make_plan(1e7, setting)
     assert (full.epochs, full.folds, len(full.candidates), len(full.seeds), full.cut) == (100, 5, 4, 4, [])
-    hour = budget.make_plan(3600, *args)
+    hour = budget.make_plan(3600, setting)
     assert hour.estimated_seconds <= 3600 and hour.cut  # 4 x 5 x ~6 min runs do not fit an hour on 2 slots
     assert hour.candidates == [c.name for c in space.SPACE[: len(hour.candidates)]]
-    tiny = budget.make_plan(1, *args)
+    tiny = budget.make_plan(1, setting)
     assert (tiny.epochs, tiny.folds, tiny.candidates, tiny.seeds) == (
         1,
         0,
@@ -106,21 +107,21 @@ def test_the_plan_cuts_candidates_then_seeds_then_folds_then_epochs():
         [100],
     ) and "over budget" in tiny.cut[-1]
     # a bigger budget never plans less
-    plans = [budget.make_plan(b, *args) for b in (600, 1800, 3600, 7200, 14400)]
+    plans = [budget.make_plan(b, setting) for b in (600, 1800, 3600, 7200, 14400)]
     assert [p.estimated_seconds for p in plans] == sorted(p.estimated_seconds for p in plans)
 
 
 def test_a_subset_too_large_for_the_smallest_tier_gets_the_epochs_the_budget_allows():
     # PathMNIST's splits: 15 epochs of 89,996 images are ~9,000 s at the prior's 150 images/s.
     sizes = {"train": 89_996, "validation": 10_004}
-    args = (space.SPACE, sizes, 2, space.EPOCH_TIERS, space.FOLD_TIERS, space.FINAL_SEEDS, space.SEED_TIERS)
-    plan = budget.make_plan(7200, *args)
+    setting = budget.Setting(space.SPACE, sizes, 2)  # the frozen tiers
+    plan = budget.make_plan(7200, setting)
     assert 1 < plan.epochs < space.EPOCH_TIERS[-1] and (plan.folds, plan.candidates) == (0, ["wd_ls"])
     assert plan.seeds == [100, 101]  # two slots: the second seed costs no wall time
     assert plan.estimated_seconds <= 7200 < budget.final_seconds(space.SPACE[0], 2, 89_996, plan.epochs + 1, 2)
     assert f"{plan.epochs} epochs per run instead of 100" in plan.cut and not any("over budget" in c for c in plan.cut)
     # One slot: the epochs come before the second seed.
-    alone = budget.make_plan(7200, space.SPACE, sizes, 1, *args[3:])
+    alone = budget.make_plan(7200, dataclasses.replace(setting, slots=1))
     assert alone.seeds == [100] and alone.epochs == plan.epochs
 
 
@@ -258,27 +259,27 @@ def test_a_test_opening_outside_the_final_evaluation_stops_the_benchmark(tmp_pat
 
 def test_a_measured_slowdown_cuts_the_plan_in_order_and_never_grows_it():
     sizes = {"train": 546, "validation": 78}
-    args = (space.SPACE, sizes, 2, space.EPOCH_TIERS, space.FOLD_TIERS, space.FINAL_SEEDS, space.SEED_TIERS)
-    plan = budget.make_plan(3600, *args).as_dict()
-    assert budget.replan(plan, *args, remaining_seconds=3600, slowdown=1.0) is None  # as fast as assumed: kept
-    assert budget.replan(plan, *args, remaining_seconds=3600, slowdown=0.2) is None  # faster: kept, not grown
-    slower = budget.replan(plan, *args, remaining_seconds=3600, slowdown=3.0)
+    setting = budget.Setting(space.SPACE, sizes, 2)  # the frozen tiers
+    plan = budget.make_plan(3600, setting).as_dict()
+    assert budget.replan(plan, setting, remaining_seconds=3600, slowdown=1.0) is None  # as fast as assumed: kept
+    assert budget.replan(plan, setting, remaining_seconds=3600, slowdown=0.2) is None  # faster: kept, not grown
+    slower = budget.replan(plan, setting, remaining_seconds=3600, slowdown=3.0)
     assert slower is not None and slower.estimated_seconds <= 3600 and slower.cut
-    assert budget.plan_seconds(slower.as_dict(), space.SPACE, sizes, 2, 3.0) == pytest.approx(slower.estimated_seconds)
+    assert budget.plan_seconds(slower.as_dict(), setting, 3.0) == pytest.approx(slower.estimated_seconds)
     assert slower.epochs <= plan["epochs"] and slower.folds <= plan["folds"] and len(slower.seeds) <= len(plan["seeds"])
     assert set(slower.candidates) <= set(plan["candidates"])
     # 20x slower: no search left, and 30 epochs (100 x 20 would not fit an hour for even one seed).
-    crawl = budget.replan(plan, *args, remaining_seconds=3600, slowdown=20.0)
+    crawl = budget.replan(plan, setting, remaining_seconds=3600, slowdown=20.0)
     assert (crawl.epochs, crawl.folds, crawl.candidates, crawl.seeds) == (30, 0, ["wd_ls"], [100, 101])
     assert "30 epochs per run instead of 100" in crawl.cut and crawl.estimated_seconds <= 3600
     # 60x slower: below the smallest tier, the epochs the hour allows, not a run past it.
-    fitted = budget.replan(plan, *args, remaining_seconds=3600, slowdown=60.0)
+    fitted = budget.replan(plan, setting, remaining_seconds=3600, slowdown=60.0)
     assert (fitted.epochs, fitted.folds, fitted.seeds) == (5, 0, [100, 101]) and fitted.estimated_seconds <= 3600
     assert not any("over budget" in c for c in fitted.cut)
     # 300x slower: not even one epoch fits; one seed of one epoch, and the record says it is over budget.
-    smallest = budget.replan(plan, *args, remaining_seconds=3600, slowdown=300.0)
+    smallest = budget.replan(plan, setting, remaining_seconds=3600, slowdown=300.0)
     assert (smallest.epochs, smallest.folds, smallest.seeds) == (1, 0, [100]) and "over budget" in smallest.cut[-1]
-    assert budget.replan(smallest.as_dict(), *args, remaining_seconds=3600, slowdown=300.0) is None  # nothing to cut
+    assert budget.replan(smallest.as_dict(), setting, remaining_seconds=3600, slowdown=300.0) is None  # nothing to cut
 
 
 def test_the_scheduler_stops_every_run_when_the_watch_says_the_plan_changed(tmp_path, monkeypatch):

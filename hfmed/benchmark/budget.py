@@ -10,14 +10,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
+from hfmed.benchmark import space as space_mod
 from hfmed.benchmark.space import Candidate
 
 PRIOR_IMAGES_PER_SECOND = 150.0
 STARTUP_SECONDS = 20.0
 #: Time kept back from the search for the final seeds and the evaluation (when nothing else says).
 EVALUATION_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a plan is made for: the candidates in order of preference, the data's split sizes, the
+    runs that go side by side, and the tiers the budget may cut epochs, folds and seeds to."""
+
+    space: tuple[Candidate, ...]
+    sizes: dict[str, int]
+    slots: int
+    epoch_tiers: tuple[int, ...] = space_mod.EPOCH_TIERS
+    fold_tiers: tuple[int, ...] = space_mod.FOLD_TIERS
+    seeds: tuple[int, ...] = space_mod.FINAL_SEEDS
+    seed_tiers: tuple[int, ...] = space_mod.SEED_TIERS
 
 
 @dataclass
@@ -93,17 +108,7 @@ def grown_seeds(
     return n
 
 
-def make_plan(
-    budget_seconds: float,
-    space: tuple[Candidate, ...],
-    sizes: dict[str, int],
-    slots: int,
-    epoch_tiers: tuple[int, ...],
-    fold_tiers: tuple[int, ...],
-    seeds: tuple[int, ...],
-    seed_tiers: tuple[int, ...],
-    slowdown: float = 1.0,
-) -> Plan:
+def make_plan(budget_seconds: float, setting: Setting, slowdown: float = 1.0) -> Plan:
     """The fullest protocol whose estimate fits the budget (runs ``slowdown`` times the prior estimate).
 
     Cuts, in this order until it fits: candidates from the end of the space, then final seeds,
@@ -111,10 +116,11 @@ def make_plan(
     epoch tier, the epochs are fitted to the budget (:func:`fitted_epochs`); if even one epoch does
     not fit, it is planned anyway and the record says it is over budget.
     """
-    pooled, train = sizes["train"] + sizes["validation"], sizes["train"]
+    space, slots, seed_tiers, epoch_tiers = setting.space, setting.slots, setting.seed_tiers, setting.epoch_tiers
+    pooled, train = setting.sizes["train"] + setting.sizes["validation"], setting.sizes["train"]
     ladder = []
     for epochs in epoch_tiers:
-        for folds in fold_tiers:
+        for folds in setting.fold_tiers:
             for n_seeds in seed_tiers:
                 for n in range(len(space), 1, -1):
                     ladder.append((epochs, folds, n, n_seeds))
@@ -141,13 +147,13 @@ def make_plan(
         # epochs before seeds, as the cuts' order has it; when nothing fits, the least over budget
         n_seeds, epochs = max(fitting, key=lambda pair: (pair[1], pair[0])) if fitting else (1, 1)
         estimate = final_seconds(chosen[0], n_seeds, train, epochs, slots, slowdown)
-    plan = Plan(epochs, folds, [c.name for c in chosen], list(seeds[:n_seeds]), estimate)
+    plan = Plan(epochs, folds, [c.name for c in chosen], list(setting.seeds[:n_seeds]), estimate)
     if n < len(space):
         plan.cut.append(f"candidates {', '.join(c.name for c in space[n:])} not searched")
     if n_seeds < seed_tiers[0]:
         plan.cut.append(f"{n_seeds} final seed(s) instead of {seed_tiers[0]}")
-    if folds and folds < fold_tiers[0]:
-        plan.cut.append(f"{folds} folds instead of {fold_tiers[0]}")
+    if folds and folds < setting.fold_tiers[0]:
+        plan.cut.append(f"{folds} folds instead of {setting.fold_tiers[0]}")
     if folds == 0:
         plan.cut.append("no cross-validation: one candidate only")
     if epochs < epoch_tiers[0]:
@@ -159,50 +165,32 @@ def make_plan(
     return plan
 
 
-def plan_seconds(
-    plan: dict, space: tuple[Candidate, ...], sizes: dict[str, int], slots: int, slowdown: float = 1.0
-) -> float:
+def plan_seconds(plan: dict, setting: Setting, slowdown: float = 1.0) -> float:
     """What ``plan`` (a Plan's dict) takes from its start, its runs ``slowdown`` times the prior estimate."""
-    chosen = [c for c in space if c.name in plan["candidates"]]
+    chosen = [c for c in setting.space if c.name in plan["candidates"]]
     dearest = max(chosen, key=lambda c: c.cost)
-    pooled, train = sizes["train"] + sizes["validation"], sizes["train"]
+    pooled, train = setting.sizes["train"] + setting.sizes["validation"], setting.sizes["train"]
+    slots = setting.slots
     return search_seconds(chosen, plan["folds"], pooled, plan["epochs"], slots, slowdown) + final_seconds(
         dearest, len(plan["seeds"]), train, plan["epochs"], slots, slowdown
     )
 
 
-def replan(
-    plan: dict,
-    space: tuple[Candidate, ...],
-    sizes: dict[str, int],
-    slots: int,
-    epoch_tiers: tuple[int, ...],
-    fold_tiers: tuple[int, ...],
-    seeds: tuple[int, ...],
-    seed_tiers: tuple[int, ...],
-    remaining_seconds: float,
-    slowdown: float,
-) -> Plan | None:
+def replan(plan: dict, setting: Setting, remaining_seconds: float, slowdown: float) -> Plan | None:
     """The plan cut to what ``remaining_seconds`` allows at the measured ``slowdown``, or None when
     it still fits (or nothing can be cut). It only cuts, never grows: the same order as
     :func:`make_plan` (candidates, seeds, folds, epochs), starting from the plan as it is."""
-    if plan_seconds(plan, space, sizes, slots, slowdown) <= remaining_seconds:
+    if plan_seconds(plan, setting, slowdown) <= remaining_seconds:
         return None
-    chosen = tuple(c for c in space if c.name in plan["candidates"])
-    epochs = tuple(e for e in epoch_tiers if e < plan["epochs"])
-    folds = tuple(f for f in fold_tiers if 0 < f < plan["folds"])
-    n_seeds = tuple(s for s in seed_tiers if s < len(plan["seeds"]))
-    new = make_plan(
-        remaining_seconds,
-        chosen,
-        sizes,
-        slots,
-        (plan["epochs"], *epochs),
-        ((plan["folds"], *folds) if plan["folds"] else ()),
-        seeds,
-        (len(plan["seeds"]), *n_seeds),
-        slowdown,
+    folds = tuple(f for f in setting.fold_tiers if 0 < f < plan["folds"])
+    narrowed = replace(
+        setting,
+        space=tuple(c for c in setting.space if c.name in plan["candidates"]),
+        epoch_tiers=(plan["epochs"], *(e for e in setting.epoch_tiers if e < plan["epochs"])),
+        fold_tiers=((plan["folds"], *folds) if plan["folds"] else ()),
+        seed_tiers=(len(plan["seeds"]), *(s for s in setting.seed_tiers if s < len(plan["seeds"]))),
     )
+    new = make_plan(remaining_seconds, narrowed, slowdown)
     if (new.epochs, new.folds, new.candidates, new.seeds) == (
         plan["epochs"],
         plan["folds"],

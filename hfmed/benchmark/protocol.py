@@ -88,32 +88,13 @@ def run_subset(
     record["cv_groups"] = group_column(target)
     record["slots"] = [{"threads": s.threads, "gpu": s.gpu} for s in pool]
     space = space or space_mod.for_data(info.volumetric)  # 3D networks for a 3D config
+    setting = budget.Setting(space, dict(info.splits), len(pool), epoch_tiers, fold_tiers, final_seeds, seed_tiers)
     if record.get("plan") is None:
-        record["plan"] = budget.make_plan(
-            budget_seconds,
-            space,
-            dict(info.splits),
-            len(pool),
-            epoch_tiers,
-            fold_tiers,
-            final_seeds,
-            seed_tiers,
-        ).as_dict()
+        record["plan"] = budget.make_plan(budget_seconds, setting).as_dict()
     _save(out, record, clock)
 
     def replan(slowdown: float) -> budget.Plan | None:
-        return budget.replan(
-            record["plan"],
-            space,
-            dict(info.splits),
-            len(pool),
-            epoch_tiers,
-            fold_tiers,
-            final_seeds,
-            seed_tiers,
-            clock.remaining(),
-            slowdown,
-        )
+        return budget.replan(record["plan"], setting, clock.remaining(), slowdown)
 
     members = None
     while members is None:  # a second pass only when the first runs' speed cut the plan

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import io
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -130,3 +132,10 @@ def built_medmnist(tmp_path_factory, real_breastmnist, real_adrenalmnist3d) -> P
     build_config(MedMNIST("breastmnist", real_breastmnist), out, progress=False)
     build_config(MedMNIST("adrenalmnist3d", real_adrenalmnist3d), out, progress=False)
     return out
+
+
+def torchrun_train(args: list, env: dict) -> subprocess.CompletedProcess:
+    """train_hf.py under torchrun with two processes on this machine (gloo on the CPU)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    script = Path(__file__).resolve().parent.parent / "train_hf.py"
+    return subprocess.run([*command, str(script), *args], env=env, capture_output=True, text=True, timeout=240)

@@ -83,10 +83,13 @@ def bus(tmp_path) -> Path:
     return root
 
 
+def build_argv(source: Path, out: Path) -> tuple:
+    """The command line that builds the BreastMNIST test file into ``out``."""
+    return ("build", "medmnist", "breastmnist", "--source", source, "--out", out, "--unofficial", "--quiet")
+
+
 def build_npz(capsys, source: Path, out: Path, *extra) -> tuple[int, str]:
-    return run(
-        capsys, "build", "medmnist", "breastmnist", "--source", source, "--out", out, "--unofficial", "--quiet", *extra
-    )
+    return run(capsys, *build_argv(source, out), *extra)
 
 
 # --- 1. a source never pulls in a file from outside what the user named ---------------------------
@@ -268,15 +271,7 @@ def test_a_users_readme_and_pictures_are_never_replaced(npz, tmp_path, capsys):
     refused(
         capsys,
         "README.md: a README.md that hfmed did not write",
-        "build",
-        "medmnist",
-        "breastmnist",
-        "--source",
-        npz,
-        "--out",
-        proj,
-        "--unofficial",
-        "--quiet",
+        *build_argv(npz, proj),
         inputs=[npz],
         out=proj,
     )
@@ -299,15 +294,7 @@ def test_a_montage_path_holding_a_users_file_is_refused(npz, tmp_path, capsys):
     refused(
         capsys,
         "an images/ file that hfmed did not write",
-        "build",
-        "medmnist",
-        "breastmnist",
-        "--source",
-        npz,
-        "--out",
-        proj,
-        "--unofficial",
-        "--quiet",
+        *build_argv(npz, proj),
         inputs=[npz],
         out=proj,
     )
@@ -321,15 +308,7 @@ def test_a_users_folder_named_as_the_config_is_never_replaced(npz, tmp_path, cap
         refused(
             capsys,
             "holding files other than hfmed shards",
-            "build",
-            "medmnist",
-            "breastmnist",
-            "--source",
-            npz,
-            "--out",
-            proj,
-            "--unofficial",
-            "--quiet",
+            *build_argv(npz, proj),
             *extra,
             inputs=[npz],
             out=proj,
@@ -400,15 +379,7 @@ def test_a_build_refuses_while_another_holds_the_config(npz, tmp_path, capsys):
         refused(
             capsys,
             "another hfmed process is building breastmnist",
-            "build",
-            "medmnist",
-            "breastmnist",
-            "--source",
-            npz,
-            "--out",
-            out,
-            "--unofficial",
-            "--quiet",
+            *build_argv(npz, out),
             inputs=[npz],
             out=out,
         )
@@ -440,15 +411,7 @@ def test_mixing_collections_is_refused_before_anything_is_written(npz, bus, tmp_
     refused(
         capsys,
         "holds a medimeta build",
-        "build",
-        "medmnist",
-        "breastmnist",
-        "--source",
-        npz,
-        "--out",
-        out,
-        "--unofficial",
-        "--quiet",
+        *build_argv(npz, out),
         inputs=[npz],
         out=out,
     )
@@ -591,15 +554,7 @@ def test_a_crafted_npz_is_one_line(tmp_path, capsys, case):
     refused(
         capsys,
         expect,
-        "build",
-        "medmnist",
-        "breastmnist",
-        "--source",
-        source,
-        "--out",
-        out,
-        "--unofficial",
-        "--quiet",
+        *build_argv(source, out),
         inputs=[source],
         out=out,
     )
@@ -683,15 +638,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(npz, tmp_path):
             sys.executable,
             "-c",
             script,
-            "build",
-            "medmnist",
-            "breastmnist",
-            "--source",
-            str(npz),
-            "--out",
-            str(out),
-            "--unofficial",
-            "--quiet",
+            *build_argv(str(npz), str(out)),
         ],
         capture_output=True,
         text=True,
@@ -721,15 +668,7 @@ def test_a_read_only_out_is_one_line(npz, tmp_path, capsys, monkeypatch):
     refused(
         capsys,
         f"cannot write into {out} (Read-only file system)",
-        "build",
-        "medmnist",
-        "breastmnist",
-        "--source",
-        npz,
-        "--out",
-        out,
-        "--unofficial",
-        "--quiet",
+        *build_argv(npz, out),
         inputs=[npz],
         out=out,
     )

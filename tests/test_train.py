@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import torchrun_train
 from hfmed.loading_scripts.medmnist import MedMNIST
 from PIL import Image
 
@@ -674,20 +675,6 @@ def test_a_local_checkpoint_is_fine_tuned_with_a_new_head(small_npz, tmp_path):
     assert config["num_channels"] == 3  # the RGB checkpoint was fed grayscale repeated to 3 channels
 
 
-def _torchrun(args: list[str], env: dict) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(ROOT / "train_hf.py"),
-        *args,
-    ]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
-
-
 @pytest.mark.parametrize(
     "arch, schedule",
     [
@@ -720,7 +707,7 @@ def test_two_gloo_processes_train_their_own_shares_and_report_the_saved_model(sm
         "--per_device_eval_batch_size",
         "4",
     ]
-    done = _torchrun(
+    done = torchrun_train(
         [
             *common,
             "--ddp_backend",

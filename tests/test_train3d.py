@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import torchrun_train
 from hfmed.loading_scripts.medmnist import MedMNIST
 
 from hfmed import facts, loaders, metrics, models3d, training
@@ -402,27 +402,22 @@ def test_two_gloo_processes_train_a_3d_model_and_report_the_saved_one(small_npz,
         "--per_device_eval_batch_size",
         "4",
     ]
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(ROOT / "train_hf.py"),
-        *common,
-        "--ddp_backend",
-        "gloo",
-        "--arch_size",
-        "small",
-        "--num_train_epochs",
-        "1",
-        "--per_device_train_batch_size",
-        "2",
-        "--output_dir",
-        str(ddp),
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    done = torchrun_train(
+        [
+            *common,
+            "--ddp_backend",
+            "gloo",
+            "--arch_size",
+            "small",
+            "--num_train_epochs",
+            "1",
+            "--per_device_train_batch_size",
+            "2",
+            "--output_dir",
+            str(ddp),
+        ],
+        env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     distributed = json.loads((ddp / "results.json").read_text())
     assert distributed["num_processes"] == 2 and distributed["train_batches_per_rank"] == [

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,9 +29,6 @@ from hfmed.errors import UserError
 
 if TYPE_CHECKING:
     from hfmed.loaders.built import TaskInfo
-
-#: Cuts the plan to a measured slowdown: the new plan, or None when the old one still fits.
-Replan = Callable[[float], budget.Plan | None]
 
 RECORD_FILE = "search.json"
 SPLIT_LOG = "splits.jsonl"
@@ -91,26 +87,15 @@ def run_subset(
     setting = budget.Setting(space, dict(info.splits), len(pool), epoch_tiers, fold_tiers, final_seeds, seed_tiers)
     if record.get("plan") is None:
         record["plan"] = budget.make_plan(budget_seconds, setting).as_dict()
-    _save(out, record, clock)
-
-    def replan(slowdown: float) -> budget.Plan | None:
-        return budget.replan(record["plan"], setting, clock.remaining(), slowdown)
-
+    run = _Run(out, record, clock, pool, info, setting, [*target.flags(), *extra_flags])
+    run.save()
     members = None
     while members is None:  # a second pass only when the first runs' speed cut the plan
-        common = [
-            *space_mod.COMMON_FLAGS,
-            *target.flags(),
-            *space_mod.schedule_flags(record["plan"]["epochs"]),
-            *extra_flags,
-            "--split_log",
-            str((out / SPLIT_LOG).resolve()),
-        ]
         chosen = [space_mod.by_name(space, name) for name in record["plan"]["candidates"]]
-        winner = _search(out, record, clock, chosen, common, pool, info, replan)
+        winner = _search(run, chosen)
         if winner is not None:
-            members = _final_runs(out, record, clock, winner, common, pool, info, replan, final_seeds)
-    evaluations = _evaluation_runs(out, record, clock, winner, common, pool, members)
+            members = _final_runs(run, winner)
+    evaluations = _evaluation_runs(run, winner, members)
     record["test_openings"] = check_test_openings(out / SPLIT_LOG, evaluations)
     results = final.evaluate(members, evaluations, out, record)
     record["complete"] = True
@@ -137,6 +122,37 @@ class _Clock:
     def deadline(self, reserve: float) -> float:
         """A time.monotonic() value: when only ``reserve`` seconds of budget will be left."""
         return time.monotonic() + self.remaining() - reserve
+
+
+@dataclass
+class _Run:
+    """One benchmark under way: its folder, record and clock, the slots its runs go to, its data,
+    what its plans are made for, and the flags every run of it gets besides the schedule."""
+
+    out: Path
+    record: dict[str, Any]
+    clock: _Clock
+    pool: list[Slot]
+    info: TaskInfo
+    setting: budget.Setting
+    flags: list[str]
+
+    def common(self) -> list[str]:
+        """Every run's flags under the plan as it is now."""
+        return [
+            *space_mod.COMMON_FLAGS,
+            *self.flags,
+            *space_mod.schedule_flags(self.record["plan"]["epochs"]),
+            "--split_log",
+            str((self.out / SPLIT_LOG).resolve()),
+        ]
+
+    def replan(self, slowdown: float) -> budget.Plan | None:
+        """The plan cut to the time left at ``slowdown``, or None when it still fits."""
+        return budget.replan(self.record["plan"], self.setting, self.clock.remaining(), slowdown)
+
+    def save(self) -> None:
+        _save(self.out, self.record, self.clock)
 
 
 def _load_record(out: Path, target: Target, budget_seconds: float) -> dict[str, Any]:
@@ -213,20 +229,12 @@ def _config(target: Target) -> str:
     return registry.get(target.collection).config_for(target.subset, target.size)
 
 
-def _search(
-    out: Path,
-    record: dict[str, Any],
-    clock: _Clock,
-    chosen: list[Candidate],
-    common: list[str],
-    pool: list[Slot],
-    info: TaskInfo,
-    replan: Replan,
-) -> Candidate | None:
+def _search(run: _Run, chosen: list[Candidate]) -> Candidate | None:
     """Rounds of folds for the surviving candidates; as many folds per round as the slots allow,
     so every core works, and a drop check between rounds. While the first round runs, its first
     epochs calibrate the budget (:func:`_calibrate`); None when that cut the plan and the search
     must start again under the new one."""
+    out, record, clock, pool, info, common = run.out, run.record, run.clock, run.pool, run.info, run.common()
     plan = record["plan"]
     alive = [c for c in chosen if c.name not in record["dropped"]]
     scores: dict[str, dict[int, float]] = {}
@@ -281,12 +289,10 @@ def _search(
             jobs,
             pool,
             deadline=clock.deadline(reserve),
-            watch=(lambda: record.get("calibration") is None and _calibrate(out, record, jobs, costs, replan))
-            if calibrating
-            else None,
+            watch=(lambda: record.get("calibration") is None and _calibrate(run, jobs, costs)) if calibrating else None,
         )
         if calibrating and record.get("calibration") is None:
-            _calibrate(out, record, jobs, costs, replan)  # runs that ended between two polls
+            _calibrate(run, jobs, costs)  # runs that ended between two polls
         if calibrating and record.get("calibration", {}).get("replanned"):
             _discard_round(record, jobs, status)
             _save(out, record, clock)
@@ -307,7 +313,7 @@ def _search(
             alive = [c for c in alive if c.name not in record["dropped"]]
         _save(out, record, clock)
     _collect(out, scores, chosen, plan["folds"])  # every finished fold, dropped candidates' too, for the record
-    return _select(out, record, clock, chosen, [c for c in alive if c.name not in record["dropped"]], scores)
+    return _select(run, chosen, [c for c in alive if c.name not in record["dropped"]], scores)
 
 
 def _progress(run: Path) -> dict[str, Any] | None:
@@ -317,12 +323,13 @@ def _progress(run: Path) -> dict[str, Any] | None:
         return None
 
 
-def _calibrate(out: Path, record: dict[str, Any], jobs: list[Job], costs: dict[Path, float], replan: Replan) -> bool:
+def _calibrate(run: _Run, jobs: list[Job], costs: dict[Path, float]) -> bool:
     """Learn the machine's speed from the first runs' first epochs (each run's progress.json):
     its start-up and seconds per epoch project the whole run, set against the prior estimate of
     it. If the plan no longer fits the time left at that speed, cut it (``replan``) and say why in
     the record; True then, so that the round is stopped and started again under the new plan (at
     most one epoch of it lost)."""
+    out, record = run.out, run.record
     samples = []
     epochs = record["plan"]["epochs"]
     for job in jobs:
@@ -346,7 +353,7 @@ def _calibrate(out: Path, record: dict[str, Any], jobs: list[Job], costs: dict[P
         return False
     slowdown = sum(s["projected_seconds"] for s in samples) / sum(s["estimated_seconds"] for s in samples)
     before = {k: record["plan"][k] for k in ("epochs", "folds", "candidates", "seeds")}
-    new = replan(slowdown)
+    new = run.replan(slowdown)
     record["slowdown"] = slowdown
     record["calibration"] = {
         "measured": samples,
@@ -441,13 +448,9 @@ def _fold_auc(run: Path) -> float:
 
 
 def _select(
-    out: Path,
-    record: dict[str, Any],
-    clock: _Clock,
-    chosen: list[Candidate],
-    alive: list[Candidate],
-    scores: dict[str, dict[int, float]],
+    run: _Run, chosen: list[Candidate], alive: list[Candidate], scores: dict[str, dict[int, float]]
 ) -> Candidate:
+    out, record, clock = run.out, run.record, run.clock
     if record.get("selection"):
         return next(c for c in chosen if c.name == record["selection"]["winner"])
     names = [c.name for c in alive]
@@ -473,21 +476,12 @@ def _select(
     return next(c for c in chosen if c.name == winner)
 
 
-def _final_runs(
-    out: Path,
-    record: dict[str, Any],
-    clock: _Clock,
-    winner: Candidate,
-    common: list[str],
-    pool: list[Slot],
-    info: TaskInfo,
-    replan: Replan,
-    final_seeds: tuple[int, ...],
-) -> list[Path] | None:
+def _final_runs(run: _Run, winner: Candidate) -> list[Path] | None:
     """The winner's seeds on the official split, test not opened. With no search before them they
     are the first runs, and their first epochs calibrate the budget: None when that cut the plan."""
+    out, record, clock, pool, info, common = run.out, run.record, run.clock, run.pool, run.info, run.common()
     if record.get("seeds_grown") is None:  # decided once, so that a resumed run keeps its seeds
-        _grow_seeds(record, clock, winner, info.splits["train"], len(pool), final_seeds)
+        _grow_seeds(run, winner)
     seeds = list(record["plan"]["seeds"])
     started = clock.spent()
     estimate = budget.run_seconds(winner, info.splits["train"], record["plan"]["epochs"], record.get("slowdown", 1.0))
@@ -509,9 +503,7 @@ def _final_runs(
     status = run_jobs(
         jobs,
         pool,
-        watch=(lambda: record.get("calibration") is None and _calibrate(out, record, jobs, costs, replan))
-        if calibrating
-        else None,
+        watch=(lambda: record.get("calibration") is None and _calibrate(run, jobs, costs)) if calibrating else None,
     )
     if calibrating and (record.get("calibration") or {}).get("replanned"):
         _discard_round(record, jobs, status)
@@ -531,18 +523,17 @@ def _final_runs(
     return [j.out for j in jobs]
 
 
-def _grow_seeds(
-    record: dict[str, Any], clock: _Clock, winner: Candidate, train: int, slots: int, final_seeds: tuple[int, ...]
-) -> None:
+def _grow_seeds(run: _Run, winner: Candidate) -> None:
     """More final seeds when the time left allows them at the measured speed (recorded either way)."""
+    record, clock, final_seeds = run.record, run.clock, run.setting.seeds
     planned = len(record["plan"]["seeds"])
     n = budget.grown_seeds(
         winner,
         planned,
         len(final_seeds),
-        train,
+        run.info.splits["train"],
         record["plan"]["epochs"],
-        slots,
+        len(run.pool),
         clock.remaining(),
         record.get("slowdown", 1.0),
     )
@@ -555,17 +546,10 @@ def _grow_seeds(
         )
 
 
-def _evaluation_runs(
-    out: Path,
-    record: dict[str, Any],
-    clock: _Clock,
-    winner: Candidate,
-    common: list[str],
-    pool: list[Slot],
-    members: list[Path],
-) -> list[Path]:
+def _evaluation_runs(run: _Run, winner: Candidate, members: list[Path]) -> list[Path]:
     """The one step that opens test: each final seed's saved model (its checkpoint chosen on
     validation) scored on validation and test, as ``--model <seed> --do_train false``."""
+    out, record, clock, pool, common = run.out, run.record, run.clock, run.pool, run.common()
     jobs = [
         Job(
             out / "evaluation" / member.name,

@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from train_flags import TRAINING_ONLY
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -45,14 +47,7 @@ def train_argv(args, out: Path) -> list[str]:
         str(args.steps),
         "--dataloader_num_workers",
         str(args.workers),
-        "--eval_strategy",
-        "no",
-        "--save_strategy",
-        "no",
-        "--load_best_model_at_end",
-        "false",
-        "--disable_tqdm",
-        "true",
+        *TRAINING_ONLY,
         "--output_dir",
         str(out),
     ]

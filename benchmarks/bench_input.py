@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from train_flags import TRAINING_ONLY
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT.parent / "shared" / "data" / "medmnist" / "breastmnist.npz"
@@ -92,16 +93,9 @@ def _argv(case: dict) -> list[str]:
         str(case["epochs"]),
         "--dataloader_num_workers",
         str(case["workers"]),
-        "--eval_strategy",
-        "no",
-        "--save_strategy",
-        "no",
-        "--load_best_model_at_end",
-        "false",
+        *TRAINING_ONLY,
         "--logging_strategy",
         "no",
-        "--disable_tqdm",
-        "true",
         "--use_cpu",
         "true",
         "--output_dir",

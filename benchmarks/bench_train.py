@@ -53,6 +53,8 @@ import time
 import types
 from pathlib import Path
 
+from train_flags import TRAINING_ONLY
+
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {"vit": "ViT-B/16", "convnext": "ConvNeXt-T"}
 TINY_ROWS = {"train": 64, "val": 16, "test": 16}
@@ -112,14 +114,7 @@ def train_argv(args, arch: str, data: Path) -> list[str]:
         str(args.warmup + args.steps),
         "--dataloader_num_workers",
         str(args.workers),
-        "--eval_strategy",
-        "no",
-        "--save_strategy",
-        "no",
-        "--load_best_model_at_end",
-        "false",
-        "--disable_tqdm",
-        "true",
+        *TRAINING_ONLY,
         "--output_dir",
         str(data.parent / "runs" / arch),
     ]

@@ -337,11 +337,11 @@ def test_free_slots_take_several_folds_per_round(tiny_build, tmp_path, monkeypat
 def test_budget_the_search_left_grows_the_final_ensemble(tiny_build, tmp_path, monkeypatch):
     started: list[str] = []
     aucs = {"plain": [0.80, 0.82, 0.81], "wd": [0.83, 0.84, 0.86]}
-    monkeypatch.setattr(protocol, "run_jobs", _fake_trainer(aucs, 1.0, started))
     options = {**FAKE, "space": TINY_SPACE, "final_seeds": (100, 101, 102, 103, 104)}
-    done = benchmark.run_subset(
-        benchmark.Target("breastmnist", dataset=str(tiny_build)), 1e9, tmp_path / "b", **options
-    )
+    target = benchmark.Target("breastmnist", dataset=str(tiny_build))
+    # The search's runs report their first epoch, so the speed is measured before the final seeds.
+    monkeypatch.setattr(protocol, "run_jobs", _fake_trainer(aucs, 1.0, started, epoch_seconds=1.0))
+    done = benchmark.run_subset(target, 1e9, tmp_path / "b", **options)
     record = done.record
     grown = record["seeds_grown"]
     assert (grown["planned"], grown["seeds"]) == (2, 5) and "not only the 2 planned" in grown["why"]
@@ -349,6 +349,10 @@ def test_budget_the_search_left_grows_the_final_ensemble(tiny_build, tmp_path, m
     assert sorted(Path(s).name for s in started if "evaluation" in s) == [f"seed{s}" for s in range(100, 105)]
     assert done.results["model"].endswith("mean of 5 seed(s)") and len(done.results["members"]) == 5
     assert "final seeds grown: " in (tmp_path / "b/results.md").read_text()
+    # No speed measured (no run reported an epoch): the prior alone adds no seed.
+    monkeypatch.setattr(protocol, "run_jobs", _fake_trainer(aucs, 1.0, []))
+    unmeasured = benchmark.run_subset(target, 1e9, tmp_path / "c", **options).record
+    assert unmeasured["final"]["seeds"] == [100, 101] and unmeasured["seeds_grown"]["seeds"] == 2
 
 
 class FakeClock:

@@ -524,9 +524,14 @@ def _final_runs(run: _Run, winner: Candidate) -> list[Path] | None:
 
 
 def _grow_seeds(run: _Run, winner: Candidate) -> None:
-    """More final seeds when the time left allows them at the measured speed (recorded either way)."""
+    """More final seeds when the time left allows them at the measured speed (recorded either way).
+    Only a measured speed counts: with no search before them, the final seeds are the first runs,
+    and the prior alone does not add any."""
     record, clock, final_seeds = run.record, run.clock, run.setting.seeds
     planned = len(record["plan"]["seeds"])
+    if record.get("calibration") is None:
+        record["seeds_grown"] = {"planned": planned, "seeds": planned, "not_grown": "no run had measured the speed"}
+        return
     n = budget.grown_seeds(
         winner,
         planned,

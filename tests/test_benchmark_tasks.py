@@ -33,7 +33,7 @@ TINY_2D = (
     space.Candidate("plain", ("--arch", "resnet", "--arch_size", "small")),
     space.Candidate("wd", ("--arch", "resnet", "--arch_size", "small", "--weight_decay", "0.5")),
 )
-OPTIONS = dict(epoch_tiers=(1,), fold_tiers=(2,), seed_tiers=(1,), final_seeds=(100,), parallel=1)
+OPTIONS = dict(epoch_tiers=(1,), fold_tiers=(2,), seed_tiers=(1,), final_seeds=(100,), search_min_epochs=1, parallel=1)
 
 
 def in_process(jobs, pool, deadline=None, poll=0.5, watch=None):

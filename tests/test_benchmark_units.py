@@ -111,6 +111,21 @@ def test_the_plan_cuts_candidates_then_seeds_then_folds_then_epochs():
     assert [p.estimated_seconds for p in plans] == sorted(p.estimated_seconds for p in plans)
 
 
+def test_a_search_at_fewer_epochs_comes_before_no_search_but_never_below_the_floor():
+    # PneumoniaMNIST's splits, 2 hours at 1.5x the prior: 100 epochs fit without a search, a search
+    # only at 30; the plan searches.
+    pneumonia = budget.Setting(space.SPACE, {"train": 4708, "validation": 524}, 2)
+    plan = budget.make_plan(7200, pneumonia, 1.5)
+    assert plan.epochs == space.SEARCH_MIN_EPOCHS == 30 and plan.folds and len(plan.candidates) >= 2
+    assert budget.make_plan(7200, dataclasses.replace(pneumonia, search_min_epochs=50), 1.5).folds == 0
+    # Where no search fits at 30 epochs, none is planned at 15 (without the floor, these two plan
+    # a 15-epoch search): the epochs go first.
+    for seconds, sizes in ((3600, pneumonia.sizes), (600, {"train": 546, "validation": 78})):
+        floorless = budget.make_plan(seconds, budget.Setting(space.SPACE, sizes, 2, search_min_epochs=1), 1.5)
+        cut = budget.make_plan(seconds, budget.Setting(space.SPACE, sizes, 2), 1.5)
+        assert (floorless.epochs, floorless.folds) == (15, 3) and (cut.epochs, cut.folds) == (50, 0)
+
+
 def test_a_subset_too_large_for_the_smallest_tier_gets_the_epochs_the_budget_allows():
     # PathMNIST's splits: 15 epochs of 89,996 images are ~9,000 s at the prior's 150 images/s.
     sizes = {"train": 89_996, "validation": 10_004}

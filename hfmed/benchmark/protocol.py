@@ -69,6 +69,7 @@ def run_subset(
     fold_tiers: tuple[int, ...] = space_mod.FOLD_TIERS,
     seed_tiers: tuple[int, ...] = space_mod.SEED_TIERS,
     final_seeds: tuple[int, ...] = space_mod.FINAL_SEEDS,
+    search_min_epochs: int = space_mod.SEARCH_MIN_EPOCHS,
     parallel: int | None = None,
     extra_flags: tuple[str, ...] = (),
 ) -> BenchmarkResult:
@@ -84,7 +85,9 @@ def run_subset(
     record["cv_groups"] = group_column(target)
     record["slots"] = [{"threads": s.threads, "gpu": s.gpu} for s in pool]
     space = space or space_mod.for_data(info.volumetric)  # 3D networks for a 3D config
-    setting = budget.Setting(space, dict(info.splits), len(pool), epoch_tiers, fold_tiers, final_seeds, seed_tiers)
+    setting = budget.Setting(
+        space, dict(info.splits), len(pool), epoch_tiers, fold_tiers, final_seeds, seed_tiers, search_min_epochs
+    )
     if record.get("plan") is None:
         record["plan"] = budget.make_plan(budget_seconds, setting).as_dict()
     run = _Run(out, record, clock, pool, info, setting, [*target.flags(), *extra_flags])

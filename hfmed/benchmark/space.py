@@ -64,6 +64,9 @@ def for_data(volumetric: bool) -> tuple[Candidate, ...]:
 #: Epochs per run, most first; the budget picks the largest that fits. The published 100 first;
 #: on BreastMNIST the best epoch of 22 runs was 13-52, so 50 loses little.
 EPOCH_TIERS: tuple[int, ...] = (100, 50, 30, 15)
+#: The fewest epochs a search runs at. Below it the plan drops the search before the epochs: 15
+#: epochs are 75 steps on BreastMNIST, whose best epochs were 13-52, too few to rank recipes by.
+SEARCH_MIN_EPOCHS = 30
 #: Folds of train+validation pooled, most first (5 as in the BreastMNIST study; 3 when time is short).
 FOLD_TIERS: tuple[int, ...] = (5, 3)
 #: Seeds of the final model; fold i is trained with seed i, so the final seeds are new. The plan

@@ -364,6 +364,28 @@ def test_budget_the_search_left_grows_the_final_ensemble(tiny_build, tmp_path, m
     assert unmeasured["final"]["seeds"] == [100, 101] and unmeasured["seeds_grown"]["seeds"] == 2
 
 
+def test_with_no_search_the_time_the_first_seeds_leave_takes_more_seeds(tiny_build, tmp_path, monkeypatch):
+    """A budget with room for no search (100 s against ~130 s for one): the final seeds are the
+    first runs; they take 10 s each on the fake clock, half the prior, and the time they leave
+    holds the remaining seeds, trained after them."""
+    started: list[str] = []
+    clock = FakeClock()
+    monkeypatch.setattr(protocol, "now", clock)
+    monkeypatch.setattr(protocol, "run_jobs", _fake_trainer({}, 0.1, started, epoch_seconds=0.1, clock=clock))
+    options = {**FAKE, "space": TINY_SPACE, "final_seeds": (100, 101, 102, 103, 104), "parallel": 2}
+    done = benchmark.run_subset(
+        benchmark.Target("breastmnist", dataset=str(tiny_build)), 100, tmp_path / "b", **options
+    )
+    record = done.record
+    assert record["plan"]["folds"] == 0 and record["calibration"]["measured"][0]["run"] == "final/seed100"
+    grown = record["seeds_grown"]
+    assert (grown["planned"], grown["seeds"]) == (2, 5) and "after the first 2 final seeds" in grown["why"]
+    trained = [Path(s).relative_to(tmp_path / "b").as_posix() for s in started if "/final/" in s]
+    assert trained == [f"final/seed{s}" for s in range(100, 105)]  # the two planned first, once each
+    assert record["final"]["seeds"] == [100, 101, 102, 103, 104] and len(done.results["members"]) == 5
+    assert clock() <= 100  # within the budget
+
+
 class FakeClock:
     """protocol.now: budget time that moves only when a fake run says it took time."""
 

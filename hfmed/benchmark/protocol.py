@@ -481,17 +481,21 @@ def _select(
 
 def _final_runs(run: _Run, winner: Candidate) -> list[Path] | None:
     """The winner's seeds on the official split, test not opened. With no search before them they
-    are the first runs, and their first epochs calibrate the budget: None when that cut the plan."""
+    are the first runs, and their first epochs calibrate the budget: None when that cut the plan;
+    the time they then leave may take more seeds, trained after them."""
     out, record, clock, pool, info, common = run.out, run.record, run.clock, run.pool, run.info, run.common()
     if record.get("seeds_grown") is None:  # decided once, so that a resumed run keeps its seeds
         _grow_seeds(run, winner)
     seeds = list(record["plan"]["seeds"])
     started = clock.spent()
-    estimate = budget.run_seconds(winner, info.splits["train"], record["plan"]["epochs"], record.get("slowdown", 1.0))
-    jobs = [
-        Job(out / "final" / f"seed{s}", [*common, *winner.flags, "--seed", str(s), "--eval_test", "false"], estimate)
-        for s in seeds
-    ]
+
+    def seed_jobs(chosen: list[int]) -> list[Job]:
+        epochs, slowdown = record["plan"]["epochs"], record.get("slowdown", 1.0)
+        estimate = budget.run_seconds(winner, info.splits["train"], epochs, slowdown)
+        flags = [*common, *winner.flags, "--eval_test", "false"]
+        return [Job(out / "final" / f"seed{s}", [*flags, "--seed", str(s)], estimate) for s in chosen]
+
+    jobs = seed_jobs(seeds)
     done = [j for j in jobs if j.done]
     while (
         len(jobs) > 1
@@ -513,6 +517,12 @@ def _final_runs(run: _Run, winner: Candidate) -> list[Path] | None:
         _save(out, record, clock)
         return None
     _check(status)
+    if (record["seeds_grown"] or {}).get("not_grown") and record.get("calibration") and len(jobs) == len(seeds):
+        _grow_seeds(run, winner, trained=len(jobs))  # on the speed these seeds measured
+        extra = seed_jobs(record["plan"]["seeds"][len(jobs) :])
+        if extra:
+            _check(run_jobs(extra, pool))
+            jobs += extra
     record["final"] = {
         "winner": winner.name,
         "flags": list(winner.flags),
@@ -526,19 +536,19 @@ def _final_runs(run: _Run, winner: Candidate) -> list[Path] | None:
     return [j.out for j in jobs]
 
 
-def _grow_seeds(run: _Run, winner: Candidate) -> None:
-    """More final seeds when the time left allows them at the measured speed (recorded either way).
-    Only a measured speed counts: with no search before them, the final seeds are the first runs,
-    and the prior alone does not add any."""
+def _grow_seeds(run: _Run, winner: Candidate, trained: int = 0) -> None:
+    """More final seeds when the time left allows them at the measured speed (recorded either way),
+    beside the ``trained`` ones already done. Only a measured speed counts: with no search before
+    them, the final seeds are the first runs, and the prior alone does not add any."""
     record, clock, final_seeds = run.record, run.clock, run.setting.seeds
     planned = len(record["plan"]["seeds"])
     if record.get("calibration") is None:
         record["seeds_grown"] = {"planned": planned, "seeds": planned, "not_grown": "no run had measured the speed"}
         return
-    n = budget.grown_seeds(
+    n = trained + budget.grown_seeds(
         winner,
-        planned,
-        len(final_seeds),
+        planned - trained,
+        len(final_seeds) - trained,
         run.info.splits["train"],
         record["plan"]["epochs"],
         len(run.pool),
@@ -548,8 +558,9 @@ def _grow_seeds(run: _Run, winner: Candidate) -> None:
     record["seeds_grown"] = {"planned": planned, "seeds": n, "remaining_seconds": clock.remaining()}
     if n > planned:
         record["plan"]["seeds"] = list(final_seeds[:n])
+        after = f"the first {trained} final seeds" if trained else "the search"
         record["seeds_grown"]["why"] = (
-            f"{clock.remaining():.0f} s of budget left after the search fit {n} seeds at the measured speed "
+            f"{clock.remaining():.0f} s of budget left after {after} fit {n} seeds at the measured speed "
             f"({record.get('slowdown', 1.0):.2f}x the prior), not only the {planned} planned"
         )
 

@@ -113,9 +113,10 @@ def make_plan(budget_seconds: float, setting: Setting, slowdown: float = 1.0) ->
     """The fullest protocol whose estimate fits the budget (runs ``slowdown`` times the prior estimate).
 
     Cuts, in this order until it fits: candidates from the end of the space, then final seeds,
-    then folds, then epochs; with one candidate left there is nothing to search. Below the smallest
-    epoch tier, the epochs are fitted to the budget (:func:`fitted_epochs`); if even one epoch does
-    not fit, it is planned anyway and the record says it is over budget.
+    then folds, then epochs down to ``search_min_epochs``; then the search itself (one candidate
+    left, nothing to compare), and epochs again from the most. Below the smallest epoch tier, the
+    epochs are fitted to the budget (:func:`fitted_epochs`); if even one epoch does not fit, it is
+    planned anyway and the record says it is over budget.
     """
     space, slots, seed_tiers, epoch_tiers = setting.space, setting.slots, setting.seed_tiers, setting.epoch_tiers
     pooled, train = setting.sizes["train"] + setting.sizes["validation"], setting.sizes["train"]

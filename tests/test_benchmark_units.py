@@ -193,6 +193,38 @@ def test_the_decathlon_is_the_ten_v1_subsets_and_each_has_a_v1_row():
     assert "ISBI 2021" in v1["source"]
 
 
+def _finished(subset: str, auc: float, acc: float) -> dict:
+    """What decathlon.markdown reads of a finished benchmark's results.json."""
+    test = {"auc": auc, "acc": acc, "auc_95ci": [auc - 0.04, auc + 0.04], "acc_95ci": [acc - 0.04, acc + 0.04]}
+    plan = {"cut": []}
+    record = {
+        "plan": plan,
+        "skipped": [],
+        "winner": "wd_ls",
+        "budget_seconds": 3600,
+        "spent_seconds_before_evaluation": 1,
+    }
+    return {
+        "subset": subset,
+        "collection": "medmnist",
+        "image_size": 28,
+        "members": ["a", "b"],
+        "test": test,
+        "benchmark": record,
+    }
+
+
+def test_the_report_names_the_decathlon_subsets_not_run_only_beside_one_of_them():
+    alone_3d = {"adrenalmnist3d": _finished("adrenalmnist3d", 0.86, 0.82)}
+    text = decathlon.markdown(alone_3d, decathlon.tables(alone_3d))
+    assert "Not run" not in text  # a 3D benchmark is not a decathlon missing nine tenths
+    assert "| **hfmed benchmark (this protocol)** | 0.860 / 0.820 (1) | 1.00 |" in text
+    breast = {"breastmnist": _finished("breastmnist", 0.91, 0.88)}
+    text = decathlon.markdown(breast, decathlon.tables(breast))
+    missing = next(line for line in text.splitlines() if line.startswith("Not run"))
+    assert "pathmnist" in missing and "breastmnist" not in missing and "adrenalmnist3d" not in missing
+
+
 @pytest.mark.parametrize("task,classes", [("binary", 2), ("multi-class", 4), ("ordinal", 5), ("multi-label", 3)])
 def test_the_bootstrap_auc_and_acc_are_the_medmnist_definitions(task, classes):
     import warnings

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 def run(argv: list[str] | None = None) -> dict:
     data_args, model_args, recipe_args, training_args = training.parse_args(argv)
     started = time.perf_counter()
+    if training_args.use_cpu or not torch.cuda.is_available():
+        training.keep_freed_memory()  # each step reuses the last one's memory (training/allocator.py)
     set_seed(training_args.seed)
 
     # The data: a config of a build (checked before any model is made), one batch loader per split.

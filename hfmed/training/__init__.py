@@ -2,6 +2,7 @@
 
 - ``arguments``: the command line (argument dataclasses, presets) and the flag combinations refused.
 - ``hardware``: speed defaults for the machine at hand, and its description for the report.
+- ``allocator``: the C allocator keeps freed memory for the next step (CPU training).
 - ``data``: opening a config (local build or Hub repo) and its splits as ``hfmed.loaders`` batch loaders.
 - ``folds``: cross-validation (train and validation pooled, stratified folds, grouped by patient on request)
   through the same batch transform.
@@ -35,6 +36,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "refuse_impossible",
     ),
     "hardware": ("device_description", "hardware_defaults", "versions"),
+    "allocator": ("keep_freed_memory",),
     "data": ("SPLITS", "Data", "Feed", "close_loaders", "config_name", "ensure_built", "locate", "open_data"),
     "folds": ("CV_SEED", "Fold", "cv_assignment", "grouped_assignment", "read_groups", "strata"),
     "models": (

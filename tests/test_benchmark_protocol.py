@@ -284,15 +284,7 @@ def _fake_trainer(
 
 
 SPACE3 = TINY_SPACE + (space.Candidate("big", ("--arch", "resnet", "--arch_size", "base"), cost=3.0),)
-FAKE = dict(
-    space=SPACE3,
-    epoch_tiers=(1,),
-    fold_tiers=(3,),
-    seed_tiers=(2,),
-    final_seeds=(100, 101),
-    search_min_epochs=1,
-    parallel=2,
-)
+FAKE = {**OPTIONS, "space": SPACE3, "fold_tiers": (3,)}  # the runs are faked: three candidates, three folds
 
 
 def test_a_hopeless_candidate_is_dropped_after_two_folds(tiny_build, tmp_path, monkeypatch):

@@ -253,7 +253,8 @@ def _fake_trainer(
                 "num_labels": 2,
                 "label_names": ["malignant", "benign"],
                 "image_size": 28,
-                "wall_time_seconds": wall_seconds,
+                # with a clock, the whole time the run took on it (its first epoch's report included)
+                "wall_time_seconds": wall_seconds + (10 + epoch_seconds if clock and epoch_seconds else 0),
                 "command": " ".join(job.args),
                 "best_validation_auc": 0.9,
             }
@@ -356,6 +357,55 @@ def test_budget_the_search_left_grows_the_final_ensemble(tiny_build, tmp_path, m
     assert unmeasured["final"]["seeds"] == [100, 101] and unmeasured["seeds_grown"]["seeds"] == 2
 
 
+def test_time_the_planned_search_leaves_searches_the_candidate_the_plan_cut(tiny_build, tmp_path, monkeypatch):
+    """One slot, a 240 s budget: at the prior the three candidates' search and the final seeds
+    (~294 s) do not fit, so the plan cuts big. Runs of 12 s (0.6x the prior) leave 168 s after
+    the planned search, which hold big's three folds and the final seeds (~115 s): the search
+    grows by big, which wins its folds. Runs of 20 s (1.0x) leave 120 s against ~172 s: big is
+    not searched, and the record says so."""
+    target = benchmark.Target("breastmnist", dataset=str(tiny_build))
+    aucs = {"plain": [0.80, 0.82, 0.81], "wd": [0.83, 0.84, 0.86], "big": [0.85, 0.86, 0.90]}
+    outcomes = {}
+    for wall in (1.0, 9.0):  # plus 11 s of start-up and first epoch per run
+        clock = FakeClock()
+        monkeypatch.setattr(protocol, "now", clock)
+        monkeypatch.setattr(protocol, "run_jobs", _fake_trainer(aucs, wall, [], epoch_seconds=1.0, clock=clock))
+        done = benchmark.run_subset(target, 240, tmp_path / str(wall), **{**FAKE, "parallel": 1})
+        assert done.record["plan"]["cut"] == ["candidates big not searched"] and clock() <= 240
+        outcomes[wall] = done
+    grown = outcomes[1.0].record
+    assert [(g["candidate"], g["searched"]) for g in grown["search_grown"]] == [("big", True)]
+    assert grown["plan"]["candidates"] == ["plain", "wd", "big"]
+    assert grown["selection"]["winner"] == grown["final"]["winner"] == "big"
+    assert grown["selection"]["folds_compared"] == [0, 1, 2] and grown["skipped"] == []
+    assert "search grown by big: " in (tmp_path / "1.0" / "results.md").read_text()
+    kept = outcomes[9.0].record
+    assert [(g["candidate"], g["searched"]) for g in kept["search_grown"]] == [("big", False)]
+    assert "did not fit" in kept["search_grown"][0]["why"] and not (tmp_path / "9.0/search/big").exists()
+    assert kept["plan"]["candidates"] == ["plain", "wd"] and kept["selection"]["winner"] == "wd"
+
+
+def test_a_grown_candidate_stopped_before_its_last_fold_is_left_out_of_the_choice(tiny_build, tmp_path, monkeypatch):
+    """big is added to the finished search, but its runs stop before the last fold: the choice
+    stays with the planned candidates, on all their folds, and the record says why."""
+    target = benchmark.Target("breastmnist", dataset=str(tiny_build))
+    aucs = {"plain": [0.80, 0.82, 0.81], "wd": [0.83, 0.84, 0.86], "big": [0.95, 0.95, 0.95]}
+    clock = FakeClock()
+    monkeypatch.setattr(protocol, "now", clock)
+    fake = _fake_trainer(aucs, 1.0, [], epoch_seconds=1.0, clock=clock)
+
+    def stopping(jobs, pool, **kwargs):  # big's second and third folds run past the search's share
+        late = [j for j in jobs if j.out.parent.name == "big" and j.out.name != "fold0"]
+        status = fake([j for j in jobs if j not in late], pool, **kwargs)
+        return {**status, **{j.out: "stopped" for j in late}}
+
+    monkeypatch.setattr(protocol, "run_jobs", stopping)
+    record = benchmark.run_subset(target, 240, tmp_path / "b", **{**FAKE, "parallel": 1}).record
+    assert record["search_grown"][0]["candidate"] == "big" and record["search_grown"][0]["unfinished"] == [0]
+    assert record["selection"]["winner"] == "wd" and record["selection"]["folds_compared"] == [0, 1, 2]
+    assert "left out of the choice" in (tmp_path / "b/results.md").read_text()
+
+
 def test_with_no_search_the_time_the_first_seeds_leave_takes_more_seeds(tiny_build, tmp_path, monkeypatch):
     """A budget with room for no search (100 s against ~130 s for one): the final seeds are the
     first runs; they take 10 s each on the fake clock, half the prior, and the time they leave
@@ -417,7 +467,12 @@ def test_the_first_epochs_speed_cuts_the_plan_and_the_record_says_why(tiny_build
     assert calibration["slowdown"] == pytest.approx((10 + 4 * 400) / (20 + 4 * 20 / 150)) and calibration["replanned"]
     # At that speed the plan (about 21,500 s) no longer fits the 17,590 s left; without the dearest
     # candidate it does (about 16,100 s): the first cut in the budget's order.
-    plan = record["plan"]
+    # (The finished runs then took 510 s each, far less than their first epoch projected, so the
+    # time left held big's folds after all: the search grew by it once the planned one was over.)
+    grown = record["search_grown"]
+    assert [(g["candidate"], g["searched"]) for g in grown] == [("big", True)]
+    plan = {**record["plan"], "candidates": record["plan"]["candidates"][:2]}
+    assert record["plan"]["candidates"][2:] == ["big"]
     assert (plan["epochs"], plan["folds"], plan["candidates"], plan["seeds"]) == (
         4,
         3,

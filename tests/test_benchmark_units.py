@@ -155,6 +155,17 @@ def test_time_left_after_the_search_grows_the_final_seeds_up_to_the_most():
     assert budget.grown_seeds(small, 4, 10, 546, 100, 2, six, slowdown=2.0) == 4
 
 
+def test_one_added_candidate_runs_its_folds_in_rounds_of_the_slots():
+    """BreastMNIST's ResNet-18 widths added to a finished 5-fold search: 500 training images per
+    fold, 100 epochs at 2.9x the small ResNet's cost, 20 s start-up; two slots take three rounds,
+    sixteen take one, and a measured slowdown scales it."""
+    resnet18 = space.by_name(space.SPACE, "wd_ls_resnet18")
+    one_fold = 500 * 100 * 2.9 / 150 + 20
+    assert budget.candidate_search_seconds(resnet18, 5, 624, 100, 2) == pytest.approx(3 * one_fold)
+    assert budget.candidate_search_seconds(resnet18, 5, 624, 100, 16) == pytest.approx(one_fold)
+    assert budget.candidate_search_seconds(resnet18, 5, 624, 100, 2, slowdown=0.5) == pytest.approx(1.5 * one_fold)
+
+
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("45m", 2700), ("1h", 3600), ("1.5h", 5400), ("120", 120)])
 def test_budgets_parse(text, seconds):
     assert budget.parse_budget(text) == seconds

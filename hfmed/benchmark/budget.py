@@ -71,6 +71,15 @@ def search_seconds(
     return folds * wave_seconds(per_fold, slots)
 
 
+def candidate_search_seconds(
+    candidate: Candidate, folds: int, pooled: int, epochs: int, slots: int, slowdown: float = 1.0
+) -> float:
+    """One candidate's folds on their own (a candidate added to a finished search): as many folds
+    side by side as the slots allow, in rounds."""
+    per_fold = run_seconds(candidate, math.ceil(pooled * (folds - 1) / folds), epochs, slowdown)
+    return math.ceil(folds / max(slots, 1)) * per_fold
+
+
 def final_seconds(
     candidate: Candidate, seeds: int, train: int, epochs: int, slots: int, slowdown: float = 1.0
 ) -> float:

@@ -113,6 +113,11 @@ def search_markdown(record: dict[str, Any], results: dict[str, Any]) -> list[str
         "",
     ]
     lines += [f"- cut by the budget: {c}" for c in plan["cut"]]
+    lines += [
+        f"- search grown by {g['candidate']}: {g['why']}"
+        + (f"; stopped after folds {g['unfinished']}, so left out of the choice" if "unfinished" in g else "")
+        for g in record.get("search_grown", [])
+    ]
     grown = record.get("seeds_grown") or {}
     lines += [f"- final seeds grown: {grown['why']}"] if grown.get("why") else []
     lines += [f"- skipped: {json.dumps(s)}" for s in record["skipped"]]

@@ -386,23 +386,25 @@ def test_time_the_planned_search_leaves_searches_the_candidate_the_plan_cut(tiny
 
 
 def test_a_grown_candidate_stopped_before_its_last_fold_is_left_out_of_the_choice(tiny_build, tmp_path, monkeypatch):
-    """big is added to the finished search, but its runs stop before the last fold: the choice
-    stays with the planned candidates, on all their folds, and the record says why."""
+    """big is added to the finished search and leads its first two folds by far, but its last fold
+    is stopped: the planned candidates, whose folds were all done, were not dropped for it, the
+    choice stays with them on all their folds, and the record says why."""
     target = benchmark.Target("breastmnist", dataset=str(tiny_build))
     aucs = {"plain": [0.80, 0.82, 0.81], "wd": [0.83, 0.84, 0.86], "big": [0.95, 0.95, 0.95]}
     clock = FakeClock()
     monkeypatch.setattr(protocol, "now", clock)
     fake = _fake_trainer(aucs, 1.0, [], epoch_seconds=1.0, clock=clock)
 
-    def stopping(jobs, pool, **kwargs):  # big's second and third folds run past the search's share
-        late = [j for j in jobs if j.out.parent.name == "big" and j.out.name != "fold0"]
+    def stopping(jobs, pool, **kwargs):  # big's third fold runs past the search's share
+        late = [j for j in jobs if j.out.parent.name == "big" and j.out.name == "fold2"]
         status = fake([j for j in jobs if j not in late], pool, **kwargs)
         return {**status, **{j.out: "stopped" for j in late}}
 
     monkeypatch.setattr(protocol, "run_jobs", stopping)
     record = benchmark.run_subset(target, 240, tmp_path / "b", **{**FAKE, "parallel": 1}).record
-    assert record["search_grown"][0]["candidate"] == "big" and record["search_grown"][0]["unfinished"] == [0]
-    assert record["selection"]["winner"] == "wd" and record["selection"]["folds_compared"] == [0, 1, 2]
+    assert record["search_grown"][0]["candidate"] == "big" and record["search_grown"][0]["unfinished"] == [0, 1]
+    assert record["dropped"] == {} and record["selection"]["winner"] == "wd"
+    assert record["selection"]["folds_compared"] == [0, 1, 2]
     assert "left out of the choice" in (tmp_path / "b/results.md").read_text()
 
 

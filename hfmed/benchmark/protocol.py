@@ -353,7 +353,9 @@ def _search_folds(
             _skip(record, batch[0], plan["folds"], alive, "the search's share of the budget ran out during the round")
             return True
         if fold < plan["folds"]:  # after the last round there is nothing left to save by dropping
-            _drop_hopeless(record, scores, alive)
+            # Only a candidate with folds still to run is dropped: one whose folds are all done
+            # (a planned one, when a grown candidate runs) costs nothing more, and stays in the choice.
+            _drop_hopeless(record, scores, alive, [c for c in alive if len(scores.get(c.name, {})) < plan["folds"]])
             alive[:] = [c for c in alive if c.name not in record["dropped"]]
         _save(out, record, clock)
     return False
@@ -500,10 +502,12 @@ def _collect(out: Path, scores: dict[str, dict[int, float]], candidates: list[Ca
                 scores[c.name][f] = _fold_auc(run)
 
 
-def _drop_hopeless(record: dict[str, Any], scores: dict[str, dict[int, float]], alive: list[Candidate]) -> None:
+def _drop_hopeless(
+    record: dict[str, Any], scores: dict[str, dict[int, float]], alive: list[Candidate], droppable: list[Candidate]
+) -> None:
     names = [c.name for c in alive]
     folds = selection.shared_folds(scores, names)
-    for name in selection.hopeless(scores, names):
+    for name in [n for n in selection.hopeless(scores, names) if n in {c.name for c in droppable}]:
         record["dropped"][name] = {
             "after_folds": folds,
             "mean_auc": selection.mean_on(scores[name], folds),

@@ -295,6 +295,8 @@ def test_a_hopeless_candidate_is_dropped_after_two_folds(tiny_build, tmp_path, m
     done = benchmark.run_subset(benchmark.Target("breastmnist", dataset=str(tiny_build)), 1e9, tmp_path / "b", **FAKE)
     record = done.record
     assert set(record["dropped"]) == {"big"} and record["dropped"]["big"]["after_folds"] == [0, 1]
+    # Two slots: three candidates take two folds a round (three full waves), two take one.
+    assert [r["folds"] for r in record["rounds"]] == [[0, 1], [2]]
     assert not (tmp_path / "b/search/big/fold2").exists()  # its third fold (which would have been 0.99) never ran
     assert record["selection"]["winner"] == "wd" and record["selection"]["folds_compared"] == [0, 1, 2]
     assert "dropped as hopeless: big" in (tmp_path / "b/results.md").read_text()

@@ -340,6 +340,18 @@ def test_a_measured_slowdown_cuts_the_plan_in_order_and_never_grows_it():
     assert budget.replan(smallest.as_dict(), setting, remaining_seconds=3600, slowdown=300.0) is None  # nothing to cut
 
 
+@pytest.mark.parametrize(
+    "slots,candidates,folds",
+    [(2, 3, 2), (2, 2, 1), (2, 1, 2), (1, 3, 1), (4, 2, 2), (16, 3, 5), (16, 4, 4), (2, 0, 2)],
+)
+def test_a_search_round_takes_the_folds_that_keep_every_slot_working(slots, candidates, folds):
+    """Three candidates on two cores: two folds a round (three full waves), not one (a core idle for
+    the third run); sixteen GPUs' slots with three candidates: five folds (one slot idle), not six."""
+    from hfmed.benchmark.scheduler import folds_per_round
+
+    assert folds_per_round(slots, candidates) == folds
+
+
 def test_the_scheduler_stops_every_run_when_the_watch_says_the_plan_changed(tmp_path, monkeypatch):
     from hfmed.benchmark import scheduler
 

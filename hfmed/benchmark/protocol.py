@@ -23,7 +23,7 @@ import numpy as np
 
 from hfmed.benchmark import budget, final, selection
 from hfmed.benchmark import space as space_mod
-from hfmed.benchmark.scheduler import Job, Slot, run_jobs, slots, train_script
+from hfmed.benchmark.scheduler import Job, Slot, folds_per_round, run_jobs, slots, train_script
 from hfmed.benchmark.space import Candidate
 from hfmed.errors import UserError
 
@@ -286,7 +286,7 @@ def _search_folds(
     while fold < plan["folds"] and len(alive) >= 2:  # one survivor: nothing left to compare
         # Folds per round: the slots shared among the candidates with runs still to do.
         pending = [c for c in alive if not (out / "search" / c.name / f"fold{fold}" / "results.json").is_file()]
-        batch = list(range(fold, min(plan["folds"], fold + max(1, len(pool) // max(1, len(pending))))))
+        batch = list(range(fold, min(plan["folds"], fold + folds_per_round(len(pool), len(pending)))))
         slow = budget.slowdown(list(observed.values()))
         grouped = ["--cv_groups", record["cv_groups"]] if record.get("cv_groups") else []
         runs = [

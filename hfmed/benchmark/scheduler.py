@@ -79,6 +79,20 @@ def _launch(job: Job, slot: Slot) -> subprocess.Popen:
         return subprocess.Popen(command, cwd=script.parent, stdout=handle, stderr=subprocess.STDOUT, env=env)
 
 
+def folds_per_round(slots: int, candidates: int) -> int:
+    """How many folds a search round takes for ``candidates`` with runs to do: the slots shared
+    among them, or one fold more when that fills the slots better (three candidates on two slots:
+    two folds are three full waves, where one fold leaves a slot idle for its last run)."""
+    slots, candidates = max(1, slots), max(1, candidates)
+    base = max(1, slots // candidates)
+
+    def idle(folds: int) -> float:  # the share of slot time left idle by the round's waves
+        jobs = folds * candidates
+        return (-jobs % slots) / (jobs + -jobs % slots)
+
+    return base + 1 if idle(base + 1) < idle(base) else base
+
+
 def run_jobs(
     jobs: list[Job],
     pool: list[Slot],

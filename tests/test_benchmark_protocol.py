@@ -384,6 +384,7 @@ def test_time_the_planned_search_leaves_searches_the_candidate_the_plan_cut(tiny
     kept = outcomes[9.0].record
     assert [(g["candidate"], g["searched"]) for g in kept["search_grown"]] == [("big", False)]
     assert "did not fit" in kept["search_grown"][0]["why"] and not (tmp_path / "9.0/search/big").exists()
+    assert "cut candidate big: not searched: " in (tmp_path / "9.0" / "results.md").read_text()
     assert kept["plan"]["candidates"] == ["plain", "wd"] and kept["selection"]["winner"] == "wd"
 
 

@@ -114,7 +114,7 @@ def search_markdown(record: dict[str, Any], results: dict[str, Any]) -> list[str
     ]
     lines += [f"- cut by the budget: {c}" for c in plan["cut"]]
     lines += [
-        f"- search grown by {g['candidate']}: {g['why']}"
+        f"- {'search grown by' if g['searched'] else 'cut candidate'} {g['candidate']}: {g['why']}"
         + (f"; stopped after folds {g['unfinished']}, so left out of the choice" if "unfinished" in g else "")
         for g in record.get("search_grown", [])
     ]

@@ -298,12 +298,19 @@ def test_the_page_ships_in_the_package_and_loads_nothing_from_the_network(server
 # --- the command --------------------------------------------------------------------------------
 
 
+def _as_in_a_terminal() -> None:
+    """Ctrl-C's signal as a terminal delivers it: a test run started in the background (a CI job
+    behind `&`) inherits SIGINT ignored, and Python then never turns it into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_view_serves_until_ctrl_c_and_stops_cleanly(built_medmnist):
     proc = subprocess.Popen(
         [sys.executable, "-m", "hfmed.cli", "view", str(built_medmnist), "--config", "breastmnist"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_as_in_a_terminal,
     )
     try:
         line = proc.stdout.readline()

@@ -260,10 +260,12 @@ def _search(run: _Run, chosen: list[Candidate]) -> Candidate | None:
     survivors = [c for c in alive if c.name not in record["dropped"]]
     # A grown candidate the budget stopped before its last fold stays out of the choice: the
     # planned candidates are compared on every fold, not on the few it reached.
-    unfinished = [c for c in survivors[1:] if _grown(record, c) and len(scores.get(c.name, {})) < plan["folds"]]
-    for c in unfinished:
-        _grown(record, c)["unfinished"] = sorted(scores.get(c.name, {}))
-    survivors = [c for c in survivors if c not in unfinished]
+    # (The planned leader is never dropped, so a planned candidate is always left to choose.)
+    for c in list(survivors):
+        entry = _grown(record, c)
+        if entry is not None and len(scores.get(c.name, {})) < plan["folds"]:
+            entry["unfinished"] = sorted(scores.get(c.name, {}))
+            survivors.remove(c)
     return _select(run, chosen, survivors, scores)
 
 
@@ -507,7 +509,8 @@ def _drop_hopeless(
 ) -> None:
     names = [c.name for c in alive]
     folds = selection.shared_folds(scores, names)
-    for name in [n for n in selection.hopeless(scores, names) if n in {c.name for c in droppable}]:
+    may_drop = {c.name for c in droppable}
+    for name in [n for n in selection.hopeless(scores, names) if n in may_drop]:
         record["dropped"][name] = {
             "after_folds": folds,
             "mean_auc": selection.mean_on(scores[name], folds),

@@ -44,6 +44,18 @@ def tiny_build(small_npz, tmp_path, monkeypatch):
     return data
 
 
+def _assert_trained_and_evaluated_with(out: Path, seed: int, member: str, recipe: str) -> None:
+    """A final seed trained ``recipe`` on the official split, and its evaluation loaded that model."""
+    trained = json.loads((out / member / "results.json").read_text())
+    command = trained["command"]
+    assert " ".join(space.by_name(TINY_SPACE, recipe).flags) in command and f"--seed {seed}" in command
+    assert "--cv_fold" not in command
+    assert trained["arguments"]["TrainingArguments"]["weight_decay"] == (0.5 if recipe == "wd" else 0.0)
+    evaluation = json.loads((out / "evaluation" / f"seed{seed}" / "results.json").read_text())
+    assert f"--model {(out / member).resolve()}" in evaluation["command"] and evaluation["best_validation_auc"] is None
+    assert " ".join(space.by_name(TINY_SPACE, recipe).flags) in evaluation["command"]
+
+
 def test_search_selects_on_folds_then_reads_test_once_and_resumes(tiny_build, tmp_path, monkeypatch):
     out = tmp_path / "bench"
     target = benchmark.Target("breastmnist", dataset=str(tiny_build))
@@ -118,18 +130,17 @@ def test_search_selects_on_folds_then_reads_test_once_and_resumes(tiny_build, tm
             with np.load(run / "predictions.npz") as npz:
                 assert all(k.startswith("validation_") for k in npz.files)
             assert record["selection"]["fold_auc"][name][str(fold)] == pytest.approx(r["validation"]["auc"])
-    # The winner is recorded before the official split is trained on, and is what the final runs train.
+    # The winner and the recipes the final seeds rotate over (the winner first, picked on the
+    # folds' held-out predictions) are recorded before the official split is trained on; seed i
+    # trains the rotation's (i mod n)-th recipe.
     sel, fin = record["selection"], record["final"]
     assert sel["winner"] == sel["ranking"][0]["candidate"] == fin["winner"]
     assert sel["decided_after_seconds"] <= fin["started_after_seconds"]
-    flags = " ".join(space.by_name(TINY_SPACE, sel["winner"]).flags)
+    rotation = protocol.rotation_names(record)
+    assert rotation[0] == sel["winner"] and [s["candidate"] for s in sel["mix"]["steps"]][: len(rotation)] == rotation
+    assert fin["recipes"] == {"seed100": rotation[0], "seed101": rotation[1 % len(rotation)]}
     for seed, member in zip((100, 101), fin["members"]):
-        command = json.loads((out / member / "results.json").read_text())["command"]
-        assert flags in command and f"--seed {seed}" in command and "--cv_fold" not in command
-        evaluation = json.loads((out / "evaluation" / f"seed{seed}" / "results.json").read_text())
-        assert (
-            f"--model {(out / member).resolve()}" in evaluation["command"] and evaluation["best_validation_auc"] is None
-        )
+        _assert_trained_and_evaluated_with(out, seed, member, fin["recipes"][f"seed{seed}"])
     # The ensemble is the mean of the seeds' evaluated probabilities, scored once.
     with (
         np.load(out / "evaluation/seed100/predictions.npz") as a,

@@ -190,6 +190,34 @@ def test_hopeless_candidates_are_dropped_on_shared_folds_only():
     assert selection.ranking({"x": {0: 0.9001}, "y": {0: 0.9004}}, ["x", "y"])[0][0] == "x"
 
 
+def _binary(positive: list[float]) -> np.ndarray:
+    return np.stack([1 - np.asarray(positive), np.asarray(positive)], axis=1)
+
+
+def test_ensemble_selection_mixes_recipes_whose_errors_differ_and_leaves_out_what_does_not_help():
+    from hfmed import metrics
+
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    a = _binary([0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 0.35, 0.25])  # ranks positives 4-5 well, 6-7 poorly: AUC 0.8125
+    b = _binary([0.1, 0.2, 0.3, 0.4, 0.35, 0.25, 0.9, 0.8])  # the other way round; their mean ranks all: 1.0
+    noise = _binary([0.9, 0.1, 0.6, 0.4, 0.2, 0.7, 0.3, 0.5])  # averaged with a: 0.625
+    predictions = {n: {f: (labels, p) for f in (0, 1)} for n, p in (("a", a), ("b", b), ("noise", noise))}
+
+    def auc(y, s):
+        return metrics.compute("binary", y, s)["auc"]
+
+    steps = selection.ensemble_selection(predictions, ["a", "b", "noise"], [0, 1], 4, auc)
+    assert [n for n, _ in steps[:2]] == ["a", "b"] and [s for _, s in steps[:2]] == pytest.approx([0.8125, 1.0])
+    assert len(steps) == 4 and selection.best_prefix(steps) == ["a", "b"]  # picks after b add nothing
+    # a recipe that only adds noise is never mixed in: a again (the same score) beats it
+    steps = selection.ensemble_selection(predictions, ["a", "noise"], [0, 1], 2, auc)
+    assert steps == [("a", pytest.approx(0.8125)), ("a", pytest.approx(0.8125))]
+    assert selection.best_prefix(steps) == ["a"]
+    # the shortest run of picks with the best score at three decimals
+    assert selection.best_prefix([("a", 0.9), ("b", 0.9304), ("c", 0.9296)]) == ["a", "b"]
+    assert selection.best_prefix([("a", 0.95), ("b", 0.94)]) == ["a"]
+
+
 def test_average_ranks_share_ties_and_skip_missing():
     assert decathlon.average_ranks([0.9, 0.8, 0.9, None, 0.7]) == [1.5, 3, 1.5, None, 4]
 

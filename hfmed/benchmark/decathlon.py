@@ -121,7 +121,7 @@ def markdown(runs: dict[str, dict[str, Any]], ranked: list[dict[str, Any]]) -> s
         "## This protocol's runs",
         "",
         "| subset | px | test AUC (95% CI) | test ACC (95% CI) | balanced ACC | ECE | "
-        "winner | seeds | budget s | spent s | cut or skipped |",
+        "recipes | seeds | budget s | spent s | cut or skipped |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s, r in runs.items():
@@ -131,7 +131,7 @@ def markdown(runs: dict[str, dict[str, Any]], ranked: list[dict[str, Any]]) -> s
             f"| {s} | {r['image_size']} | {_f(t['auc'])} ({_f(t['auc_95ci'][0])}-{_f(t['auc_95ci'][1])}) "
             f"| {_f(t['acc'])} ({_f(t['acc_95ci'][0])}-{_f(t['acc_95ci'][1])}) | "
             f"{_f(t.get('balanced_accuracy'))} | {_f(t.get('ece'))} "
-            f"| {b['winner']} | {len(r['members'])} | {b['budget_seconds']:.0f} | "
+            f"| {b.get('ensemble', b['winner'])} | {len(r['members'])} | {b['budget_seconds']:.0f} | "
             f"{b['spent_seconds_before_evaluation']:.0f} | {cuts} |"
         )
     missing = [s for s in SUBSETS if s not in runs]

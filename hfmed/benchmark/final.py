@@ -62,6 +62,8 @@ def evaluate(members: list[Path], evaluations: list[Path], out: Path, record: di
         "auc_95ci": [figures["bootstrap_95"]["auc"]["low"], figures["bootstrap_95"]["auc"]["high"]],
         "acc_95ci": [figures["bootstrap_95"]["acc"]["low"], figures["bootstrap_95"]["acc"]["high"]],
     }
+    recipes = record["final"].get("recipes") or {m.name: record["final"]["winner"] for m in members}
+    ensemble = ensemble_name([recipes[m.name] for m in members])
     members_record = []
     for member, evaluation in zip(members, evaluations):
         trained = json.loads((member / "results.json").read_text())
@@ -69,6 +71,7 @@ def evaluate(members: list[Path], evaluations: list[Path], out: Path, record: di
         members_record.append(
             {
                 "folder": str(member),
+                "recipe": recipes[member.name],
                 "evaluation": str(evaluation),
                 "command": trained.get("command"),
                 "best_validation_auc": trained.get("best_validation_auc"),
@@ -79,7 +82,7 @@ def evaluate(members: list[Path], evaluations: list[Path], out: Path, record: di
         )
     results = {
         **{key: first.get(key) for key in CARRIED},
-        "model": f"hfmed benchmark: {record['final']['winner']}, mean of {len(members)} seed(s)",
+        "model": f"hfmed benchmark: {ensemble}, mean of {len(members)} seed(s)",
         "selection_metric": "auc",
         "validation": scores["validation"],
         "test": scores["test"],
@@ -90,6 +93,7 @@ def evaluate(members: list[Path], evaluations: list[Path], out: Path, record: di
             "record": "search.json",
             "plan": record["plan"],
             "winner": record["final"]["winner"],
+            "ensemble": ensemble,
             "skipped": record["skipped"],
             "dropped": record["dropped"],
             "budget_seconds": record["budget_seconds"],
@@ -110,6 +114,12 @@ def evaluate(members: list[Path], evaluations: list[Path], out: Path, record: di
     tmp.write_text(json.dumps(_safe(results), indent=2) + "\n")
     tmp.replace(out / "results.json")
     return results
+
+
+def ensemble_name(recipes: list[str]) -> str:
+    """The final seeds' recipes, in order of first use: ``wd_ls`` for one, ``a x5 + b x5`` for a mix."""
+    counts = {name: recipes.count(name) for name in dict.fromkeys(recipes)}
+    return next(iter(counts)) if len(counts) == 1 else " + ".join(f"{n} x{k}" for n, k in counts.items())
 
 
 def _safe(value: Any) -> Any:  # any JSON-like value, numpy scalars included

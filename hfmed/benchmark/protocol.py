@@ -95,10 +95,10 @@ def run_subset(
     members = None
     while members is None:  # a second pass only when the first runs' speed cut the plan
         chosen = [space_mod.by_name(space, name) for name in record["plan"]["candidates"]]
-        winner = _search(run, chosen)
-        if winner is not None:
-            members = _final_runs(run, winner)
-    evaluations = _evaluation_runs(run, winner, members)
+        rotation = _search(run, chosen)
+        if rotation is not None:
+            members = _final_runs(run, rotation)
+    evaluations = _evaluation_runs(run, members)
     record["test_openings"] = check_test_openings(out / SPLIT_LOG, evaluations)
     results = final.evaluate(members, evaluations, out, record)
     record["complete"] = True
@@ -232,13 +232,14 @@ def _config(target: Target) -> str:
     return registry.get(target.collection).config_for(target.subset, target.size)
 
 
-def _search(run: _Run, chosen: list[Candidate]) -> Candidate | None:
+def _search(run: _Run, chosen: list[Candidate]) -> list[Candidate] | None:
     """Rounds of folds for the surviving candidates; as many folds per round as the slots allow,
     so every core works, and a drop check between rounds. While the first round runs, its first
     epochs calibrate the budget (:func:`_calibrate`); None when that cut the plan and the search
     must start again under the new one. When the planned search is over and its time measured,
     candidates the plan cut are searched after all while the time left fits them
-    (:func:`_grow_search`)."""
+    (:func:`_grow_search`). Returns the recipes the final seeds rotate over, the winner first
+    (:func:`_select`)."""
     out, record = run.out, run.record
     plan = record["plan"]
     chosen = list(chosen)
@@ -549,50 +550,107 @@ def _fold_auc(run: Path) -> float:
     return float(results["validation"]["auc"])
 
 
+def _fold_predictions(run: Path) -> selection.FoldPredictions:
+    """A search run's held-out labels and probabilities (checked, as its AUC is, for test)."""
+    _fold_auc(run)
+    with np.load(run / "predictions.npz") as npz:
+        return npz["validation_labels"], npz["validation_scores"]
+
+
+def _mix(run: _Run, ranked: list[str], folds: list[int]) -> dict[str, Any]:
+    """The recipes the final seeds rotate over: greedy ensemble selection on the out-of-fold
+    predictions of the ranked survivors, one pick per planned seed, cut to the shortest run of
+    picks with the best score. On BreastMNIST's folds, two recipes' average beat two seeds of the
+    winner (BENCHMARKS.md); when one candidate is best alone, the rotation is the winner only."""
+    from hfmed import metrics
+
+    task = run.record["task_type"]
+    predictions = {n: {f: _fold_predictions(run.out / "search" / n / f"fold{f}") for f in folds} for n in ranked}
+    steps = selection.ensemble_selection(
+        predictions,
+        ranked,
+        folds,
+        len(run.record["plan"]["seeds"]),
+        lambda labels, scores: metrics.compute(task, labels, scores)["auc"],
+    )
+    return {
+        "steps": [{"candidate": name, "mean_fold_auc": score} for name, score in steps],
+        "rotation": selection.best_prefix(steps),
+    }
+
+
 def _select(
     run: _Run, chosen: list[Candidate], alive: list[Candidate], scores: dict[str, dict[int, float]]
-) -> Candidate:
+) -> list[Candidate]:
+    """The winner, and the recipes the final seeds rotate over (the winner first), recorded
+    before any run on the official split."""
     out, record, clock = run.out, run.record, run.clock
-    if record.get("selection"):
-        return next(c for c in chosen if c.name == record["selection"]["winner"])
-    names = [c.name for c in alive]
-    compared = [n for n in names if scores.get(n)]
-    if compared:
-        ranked = selection.ranking(scores, compared)
-        winner = ranked[0][0]
-        why = "highest mean held-out fold AUC on the folds every survivor finished"
-    else:
-        ranked, winner = [], names[0]
-        why = "no fold finished (no search in the plan, or no time for one): the first candidate of the space"
-    record["selection"] = {
-        "winner": winner,
-        "why": why,
-        "folds_compared": selection.shared_folds(scores, compared) if compared else [],
-        "ranking": [{"candidate": n, "mean_fold_auc": m} for n, m in ranked],
-        "fold_auc": {n: {str(f): a for f, a in s.items()} for n, s in scores.items()},
-        "decided_after_seconds": clock.spent(),
-    }
-    _save(out, record, clock)  # the choice is on disk before the official split is trained on
-    with (out / SPLIT_LOG).open("a", encoding="utf-8") as log:
-        log.write(json.dumps({"step": "selection", "winner": winner}) + "\n")
-    return next(c for c in chosen if c.name == winner)
+    if not record.get("selection"):
+        names = [c.name for c in alive]
+        compared = [n for n in names if scores.get(n)]
+        folds = selection.shared_folds(scores, compared) if compared else []
+        if compared:
+            ranked = selection.ranking(scores, compared)
+            winner = ranked[0][0]
+            why = "highest mean held-out fold AUC on the folds every survivor finished"
+        else:
+            ranked, winner = [], names[0]
+            why = "no fold finished (no search in the plan, or no time for one): the first candidate of the space"
+        record["selection"] = {
+            "winner": winner,
+            "why": why,
+            "folds_compared": folds,
+            "ranking": [{"candidate": n, "mean_fold_auc": m} for n, m in ranked],
+            "fold_auc": {n: {str(f): a for f, a in s.items()} for n, s in scores.items()},
+            "mix": _mix(run, [n for n, _ in ranked], folds) if len(ranked) > 1 and folds else None,
+            "decided_after_seconds": clock.spent(),
+        }
+        _save(out, record, clock)  # the choice is on disk before the official split is trained on
+        with (out / SPLIT_LOG).open("a", encoding="utf-8") as log:
+            log.write(json.dumps({"step": "selection", "winner": winner, "rotation": rotation_names(record)}) + "\n")
+    return [next(c for c in chosen if c.name == name) for name in rotation_names(record)]
 
 
-def _final_runs(run: _Run, winner: Candidate) -> list[Path] | None:
-    """The winner's seeds on the official split, test not opened. With no search before them they
-    are the first runs, and their first epochs calibrate the budget: None when that cut the plan;
-    the time they then leave may take more seeds, trained after them."""
+def rotation_names(record: dict[str, Any]) -> list[str]:
+    """The recipes the final seeds rotate over (seed i trains the (i mod n)-th): the mix the
+    selection recorded, or the winner alone (no search, one survivor, or a record from before the
+    mix)."""
+    mix = record["selection"].get("mix")
+    return list(mix["rotation"]) if mix else [record["selection"]["winner"]]
+
+
+def _recipe(rotation: list[Candidate], index: int) -> Candidate:
+    return rotation[index % len(rotation)]
+
+
+def _average(rotation: list[Candidate]) -> Candidate:
+    """The rotation as one candidate of its mean cost, for the final seeds' time estimates."""
+    return Candidate("+".join(c.name for c in rotation), (), sum(c.cost for c in rotation) / len(rotation))
+
+
+def _final_runs(run: _Run, rotation: list[Candidate]) -> list[Path] | None:
+    """The final seeds on the official split, test not opened: the i-th planned seed trains the
+    rotation's (i mod n)-th recipe. With no search before them they are the first runs, and their
+    first epochs calibrate the budget: None when that cut the plan; the time they then leave may
+    take more seeds, trained after them."""
     out, record, clock, pool, info, common = run.out, run.record, run.clock, run.pool, run.info, run.common()
+    winner, average = rotation[0], _average(rotation)
     if record.get("seeds_grown") is None:  # decided once, so that a resumed run keeps its seeds
-        _grow_seeds(run, winner)
+        _grow_seeds(run, average)
     seeds = list(record["plan"]["seeds"])
     started = clock.spent()
+    recipes: dict[Path, Candidate] = {}
 
     def seed_jobs(chosen: list[int]) -> list[Job]:
         epochs, slowdown = record["plan"]["epochs"], record.get("slowdown", 1.0)
-        estimate = budget.run_seconds(winner, info.splits["train"], epochs, slowdown)
-        flags = [*common, *winner.flags, "--eval_test", "false"]
-        return [Job(out / "final" / f"seed{s}", [*flags, "--seed", str(s)], estimate) for s in chosen]
+        jobs = []
+        for s in chosen:
+            recipe = _recipe(rotation, record["plan"]["seeds"].index(s))
+            estimate = budget.run_seconds(recipe, info.splits["train"], epochs, slowdown)
+            flags = [*common, *recipe.flags, "--eval_test", "false", "--seed", str(s)]
+            jobs.append(Job(out / "final" / f"seed{s}", flags, estimate))
+            recipes[jobs[-1].out] = recipe
+        return jobs
 
     jobs = seed_jobs(seeds)
     done = [j for j in jobs if j.done]
@@ -605,7 +663,7 @@ def _final_runs(run: _Run, winner: Candidate) -> list[Path] | None:
         record["skipped"].append(
             {"final_seed": int(dropped.out.name[4:]), "why": f"{clock.remaining():.0f} s of budget left"}
         )
-    calibrating, costs = record.get("calibration") is None, {j.out: winner.cost for j in jobs}
+    calibrating, costs = record.get("calibration") is None, {j.out: recipes[j.out].cost for j in jobs}
     status = run_jobs(
         jobs,
         pool,
@@ -617,7 +675,7 @@ def _final_runs(run: _Run, winner: Candidate) -> list[Path] | None:
         return None
     _check(status)
     if (record["seeds_grown"] or {}).get("not_grown") and record.get("calibration") and len(jobs) == len(seeds):
-        _grow_seeds(run, winner, trained=len(jobs))  # on the speed these seeds measured
+        _grow_seeds(run, average, trained=len(jobs))  # on the speed these seeds measured
         extra = seed_jobs(record["plan"]["seeds"][len(jobs) :])
         if extra:
             _check(run_jobs(extra, pool))
@@ -627,6 +685,7 @@ def _final_runs(run: _Run, winner: Candidate) -> list[Path] | None:
         "flags": list(winner.flags),
         "seeds": [int(j.out.name[4:]) for j in jobs],
         "members": [str(j.out.relative_to(out)) for j in jobs],
+        "recipes": {j.out.name: recipes[j.out].name for j in jobs},
         "started_after_seconds": started,
     }
     _save(out, record, clock)
@@ -635,7 +694,7 @@ def _final_runs(run: _Run, winner: Candidate) -> list[Path] | None:
     return [j.out for j in jobs]
 
 
-def _grow_seeds(run: _Run, winner: Candidate, trained: int = 0) -> None:
+def _grow_seeds(run: _Run, recipe: Candidate, trained: int = 0) -> None:
     """More final seeds when the time left allows them at the measured speed (recorded either way),
     beside the ``trained`` ones already done. Only a measured speed counts: with no search before
     them, the final seeds are the first runs, and the prior alone does not add any."""
@@ -645,7 +704,7 @@ def _grow_seeds(run: _Run, winner: Candidate, trained: int = 0) -> None:
         record["seeds_grown"] = {"planned": planned, "seeds": planned, "not_grown": "no run had measured the speed"}
         return
     n = trained + budget.grown_seeds(
-        winner,
+        recipe,
         planned - trained,
         len(final_seeds) - trained,
         run.info.splits["train"],
@@ -664,14 +723,23 @@ def _grow_seeds(run: _Run, winner: Candidate, trained: int = 0) -> None:
         )
 
 
-def _evaluation_runs(run: _Run, winner: Candidate, members: list[Path]) -> list[Path]:
+def _evaluation_runs(run: _Run, members: list[Path]) -> list[Path]:
     """The one step that opens test: each final seed's saved model (its checkpoint chosen on
     validation) scored on validation and test, as ``--model <seed> --do_train false``."""
     out, record, clock, pool, common = run.out, run.record, run.clock, run.pool, run.common()
+    final = record["final"]
+    recipes = final.get("recipes") or {m.name: final["winner"] for m in members}  # a record from before the mix
     jobs = [
         Job(
             out / "evaluation" / member.name,
-            [*common, *winner.flags, "--model", str(member.resolve()), "--do_train", "false"],
+            [
+                *common,
+                *space_mod.by_name(run.setting.space, recipes[member.name]).flags,
+                "--model",
+                str(member.resolve()),
+                "--do_train",
+                "false",
+            ],
         )
         for member in members
     ]

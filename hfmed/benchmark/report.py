@@ -130,16 +130,20 @@ def search_markdown(record: dict[str, Any], results: dict[str, Any]) -> list[str
     means = {r["candidate"]: r["mean_fold_auc"] for r in sel.get("ranking", [])}
     for name, folds in sel.get("fold_auc", {}).items():
         lines.append(f"| {name} | {' '.join(_f(folds[k]) for k in sorted(folds, key=int))} | {_f(means.get(name))} |")
-    lines += [
-        "",
-        f"Chosen: **{sel.get('winner')}** ({sel.get('why')}).",
-        "",
-        "| final seed | validation AUC | test AUC | test ACC |",
-        "|---|---|---|---|",
-    ]
+    lines += ["", f"Chosen: **{sel.get('winner')}** ({sel.get('why')})."]
+    mix = sel.get("mix")
+    if mix:
+        steps = ", ".join(f"{s['candidate']} ({_f(s['mean_fold_auc'])})" for s in mix["steps"])
+        lines += [
+            "",
+            f"Final seeds rotate over: **{', '.join(mix['rotation'])}** (greedy ensemble selection on the "
+            f"held-out fold predictions; picks and the mean fold AUC of their average: {steps}; the shortest "
+            "run of picks with the best score is kept).",
+        ]
+    lines += ["", "| final seed | recipe | validation AUC | test AUC | test ACC |", "|---|---|---|---|---|"]
     for m in results["members"]:
         lines.append(
-            f"| {Path(m['folder']).name} | {_f(m['validation']['auc'])} | "
+            f"| {Path(m['folder']).name} | {m.get('recipe', sel.get('winner'))} | {_f(m['validation']['auc'])} | "
             f"{_f(m['test']['auc'])} | {_f(m['test']['acc'])} |"
         )
     return lines

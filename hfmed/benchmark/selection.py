@@ -1,4 +1,5 @@
-"""Choosing among candidates by their fold scores, and dropping the hopeless ones early.
+"""Choosing among candidates by their fold scores, dropping the hopeless ones early, and the mix
+of candidates the final seeds are spread over.
 
 Scores are compared on the folds every compared candidate has finished (fold i is trained with
 seed i for every candidate, so the comparison is paired). The score is the mean over folds of the
@@ -6,6 +7,8 @@ held-out fold's AUC, each fold's checkpoint chosen on that fold, as cv_recipes.p
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -44,3 +47,49 @@ def hopeless(scores: dict[str, dict[int, float]], names: list[str]) -> list[str]
     ranked = ranking(scores, names)
     leader = ranked[0][1]
     return [name for name, mean in ranked[1:] if leader - mean > MARGIN]
+
+
+#: One fold's held-out labels and a candidate's probabilities for them.
+FoldPredictions = tuple[np.ndarray, np.ndarray]
+
+
+def ensemble_selection(
+    predictions: dict[str, dict[int, FoldPredictions]],
+    order: list[str],
+    folds: list[int],
+    picks: int,
+    score: Callable[[np.ndarray, np.ndarray], float],
+) -> list[tuple[str, float]]:
+    """Greedy ensemble selection with replacement (Caruana et al., ICML 2004; auto-sklearn builds
+    its ensembles so) on the search's out-of-fold predictions: the first pick is ``order[0]`` (the
+    ranking's winner); each further pick is the candidate whose addition gives the average of the
+    picks so far the best mean held-out fold score, even when that is below the score before it
+    (:func:`best_prefix` then leaves it out). Picking a candidate again weights it more; a tie at
+    three decimals goes to the earlier in ``order``. Returns (pick, mean fold score of the picks up
+    to it), ``picks`` of them."""
+
+    def mean_score(members: list[str]) -> float:
+        values = []
+        for f in folds:
+            labels = predictions[members[0]][f][0]
+            value = score(labels, np.mean([predictions[m][f][1] for m in members], axis=0))
+            if value is not None and not np.isnan(value):
+                values.append(value)
+        return float(np.mean(values)) if values else float("-inf")
+
+    chosen = [order[0]]
+    steps = [(order[0], mean_score(chosen))]
+    while len(chosen) < picks:
+        tried = [(name, mean_score([*chosen, name])) for name in order]
+        best = max(tried, key=lambda item: round(item[1], 3))  # max keeps the first of equals
+        chosen.append(best[0])
+        steps.append(best)
+    return steps
+
+
+def best_prefix(steps: list[tuple[str, float]]) -> list[str]:
+    """The shortest run of picks from the start whose score, at three decimals, is the best of all:
+    a pick that does not raise the score is not used."""
+    best = max(round(score, 3) for _, score in steps)
+    end = next(i for i, (_, score) in enumerate(steps) if round(score, 3) == best)
+    return [name for name, _ in steps[: end + 1]]

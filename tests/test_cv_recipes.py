@@ -94,3 +94,27 @@ def test_flags_the_script_sets_per_run_are_refused(tmp_path, extra, capsys):
         cv_recipes.main(["--work", str(tmp_path / "cv"), "--recipe", "a=", "--", *QUICK, *extra])
     assert exit_.value.code == 2 and "set per run by this script" in capsys.readouterr().err
     assert not (tmp_path / "cv").exists()
+
+
+def _fold_runs(folder: Path, positive: dict[int, list[float]], labels: list[int], test: bool = False) -> Path:
+    for fold, p in positive.items():
+        run = folder / f"fold{fold}"
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps({"task_type": "binary", "cross_validation": {"fold": fold}}))
+        arrays = {"validation_labels": np.array(labels), "validation_scores": np.stack([1 - np.array(p), p], 1)}
+        np.savez(run / "predictions.npz", **arrays, **({"test_scores": arrays["validation_scores"]} if test else {}))
+    return folder
+
+
+def test_fold_mixes_scores_each_set_and_each_average_on_the_shared_folds(tmp_path, capsys):
+    import fold_mixes
+
+    labels = [0, 0, 0, 0, 1, 1, 1, 1]
+    a = _fold_runs(tmp_path / "a", {0: [0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 0.35, 0.25]}, labels)  # AUC 0.8125
+    b = _fold_runs(tmp_path / "b", {0: [0.1, 0.2, 0.3, 0.4, 0.35, 0.25, 0.9, 0.8], 1: [0.5] * 8}, labels)
+    fold_mixes.main([f"a={a}", f"b={b}"])
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0] == "| mix | fold 0 | mean |"  # b's fold 1 is not a's: left out
+    assert rows[2:] == ["| a | 0.812 | 0.812 |", "| b | 0.812 | 0.812 |", "| a + b | 1.000 | 1.000 |"]
+    with pytest.raises(SystemExit, match="test predictions"):
+        fold_mixes.main([f"a={a}", f"t={_fold_runs(tmp_path / 't', {0: [0.5] * 8}, labels, test=True)}"])

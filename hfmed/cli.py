@@ -176,7 +176,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             f"{result.results['subset']}: test AUC {test['auc']:.4f} "
             f"({test['auc_95ci'][0]:.3f}-{test['auc_95ci'][1]:.3f})  "
             f"ACC {test['acc']:.4f} ({test['acc_95ci'][0]:.3f}-{test['acc_95ci'][1]:.3f})  "
-            f"winner {result.record['selection']['winner']} -> {result.out}"
+            f"{result.results['benchmark'].get('ensemble', result.results['benchmark']['winner'])} -> {result.out}"
         )
     return 0
 

@@ -12,7 +12,7 @@ import pytest
 from hfmed.loading_scripts.medmnist import MedMNIST
 
 from hfmed import benchmark, cli
-from hfmed.benchmark import budget, decathlon, final, protocol, space
+from hfmed.benchmark import budget, decathlon, final, protocol, selection, space
 from hfmed.errors import UserError
 from hfmed.writer import build_config
 
@@ -56,7 +56,7 @@ def _assert_trained_and_evaluated_with(out: Path, seed: int, member: str, recipe
     assert " ".join(space.by_name(TINY_SPACE, recipe).flags) in evaluation["command"]
 
 
-def test_search_selects_on_folds_then_reads_test_once_and_resumes(tiny_build, tmp_path, monkeypatch):
+def test_search_selects_on_folds_then_reads_test_once_and_resumes(tiny_build, tmp_path, monkeypatch, capsys):
     out = tmp_path / "bench"
     target = benchmark.Target("breastmnist", dataset=str(tiny_build))
     calls, test_readers = [], []
@@ -154,16 +154,31 @@ def test_search_selects_on_folds_then_reads_test_once_and_resumes(tiny_build, tm
     assert results["clinical"]["bootstrap_95"]["resamples"] == 1000 and (out / "reliability.png").stat().st_size > 0
     md = (out / "results.md").read_text()
     assert "Google AutoML Vision" in md and "MedMNIST v1" in md and "Chosen: **" in md
+    # Which recipe each seed trained, in results.json, results.md and the decathlon table.
+    assert [m["recipe"] for m in results["members"]] == [fin["recipes"]["seed100"], fin["recipes"]["seed101"]]
+    assert results["benchmark"]["ensemble"] == final.ensemble_name([m["recipe"] for m in results["members"]])
+    assert f"| seed100 | {fin['recipes']['seed100']} |" in md and f"| seed101 | {fin['recipes']['seed101']} |" in md
+    assert (
+        f"Final seeds rotate over: **{', '.join(rotation)}** (greedy ensemble selection"
+        if len(rotation) > 1
+        else f"Final seeds: **{rotation[0]}** alone, as no other recipe raised the score"
+    ) in md
 
     # Rerun: nothing is trained or evaluated again.
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("results.json")}
     benchmark.run_subset(target, 1e6, out, **OPTIONS)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("results.json")} == stamps and len(calls) == 1
+    capsys.readouterr()
+    argv = ["benchmark", "--subset", "breastmnist", "--dataset", str(tiny_build), "--budget", "1h", "--out", str(out)]
+    assert cli.main(argv) == 0  # the finished run's summary line, nothing run again
+    assert capsys.readouterr().out.rstrip().endswith(f"{results['benchmark']['ensemble']} -> {out}")
     assert {p: p.stat().st_mtime_ns for p in out.rglob("results.json")} == stamps and len(calls) == 1
 
     # The decathlon report: this run ranked among every published BreastMNIST row.
     assert cli.main(["benchmark", "--report", str(out)]) == 0
     table = (out / "decathlon.md").read_text()
     assert "MedMNIST v1 Classification Decathlon" in table and "MedMNIST v2 2D" in table and "MedMNIST+" in table
+    assert f"| {results['benchmark']['ensemble']} | 2 |" in table
     ranked = {t["key"]: t for t in decathlon.tables({"breastmnist": results})}
     ours = ranked["medmnist_v1"]["methods"][0]
     auc, acc = round(results["test"]["auc"], 3), round(results["test"]["acc"], 3)
@@ -311,6 +326,43 @@ def test_a_hopeless_candidate_is_dropped_after_two_folds(tiny_build, tmp_path, m
     assert not (tmp_path / "b/search/big/fold2").exists()  # its third fold (which would have been 0.99) never ran
     assert record["selection"]["winner"] == "wd" and record["selection"]["folds_compared"] == [0, 1, 2]
     assert "dropped as hopeless: big" in (tmp_path / "b/results.md").read_text()
+
+
+def test_the_final_seeds_rotate_over_the_mix_and_each_is_evaluated_as_it_was_trained(tiny_build, tmp_path, monkeypatch):
+    started: list[str] = []
+    aucs = {"plain": [0.80, 0.82, 0.81], "wd": [0.83, 0.84, 0.86], "big": [0.82, 0.81, 0.82]}
+    monkeypatch.setattr(protocol, "run_jobs", _fake_trainer(aucs, 1.0, started))
+    seen = {}
+
+    def picks(predictions, order, folds, count, score):  # the selection gets the survivors' held-out folds
+        toy = score(np.array([0, 1, 0, 1]), np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6]]))
+        seen.update(order=order, folds=folds, count=count, shapes={n: p[2][1].shape for n, p in predictions.items()})
+        seen["auc"] = toy
+        return [("wd", 0.85), ("big", 0.90), ("plain", 0.899)]
+
+    monkeypatch.setattr(selection, "ensemble_selection", picks)
+    options = {**FAKE, "final_seeds": (100, 101, 102), "seed_tiers": (3,)}
+    out = tmp_path / "b"
+    done = benchmark.run_subset(benchmark.Target("breastmnist", dataset=str(tiny_build)), 1e9, out, **options)
+    record, results = done.record, done.results
+    assert seen == {
+        "order": ["wd", "big", "plain"],  # the ranking, winner first
+        "folds": [0, 1, 2],
+        "count": 3,  # one pick per planned seed
+        "shapes": {n: (20, 2) for n in ("wd", "big", "plain")},
+        "auc": 1.0,
+    }
+    # plain, the third pick, lowered the score: the rotation is wd, big, and seed i trains its (i mod 2)-th.
+    assert record["selection"]["mix"]["rotation"] == ["wd", "big"] and record["final"]["winner"] == "wd"
+    assert record["final"]["recipes"] == {"seed100": "wd", "seed101": "big", "seed102": "wd"}
+    for seed, recipe in record["final"]["recipes"].items():
+        flags = " ".join(space.by_name(SPACE3, recipe).flags)
+        trained = json.loads((out / "final" / seed / "results.json").read_text())["command"]
+        evaluated = json.loads((out / "evaluation" / seed / "results.json").read_text())["command"]
+        assert flags in trained and flags in evaluated and (("--arch_size base" in trained) == (recipe == "big"))
+    assert [m["recipe"] for m in results["members"]] == ["wd", "big", "wd"]
+    assert results["model"] == "hfmed benchmark: wd x2 + big x1, mean of 3 seed(s)"
+    assert "Final seeds rotate over: **wd, big**" in (out / "results.md").read_text()
 
 
 def test_a_round_that_no_longer_fits_the_budget_is_skipped_and_recorded(tiny_build, tmp_path, monkeypatch):

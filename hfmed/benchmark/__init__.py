@@ -1,8 +1,9 @@
 """``hfmed benchmark``: the MedMNIST Classification Decathlon under one AutoML protocol.
 
 For each subset: candidate recipes (``space``) are scored by cross-validation of train+validation
-pooled (``folds``, ``selection``) within a wall-time budget (``budget``, ``scheduler``); the winner
-is trained with several seeds on the official split and their average is evaluated once on test
+pooled (``folds``, ``selection``) within a wall-time budget (``budget``, ``scheduler``); several
+seeds of the winner, and of the recipes whose average with it scored best on the held-out folds,
+are trained on the official split and their average is evaluated once on test
 (``final``, ``clinical``, ``report``). ``decathlon`` puts every subset's result into the published
 tables and ranks it. Training is train_hf.py, run as subprocesses; its flags, results.json and
 predictions.npz are the interface.

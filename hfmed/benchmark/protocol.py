@@ -3,10 +3,11 @@ evaluate once on test. Every step is recorded in ``<out>/search.json``; a rerun 
 keeps every finished run and continues from the record (the plan is kept, spent time adds up).
 
 The test split is opened by one step only. Search runs are train_hf.py cross-validation runs and
-the final seeds are ``--eval_test false`` runs: neither opens test. The winner is written into the
-record before any run on the official split starts; once every seed has finished, one evaluation
-run per seed (``--model <seed> --do_train false``) scores its saved model on validation and test,
-and :func:`hfmed.benchmark.final.evaluate` averages them. Every run appends the splits it opens to
+the final seeds are ``--eval_test false`` runs: neither opens test. The winner and the recipes the
+final seeds rotate over are written into the record before any run on the official split starts;
+once every seed has finished, one evaluation run per seed (``--model <seed> --do_train false``)
+scores its saved model on validation and test, and :func:`hfmed.benchmark.final.evaluate`
+averages them. Every run appends the splits it opens to
 ``<out>/splits.jsonl``; the protocol checks there that test was opened by evaluation runs only,
 after the selection, before it reports.
 """

@@ -134,11 +134,15 @@ def search_markdown(record: dict[str, Any], results: dict[str, Any]) -> list[str
     mix = sel.get("mix")
     if mix:
         steps = ", ".join(f"{s['candidate']} ({_f(s['mean_fold_auc'])})" for s in mix["steps"])
+        kept = (
+            f"Final seeds rotate over: **{', '.join(mix['rotation'])}**"
+            if len(mix["rotation"]) > 1
+            else f"Final seeds: **{mix['rotation'][0]}** alone, as no other recipe raised the score"
+        )
         lines += [
             "",
-            f"Final seeds rotate over: **{', '.join(mix['rotation'])}** (greedy ensemble selection on the "
-            f"held-out fold predictions; picks and the mean fold AUC of their average: {steps}; the shortest "
-            "run of picks with the best score is kept).",
+            f"{kept} (greedy ensemble selection on the held-out fold predictions; picks and the mean fold "
+            f"AUC of their average: {steps}; the shortest run of picks with the best score is kept).",
         ]
     lines += ["", "| final seed | recipe | validation AUC | test AUC | test ACC |", "|---|---|---|---|---|"]
     for m in results["members"]:

@@ -362,7 +362,8 @@ def test_the_final_seeds_rotate_over_the_mix_and_each_is_evaluated_as_it_was_tra
         assert flags in trained and flags in evaluated and (("--arch_size base" in trained) == (recipe == "big"))
     assert [m["recipe"] for m in results["members"]] == ["wd", "big", "wd"]
     assert results["model"] == "hfmed benchmark: wd x2 + big x1, mean of 3 seed(s)"
-    assert "Final seeds rotate over: **wd, big**" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "Final seeds rotate over: **wd, big**" in md and "(the winner, and the mix below)" in md
 
 
 def test_a_round_that_no_longer_fits_the_budget_is_skipped_and_recorded(tiny_build, tmp_path, monkeypatch):

@@ -54,7 +54,11 @@ def subset_markdown(results: dict[str, Any], record: dict[str, Any]) -> str:
         "",
         f"Task: {results['task_type']} ({results['num_labels']} classes), {results['image_size']} px model input. "
         + (
-            "Recipe chosen by cross-validation of train+validation"
+            (
+                "Recipes chosen by cross-validation of train+validation (the winner, and the mix below)"
+                if (record.get("selection") or {}).get("mix")
+                else "Recipe chosen by cross-validation of train+validation"
+            )
             if (record.get("selection") or {}).get("folds_compared")
             else "No cross-validation finished: the space's first recipe"
         )

@@ -62,7 +62,7 @@ def evaluate(members: list[Path], evaluations: list[Path], out: Path, record: di
         "auc_95ci": [figures["bootstrap_95"]["auc"]["low"], figures["bootstrap_95"]["auc"]["high"]],
         "acc_95ci": [figures["bootstrap_95"]["acc"]["low"], figures["bootstrap_95"]["acc"]["high"]],
     }
-    recipes = record["final"].get("recipes") or {m.name: record["final"]["winner"] for m in members}
+    recipes = member_recipes(record, members)
     ensemble = ensemble_name([recipes[m.name] for m in members])
     members_record = []
     for member, evaluation in zip(members, evaluations):
@@ -114,6 +114,11 @@ def evaluate(members: list[Path], evaluations: list[Path], out: Path, record: di
     tmp.write_text(json.dumps(_safe(results), indent=2) + "\n")
     tmp.replace(out / "results.json")
     return results
+
+
+def member_recipes(record: dict[str, Any], members: list[Path]) -> dict[str, str]:
+    """Which recipe each final seed trained (all the winner in a record from before the mix)."""
+    return record["final"].get("recipes") or {m.name: record["final"]["winner"] for m in members}
 
 
 def ensemble_name(recipes: list[str]) -> str:

@@ -539,23 +539,22 @@ def _read(run: Path) -> dict[str, Any]:
     return json.loads((run / "results.json").read_text())
 
 
-def _fold_auc(run: Path) -> float:
-    """A search run's held-out fold AUC, after checking that it never touched the test split."""
+def _search_run(run: Path) -> tuple[dict[str, Any], selection.FoldPredictions]:
+    """A search run's results and held-out (labels, probabilities), after checking that it never
+    touched the test split."""
     results = _read(run)
     with np.load(run / "predictions.npz") as npz:
         touched = [name for name in npz.files if not name.startswith("validation_")]
+        held_out = npz["validation_labels"], npz["validation_scores"]
     if results.get("test") is not None or touched or not results.get("cross_validation"):
         raise RuntimeError(
             f"{run} is a search run but holds test results ({touched or 'test'}); the protocol forbids it"
         )
-    return float(results["validation"]["auc"])
+    return results, held_out
 
 
-def _fold_predictions(run: Path) -> selection.FoldPredictions:
-    """A search run's held-out labels and probabilities (checked, as its AUC is, for test)."""
-    _fold_auc(run)
-    with np.load(run / "predictions.npz") as npz:
-        return npz["validation_labels"], npz["validation_scores"]
+def _fold_auc(run: Path) -> float:
+    return float(_search_run(run)[0]["validation"]["auc"])
 
 
 def _mix(run: _Run, ranked: list[str], folds: list[int]) -> dict[str, Any]:
@@ -566,7 +565,7 @@ def _mix(run: _Run, ranked: list[str], folds: list[int]) -> dict[str, Any]:
     from hfmed import metrics
 
     task = run.record["task_type"]
-    predictions = {n: {f: _fold_predictions(run.out / "search" / n / f"fold{f}") for f in folds} for n in ranked}
+    predictions = {n: {f: _search_run(run.out / "search" / n / f"fold{f}")[1] for f in folds} for n in ranked}
     steps = selection.ensemble_selection(
         predictions,
         ranked,
@@ -620,10 +619,6 @@ def rotation_names(record: dict[str, Any]) -> list[str]:
     return list(mix["rotation"]) if mix else [record["selection"]["winner"]]
 
 
-def _recipe(rotation: list[Candidate], index: int) -> Candidate:
-    return rotation[index % len(rotation)]
-
-
 def _average(rotation: list[Candidate]) -> Candidate:
     """The rotation as one candidate of its mean cost, for the final seeds' time estimates."""
     return Candidate("+".join(c.name for c in rotation), (), sum(c.cost for c in rotation) / len(rotation))
@@ -646,7 +641,7 @@ def _final_runs(run: _Run, rotation: list[Candidate]) -> list[Path] | None:
         epochs, slowdown = record["plan"]["epochs"], record.get("slowdown", 1.0)
         jobs = []
         for s in chosen:
-            recipe = _recipe(rotation, record["plan"]["seeds"].index(s))
+            recipe = rotation[record["plan"]["seeds"].index(s) % len(rotation)]
             estimate = budget.run_seconds(recipe, info.splits["train"], epochs, slowdown)
             flags = [*common, *recipe.flags, "--eval_test", "false", "--seed", str(s)]
             jobs.append(Job(out / "final" / f"seed{s}", flags, estimate))
@@ -728,8 +723,7 @@ def _evaluation_runs(run: _Run, members: list[Path]) -> list[Path]:
     """The one step that opens test: each final seed's saved model (its checkpoint chosen on
     validation) scored on validation and test, as ``--model <seed> --do_train false``."""
     out, record, clock, pool, common = run.out, run.record, run.clock, run.pool, run.common()
-    final = record["final"]
-    recipes = final.get("recipes") or {m.name: final["winner"] for m in members}  # a record from before the mix
+    recipes = final.member_recipes(record, members)
     jobs = [
         Job(
             out / "evaluation" / member.name,

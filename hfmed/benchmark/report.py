@@ -53,15 +53,7 @@ def subset_markdown(results: dict[str, Any], record: dict[str, Any]) -> str:
         f"# {results['subset']}: {results['model']}",
         "",
         f"Task: {results['task_type']} ({results['num_labels']} classes), {results['image_size']} px model input. "
-        + (
-            (
-                "Recipes chosen by cross-validation of train+validation (the winner, and the mix below)"
-                if (record.get("selection") or {}).get("mix")
-                else "Recipe chosen by cross-validation of train+validation"
-            )
-            if (record.get("selection") or {}).get("folds_compared")
-            else "No cross-validation finished: the space's first recipe"
-        )
+        + _how_chosen(record.get("selection") or {})
         + ", each seed's checkpoint chosen on validation; test evaluated once, after every choice.",
         "",
         "| | test AUC (95% CI) | test ACC (95% CI) | validation AUC | validation ACC |",
@@ -103,6 +95,14 @@ def subset_markdown(results: dict[str, Any], record: dict[str, Any]) -> str:
         )
     lines += ["", *search_markdown(record, results)]
     return "\n".join(lines) + "\n"
+
+
+def _how_chosen(sel: dict[str, Any]) -> str:
+    if not sel.get("folds_compared"):
+        return "No cross-validation finished: the space's first recipe"
+    if sel.get("mix"):
+        return "Recipes chosen by cross-validation of train+validation (the winner, and the mix below)"
+    return "Recipe chosen by cross-validation of train+validation"
 
 
 def search_markdown(record: dict[str, Any], results: dict[str, Any]) -> list[str]:
@@ -151,7 +151,7 @@ def search_markdown(record: dict[str, Any], results: dict[str, Any]) -> list[str
     lines += ["", "| final seed | recipe | validation AUC | test AUC | test ACC |", "|---|---|---|---|---|"]
     for m in results["members"]:
         lines.append(
-            f"| {Path(m['folder']).name} | {m.get('recipe', sel.get('winner'))} | {_f(m['validation']['auc'])} | "
+            f"| {Path(m['folder']).name} | {m['recipe']} | {_f(m['validation']['auc'])} | "
             f"{_f(m['test']['auc'])} | {_f(m['test']['acc'])} |"
         )
     return lines

@@ -69,13 +69,11 @@ def ensemble_selection(
     to it), ``picks`` of them."""
 
     def mean_score(members: list[str]) -> float:
-        values = []
-        for f in folds:
-            labels = predictions[members[0]][f][0]
-            value = score(labels, np.mean([predictions[m][f][1] for m in members], axis=0))
-            if value is not None and not np.isnan(value):
-                values.append(value)
-        return float(np.mean(values)) if values else float("-inf")
+        per_fold = {
+            f: score(predictions[members[0]][f][0], np.mean([predictions[m][f][1] for m in members], axis=0))
+            for f in folds
+        }
+        return mean_on(per_fold, folds)
 
     chosen = [order[0]]
     steps = [(order[0], mean_score(chosen))]

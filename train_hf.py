@@ -78,6 +78,7 @@ def run(argv: list[str] | None = None) -> dict:
         lr_decay_epochs=recipe_args.lr_decay_epochs,
         lr_decay_gamma=recipe_args.lr_decay_gamma,
         ema_decay=recipe_args.ema_decay,
+        mixup_alpha=recipe_args.mixup_alpha,
         tta=recipe_args.tta,
         channels_last=channels_last,
     )

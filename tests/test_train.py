@@ -23,6 +23,7 @@ from PIL import Image
 
 from hfmed import metrics, training
 from hfmed.errors import UserError
+from hfmed.training import mixup
 from hfmed.writer import build_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,9 +99,10 @@ def in_unit_range(value) -> bool:
             ["--dataloader_num_workers", "2", "--dataloader_persistent_workers", "true", "--streaming", "true"],
         ),  # workers split the rows
         ("retinamnist", "ordinal", []),
-        ("retinamnist", "ordinal", ["--ordinal_loss", "emd"]),
-        ("chestmnist", "multi-label", ["--arch", "convnext", "--augment", "affine"]),
+        ("retinamnist", "ordinal", ["--ordinal_loss", "emd", "--mixup_alpha", "0.4"]),
+        ("chestmnist", "multi-label", ["--arch", "convnext", "--augment", "affine", "--mixup_alpha", "0.4"]),
         ("breastmnist", "binary", ["--arch", "resnet", "--ema_decay", "0.9", "--tta", "flip"]),
+        ("breastmnist", "binary", ["--arch", "resnet", "--mixup_alpha", "0.4", "--label_smoothing_factor", "0.1"]),
     ],
 )
 def test_each_task_type_trains_evaluates_and_writes_every_output(small_npz, tmp_path, flag, task, extra):
@@ -437,6 +439,79 @@ def test_flip_tta_averages_the_logits_of_an_image_and_its_mirror(tmp_path):
         assert torch.allclose(logits, torch.tensor(expected))
 
 
+def test_mixup_mixes_a_batch_with_a_shuffle_of_itself():
+    x = torch.arange(6.0).reshape(6, 1, 1, 1)
+    torch.manual_seed(3)
+    mixed, partner, weight = mixup.mix(x, alpha=0.4)
+    assert 0.0 < weight < 1.0 and sorted(partner.tolist()) == list(range(6))
+    assert torch.allclose(mixed, weight * x + (1 - weight) * x[partner])
+    torch.manual_seed(3)
+    assert torch.equal(mixup.mix(x, alpha=0.4)[0], mixed)  # --seed fixes the draws
+    with pytest.raises(UserError, match="--mixup_alpha"):
+        mixup.mix(x, alpha=0.0)
+
+
+@pytest.mark.parametrize(
+    "problem, smoothing",
+    [("single_label_classification", 0.0), ("single_label_classification", 0.1), ("multi_label_classification", 0.0)],
+)
+def test_mixup_trains_against_the_targets_mixed_as_the_images_were(tmp_path, problem, smoothing):
+    from types import SimpleNamespace
+
+    from transformers import TrainingArguments
+    from transformers.modeling_outputs import ImageClassifierOutput
+
+    class Linear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = SimpleNamespace(problem_type=problem)
+            self.head = torch.nn.Linear(4, 3)
+
+        def forward(self, pixel_values, labels=None):
+            logits = self.head(pixel_values.flatten(1))
+            loss = None
+            if labels is not None:
+                loss = (
+                    F.binary_cross_entropy_with_logits(logits, labels)
+                    if problem == "multi_label_classification"
+                    else F.cross_entropy(logits, labels)
+                )
+            return ImageClassifierOutput(loss=loss, logits=logits)
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 1, 2, 2)
+    if problem == "multi_label_classification":
+        labels = torch.randint(0, 2, (8, 3)).float()
+        targets = labels
+    else:
+        labels = torch.randint(0, 3, (8,))
+        targets = F.one_hot(labels, 3).float() * (1 - smoothing) + smoothing / 3
+    args = TrainingArguments(str(tmp_path), use_cpu=True, report_to="none", label_smoothing_factor=smoothing)
+    trainer = training.MedTrainer(model=Linear(), args=args, mixup_alpha=0.4)
+    model = trainer.model.train()
+
+    torch.manual_seed(7)
+    loss = trainer.compute_loss(model, {"pixel_values": x, "labels": labels})
+    torch.manual_seed(7)
+    mixed, partner, weight = mixup.mix(x, 0.4)
+    logits = model(mixed).logits
+    soft = weight * targets + (1 - weight) * targets[partner]
+    if problem == "multi_label_classification":
+        expected = F.binary_cross_entropy_with_logits(logits, soft)
+    else:
+        expected = -(soft * logits.log_softmax(-1)).sum(-1).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+    model.eval()  # evaluation sees the images as they are
+    plain = trainer.compute_loss(model, {"pixel_values": x, "labels": labels})
+    logits = model(x).logits
+    if problem == "multi_label_classification":
+        unmixed = F.binary_cross_entropy_with_logits(logits, targets)
+    else:
+        unmixed = -(targets * logits.log_softmax(-1)).sum(-1).mean()
+    assert plain.item() == pytest.approx(unmixed.item(), rel=1e-5)
+
+
 def test_config_overrides_reach_the_model_and_unknown_keys_are_refused():
     info = task_info("binary", ("benign", "malignant"), channels=1, side=28)
     args = training.ModelArguments(
@@ -576,6 +651,7 @@ def test_a_medimeta_task_is_chosen_by_name_with_its_declared_type(tmp_path):
         ),
         (["--subset", "adrenalmnist3d", "--arch", "vit"], "--arch vit is a 2D architecture"),
         (["--subset", "breastmnist", "--ema_decay", "1.5"], "--ema_decay must be between 0 and 1"),
+        (["--subset", "breastmnist", "--mixup_alpha", "0"], "--mixup_alpha must be above 0"),
         (["--subset", "breastmnist", "--fsdp", "full_shard"], "train with plain DDP"),
     ],
 )

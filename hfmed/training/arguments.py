@@ -19,6 +19,7 @@ from transformers.hf_argparser import HfArgumentParser
 
 from hfmed.errors import UserError, first_line
 from hfmed.models3d.protocol import PUBLISHED_3D
+from hfmed.training import mixup
 from hfmed.training.hardware import hardware_defaults
 
 
@@ -190,6 +191,13 @@ class RecipeArguments:
         metadata={
             "help": "keep an exponential moving average of the weights with this decay per step (e.g. 0.99); "
             "validation, checkpoints and the final model use the average"
+        },
+    )
+    mixup_alpha: float | None = field(
+        default=None,
+        metadata={
+            "help": "mixup: train on pairs of images mixed with a weight drawn from Beta(alpha, alpha) per "
+            "batch, their losses mixed alike (e.g. 0.2); validation and test see the images as they are"
         },
     )
     tta: Literal["none", "flip"] = field(
@@ -414,6 +422,8 @@ def refuse_impossible(
         )
     if recipe_args.ema_decay is not None and not 0.0 < recipe_args.ema_decay < 1.0:
         raise UserError(f"--ema_decay must be between 0 and 1 (exclusive), got {recipe_args.ema_decay}")
+    if recipe_args.mixup_alpha is not None:
+        mixup.checked(recipe_args.mixup_alpha)
 
 
 def check_cv(data_args: DataArguments) -> None:

@@ -11,7 +11,8 @@
 - Step decay at given epochs (the MedMNIST protocol's x0.1 at epochs 50 and 75), as a factor on
   top of whichever ``--lr_scheduler_type`` is in use.
 - Optionally a moving average of the weights (``--ema_decay``), evaluated and checkpointed in
-  place of the raw weights, and flip test-time augmentation (``--tta flip``).
+  place of the raw weights, mixup of the training batches (``--mixup_alpha``), and flip
+  test-time augmentation (``--tta flip``).
 - Timing of pure training: wall time minus evaluation, checkpointing and reloading the best
   checkpoint, and images seen.
 """
@@ -26,11 +27,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from transformers import Trainer
 from transformers.trainer_utils import EvalLoopOutput, EvalPrediction, denumpify_detensorize
 
 from hfmed.errors import UserError
-from hfmed.training import distributed
+from hfmed.training import distributed, mixup
 from hfmed.training.averaging import AverageEachStep, WeightAverage
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ class MedTrainer(Trainer):
         lr_decay_epochs: list[float] | None = None,
         lr_decay_gamma: float = 0.1,
         ema_decay: float | None = None,
+        mixup_alpha: float | None = None,
         tta: str = "none",
         channels_last: bool = False,
         **kwargs,
@@ -58,6 +61,7 @@ class MedTrainer(Trainer):
         if ema_decay is not None:
             WeightAverage.checked(ema_decay)  # before anything is trained
             self.add_callback(AverageEachStep(self))
+        self.mixup_alpha = None if mixup_alpha is None else mixup.checked(mixup_alpha)
         self.lr_decay_epochs = sorted(lr_decay_epochs or [])
         self.lr_decay_gamma = lr_decay_gamma
         self.channels_last = channels_last
@@ -123,6 +127,40 @@ class MedTrainer(Trainer):
         self.images_seen += int(inputs["pixel_values"].shape[0])
         self.batches_trained += 1
         return super().training_step(model, inputs, num_items_in_batch)
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, object]:
+        if self.mixup_alpha is None or not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs["labels"]
+        pixels, partner, weight = mixup.mix(inputs["pixel_values"], self.mixup_alpha)
+        outputs = model(pixel_values=pixels)
+        loss = weight * self._loss_against(model, outputs, labels, num_items_in_batch) + (
+            1.0 - weight
+        ) * self._loss_against(model, outputs, labels[partner], num_items_in_batch)
+        return (loss, outputs) if return_outputs else loss
+
+    def _loss_against(
+        self,
+        model: torch.nn.Module,
+        outputs: dict[str, torch.Tensor],
+        labels: torch.Tensor,
+        num_items_in_batch: torch.Tensor | int | None,
+    ) -> torch.Tensor:
+        """The loss this run trains with (--ordinal_loss, label smoothing, or the model's own), against ``labels``."""
+        if self.compute_loss_func is not None:
+            return self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
+        if self.label_smoother is not None:
+            return self.label_smoother(outputs, labels, num_items_in_batch=num_items_in_batch)
+        logits = outputs["logits"].float()
+        if self.accelerator.unwrap_model(model).config.problem_type == "multi_label_classification":
+            return F.binary_cross_entropy_with_logits(logits, labels.float())
+        return F.cross_entropy(logits, labels)
 
     def train(self, *args, **kwargs) -> TrainOutput:
         try:

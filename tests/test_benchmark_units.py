@@ -99,8 +99,8 @@ def test_the_plan_cuts_candidates_then_seeds_then_folds_then_epochs():
     hour = budget.make_plan(3600, setting)
     assert hour.estimated_seconds <= 3600 and hour.cut  # 5 x 5 x ~6 min runs do not fit an hour on 2 slots
     assert hour.candidates == [c.name for c in space.SPACE[: len(hour.candidates)]]
-    # Two hours at the 1.5x the BreastMNIST runs measured: every small-ResNet recipe is searched,
-    # the ResNet-18 widths are the cut.
+    # Two hours at the 1.53x slowdown BreastMNIST's last run measured: every small-ResNet recipe
+    # is searched, and the ResNet-18 widths are what the budget cuts.
     two_hours = budget.make_plan(7200, setting, 1.53)
     assert two_hours.candidates == [c.name for c in space.SPACE if c.cost < 2] and len(two_hours.seeds) == 4
     tiny = budget.make_plan(1, setting)

@@ -447,8 +447,9 @@ def test_mixup_mixes_a_batch_with_a_shuffle_of_itself():
     assert torch.allclose(mixed, weight * x + (1 - weight) * x[partner])
     torch.manual_seed(3)
     assert torch.equal(mixup.mix(x, alpha=0.4)[0], mixed)  # --seed fixes the draws
-    with pytest.raises(UserError, match="--mixup_alpha"):
-        mixup.mix(x, alpha=0.0)
+    for bad in (0.0, -0.2, float("inf"), float("nan")):
+        with pytest.raises(UserError, match="--mixup_alpha"):
+            mixup.mix(x, alpha=bad)
 
 
 @pytest.mark.parametrize(
@@ -651,7 +652,7 @@ def test_a_medimeta_task_is_chosen_by_name_with_its_declared_type(tmp_path):
         ),
         (["--subset", "adrenalmnist3d", "--arch", "vit"], "--arch vit is a 2D architecture"),
         (["--subset", "breastmnist", "--ema_decay", "1.5"], "--ema_decay must be between 0 and 1"),
-        (["--subset", "breastmnist", "--mixup_alpha", "0"], "--mixup_alpha must be above 0"),
+        (["--subset", "breastmnist", "--mixup_alpha", "0"], "--mixup_alpha must be a positive number"),
         (["--subset", "breastmnist", "--fsdp", "full_shard"], "train with plain DDP"),
     ],
 )

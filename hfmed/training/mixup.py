@@ -7,14 +7,16 @@ for longer and makes the scores between classes vary smoothly, which is what AUC
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from hfmed.errors import UserError
 
 
 def checked(alpha: float) -> float:
-    if not alpha > 0.0:
-        raise UserError(f"--mixup_alpha must be above 0 (e.g. 0.2), got {alpha}")
+    if not 0.0 < alpha < math.inf:  # NaN fails both
+        raise UserError(f"--mixup_alpha must be a positive number (e.g. 0.2), got {alpha}")
     return alpha
 
 

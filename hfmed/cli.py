@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -163,13 +164,19 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UserError(str(e)) from None
     data = {"collection": args.collection, "dataset": args.dataset, "size": args.size, "task": args.task}
-    if args.subset == "all":
-        done = benchmark.run_decathlon(
-            list(benchmark.SUBSETS), seconds, Path(args.out), source=args.source, parallel=args.parallel, **data
-        )
-    else:
-        target = benchmark.Target(subset=args.subset, source=args.source, **data)
-        done = [benchmark.run_subset(target, seconds, Path(args.out), parallel=args.parallel)]
+    # SIGTERM (a batch scheduler's, a session's end) stops a benchmark as Ctrl-C does: its runs are
+    # stopped and the time spent is kept for the resume, instead of the process vanishing mid-round.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if args.subset == "all":
+            done = benchmark.run_decathlon(
+                list(benchmark.SUBSETS), seconds, Path(args.out), source=args.source, parallel=args.parallel, **data
+            )
+        else:
+            target = benchmark.Target(subset=args.subset, source=args.source, **data)
+            done = [benchmark.run_subset(target, seconds, Path(args.out), parallel=args.parallel)]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     for result in done:
         test = result.results["test"]
         print(
@@ -179,6 +186,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             f"{result.results['benchmark'].get('ensemble', result.results['benchmark']['winner'])} -> {result.out}"
         )
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def cmd_view(args: argparse.Namespace) -> int:

@@ -510,6 +510,52 @@ class FakeClock:
         self.t += seconds
 
 
+def test_an_interrupted_benchmark_counts_the_time_it_spent_when_resumed(tiny_build, tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM, below) half-way through the second round: the record keeps the time up to
+    the interruption, the stopped half round included, and the resumed run goes on counting from it."""
+    clock = FakeClock()
+    monkeypatch.setattr(protocol, "now", clock)
+    aucs = {"plain": [0.80, 0.81, 0.82], "wd": [0.90, 0.91, 0.92], "big": [0.85, 0.86, 0.87]}
+    finish = _fake_trainer(aucs, 50.0, [], clock=clock)
+    rounds = []
+
+    def interrupted(jobs, *args, **kwargs):
+        rounds.append(jobs)
+        if len(rounds) == 2:
+            clock.advance(600.0)  # half a round trained, then the interruption
+            raise KeyboardInterrupt
+        return finish(jobs, *args, **kwargs)
+
+    monkeypatch.setattr(protocol, "run_jobs", interrupted)
+    target, out = benchmark.Target("breastmnist", dataset=str(tiny_build)), tmp_path / "b"
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.run_subset(target, 1e9, out, **FAKE)
+    interrupted_at = clock()
+    assert interrupted_at > 600
+    assert json.loads((out / protocol.RECORD_FILE).read_text())["spent_seconds"] == pytest.approx(interrupted_at)
+
+    monkeypatch.setattr(protocol, "run_jobs", finish)
+    done = benchmark.run_subset(target, 1e9, out, **FAKE)
+    assert done.record["complete"] and clock() > interrupted_at
+    assert done.record["spent_seconds"] == pytest.approx(clock())
+
+
+def test_sigterm_stops_a_benchmark_as_ctrl_c_does(tiny_build, tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the benchmark")
+
+    monkeypatch.setattr(benchmark, "run_subset", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    argv = ["benchmark", "--subset", "breastmnist", "--budget", "1h", "--out", str(tmp_path / "b")]
+    assert cli.main([*argv, "--dataset", str(tiny_build)]) == 130
+    assert "interrupted; rerun the same command to continue" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler lives as long as the command
+
+
 def test_the_first_epochs_speed_cuts_the_plan_and_the_record_says_why(tiny_build, tmp_path, monkeypatch):
     """Runs far slower than the prior: the first search run's first epoch (injected: 400 s) shows
     it, the plan is cut before the round goes on, and the search restarts under the new plan."""

@@ -93,18 +93,30 @@ def run_subset(
         record["plan"] = budget.make_plan(budget_seconds, setting).as_dict()
     run = _Run(out, record, clock, pool, info, setting, [*target.flags(), *extra_flags])
     run.save()
-    members = None
-    while members is None:  # a second pass only when the first runs' speed cut the plan
-        chosen = [space_mod.by_name(space, name) for name in record["plan"]["candidates"]]
-        rotation = _search(run, chosen)
-        if rotation is not None:
-            members = _final_runs(run, rotation)
-    evaluations = _evaluation_runs(run, members)
-    record["test_openings"] = check_test_openings(out / SPLIT_LOG, evaluations)
-    results = final.evaluate(members, evaluations, out, record)
+    try:
+        members = None
+        while members is None:  # a second pass only when the first runs' speed cut the plan
+            chosen = [space_mod.by_name(space, name) for name in record["plan"]["candidates"]]
+            rotation = _search(run, chosen)
+            if rotation is not None:
+                members = _final_runs(run, rotation)
+        evaluations = _evaluation_runs(run, members)
+        record["test_openings"] = check_test_openings(out / SPLIT_LOG, evaluations)
+        results = final.evaluate(members, evaluations, out, record)
+    except BaseException:
+        _count_time_spent(out, clock)
+        raise
     record["complete"] = True
     _save(out, record, clock)
     return BenchmarkResult(out, results, record)
+
+
+def _count_time_spent(out: Path, clock: _Clock) -> None:
+    """An interrupted benchmark's wall time, up to now, into its last saved record: a resumed run
+    counts it against the budget, the runs it stopped half-way included (they run again)."""
+    saved = out / RECORD_FILE
+    if saved.is_file():
+        _save(out, json.loads(saved.read_text()), clock)
 
 
 #: The clock budget time is read from (a test may give another).

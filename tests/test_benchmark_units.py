@@ -384,6 +384,27 @@ def test_a_search_round_takes_the_folds_that_keep_every_slot_working(slots, cand
     assert folds_per_round(slots, candidates) == folds
 
 
+def test_a_run_stopped_half_way_starts_afresh_and_a_finished_one_is_kept(tmp_path, monkeypatch):
+    from hfmed.benchmark import scheduler
+
+    script = tmp_path / "train_hf.py"  # stands in for train_hf.py: records what its folder held at start
+    script.write_text(
+        "import json, os, sys, pathlib\nout = pathlib.Path(sys.argv[sys.argv.index('--output_dir') + 1])\n"
+        "out.mkdir(parents=True, exist_ok=True)\nheld = sorted(os.listdir(out))\n"
+        "(out / 'results.json').write_text(json.dumps(held))\n"
+    )
+    monkeypatch.setattr(scheduler, "train_script", lambda: script)
+    stopped, finished = tmp_path / "search/wd/fold2", tmp_path / "search/wd/fold1"
+    (stopped / "checkpoint-40").mkdir(parents=True)  # what an interrupted run leaves
+    finished.mkdir(parents=True)
+    (finished / "results.json").write_text('"kept"')
+    jobs = [scheduler.Job(stopped, []), scheduler.Job(finished, [])]
+    status = scheduler.run_jobs(jobs, [scheduler.Slot(1)], poll=0.05)
+    assert status == {stopped: "done", finished: "kept"}
+    assert json.loads((stopped / "results.json").read_text()) == []  # nothing of the stopped run was left
+    assert json.loads((finished / "results.json").read_text()) == "kept"
+
+
 def test_the_scheduler_stops_every_run_when_the_watch_says_the_plan_changed(tmp_path, monkeypatch):
     from hfmed.benchmark import scheduler
 

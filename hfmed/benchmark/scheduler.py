@@ -8,6 +8,7 @@ GPUs each run gets one GPU and an equal share of the cores.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -72,6 +73,8 @@ def _launch(job: Job, slot: Slot) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(slot.threads), "MKL_NUM_THREADS": str(slot.threads)}
     if slot.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(slot.gpu)
+    if job.out.exists():  # a run this benchmark stopped half-way (no results.json): start it afresh
+        shutil.rmtree(job.out)
     job.log.parent.mkdir(parents=True, exist_ok=True)
     script = train_script()
     command = [sys.executable, str(script), *job.args, "--output_dir", str(job.out)]

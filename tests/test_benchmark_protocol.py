@@ -548,12 +548,18 @@ def test_sigterm_stops_a_benchmark_as_ctrl_c_does(tiny_build, tmp_path, monkeypa
         os.kill(os.getpid(), signal.SIGTERM)
         raise AssertionError("SIGTERM did not stop the benchmark")
 
+    def untouched(signum, frame):  # what SIGTERM would reach if the command did not handle it
+        raise AssertionError("SIGTERM reached the handler the command should have replaced")
+
     monkeypatch.setattr(benchmark, "run_subset", terminated)
-    before = signal.getsignal(signal.SIGTERM)
-    argv = ["benchmark", "--subset", "breastmnist", "--budget", "1h", "--out", str(tmp_path / "b")]
-    assert cli.main([*argv, "--dataset", str(tiny_build)]) == 130
-    assert "interrupted; rerun the same command to continue" in capsys.readouterr().err
-    assert signal.getsignal(signal.SIGTERM) == before  # the handler lives as long as the command
+    before = signal.signal(signal.SIGTERM, untouched)
+    try:
+        argv = ["benchmark", "--subset", "breastmnist", "--budget", "1h", "--out", str(tmp_path / "b")]
+        assert cli.main([*argv, "--dataset", str(tiny_build)]) == 130
+        assert "interrupted; rerun the same command to continue" in capsys.readouterr().err
+        assert signal.getsignal(signal.SIGTERM) is untouched  # the handler lives as long as the command
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_the_first_epochs_speed_cuts_the_plan_and_the_record_says_why(tiny_build, tmp_path, monkeypatch):

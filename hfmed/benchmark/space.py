@@ -38,8 +38,8 @@ SPACE: tuple[Candidate, ...] = (
     # Mixup on the augmented recipe (added 2026-12-01, from BreastMNIST's folds only): mixed pairs
     # of images keep a few hundred of them from being memorised. On the same five folds it scored
     # 0.924 and 0.927 mean fold AUC with seeds 0-4 and 10-14, wd_ls_flip_crop 0.920 and 0.906
-    # (BENCHMARKS.md). Mixing costs one weighted sum per batch: flip_crop's cost. Fourth, so that
-    # short budgets keep the recipes tried on every subset size first.
+    # (BENCHMARKS.md). Mixing costs one weighted sum per batch: flip_crop's cost. Fourth: its
+    # evidence is one subset's folds, so a short budget cuts it before the recipes above.
     Candidate(
         "wd_ls_flip_crop_mixup",
         ("--arch", "resnet", "--arch_size", "small", *REGULARISED, "--augment", "flip_crop", "--mixup_alpha", "0.2"),

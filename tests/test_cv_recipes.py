@@ -118,3 +118,34 @@ def test_fold_mixes_scores_each_set_and_each_average_on_the_shared_folds(tmp_pat
     assert rows[2:] == ["| a | 0.812 | 0.812 |", "| b | 0.812 | 0.812 |", "| a + b | 1.000 | 1.000 |"]
     with pytest.raises(SystemExit, match="test predictions"):
         fold_mixes.main([f"a={a}", f"t={_fold_runs(tmp_path / 't', {0: [0.5] * 8}, labels, test=True)}"])
+
+
+def test_fold_curves_scores_the_best_epoch_the_last_and_the_tail_on_the_shared_folds(tmp_path, capsys):
+    import fold_curves
+
+    def runs(folder: Path, curves: dict[int, list[float]]) -> Path:
+        for fold, aucs in curves.items():
+            run = folder / f"fold{fold}"
+            run.mkdir(parents=True)
+            (run / "results.json").write_text(json.dumps({"cross_validation": {"fold": fold}}))
+            history = []
+            for epoch, auc in enumerate(aucs, 1):  # a training log entry between evaluations, as the Trainer writes
+                history += [{"loss": 0.5, "epoch": epoch}, {"eval_auc": auc, "eval_loss": 0.4, "epoch": epoch}]
+            (run / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+        return folder
+
+    early = runs(tmp_path / "early", {0: [0.7, 0.95, 0.8, 0.8], 1: [0.9, 0.85, 0.8, 0.7], 2: [0.5] * 4})
+    late = runs(tmp_path / "late", {0: [0.6, 0.7, 0.8, 0.9], 1: [0.6, 0.7, 0.9, 0.9]})
+    fold_curves.main([f"early={early}", f"late={late}", "--last", "2"])
+    rows = capsys.readouterr().out.splitlines()
+    assert (
+        rows[0] == "| set | best epoch | last epoch | mean of the last 2 | best epochs of folds 0, 1 |"
+    )  # fold 2: early's only
+    # early: best (0.95 + 0.9) / 2, last (0.8 + 0.7) / 2, tail (0.8 + 0.75) / 2, peaks at epochs 2 and 1
+    assert rows[2:] == ["| early | 0.925 | 0.750 | 0.775 | 2 1 |", "| late | 0.900 | 0.900 | 0.875 | 4 3 |"]
+
+    (early / "fold0" / "results.json").write_text(json.dumps({"task_type": "binary"}))  # an official-split run
+    with pytest.raises(SystemExit, match="not a cross-validation run"):
+        fold_curves.main([f"early={early}"])
+    with pytest.raises(SystemExit, match="no finished"):
+        fold_curves.main([f"empty={tmp_path / 'nothing'}"])

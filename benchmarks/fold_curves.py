@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from fold_mixes import named_folders  # a script's own folder is on sys.path
 
 
 def fold_curves(folder: Path) -> dict[int, list[tuple[float, float]]]:
@@ -62,12 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.last < 1:
         parser.error(f"--last must be at least 1, got {args.last}")
-    sets = {}
-    for item in args.sets:
-        name, sep, folder = item.partition("=")
-        if not sep or not name:
-            parser.error(f"a set is NAME=FOLDER, got {item!r}")
-        sets[name] = fold_curves(Path(folder))
+    sets = {name: fold_curves(folder) for name, folder in named_folders(parser, args.sets).items()}
     print("\n".join(curve_table(sets, args.last)))
 
 

@@ -58,17 +58,25 @@ def mix_table(sets: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]], task: s
     return lines
 
 
+def named_folders(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, Path]:
+    """The NAME=FOLDER arguments as {name: folder}, in order; a malformed one is a usage error."""
+    folders = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        if not sep or not name:
+            parser.error(f"a set is NAME=FOLDER, got {item!r}")
+        folders[name] = Path(folder)
+    return folders
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sets", nargs="+", metavar="NAME=FOLDER")
     parser.add_argument("--most", type=int, default=2, help="the most sets in one average (default 2)")
     args = parser.parse_args(argv)
     sets, tasks = {}, set()
-    for item in args.sets:
-        name, sep, folder = item.partition("=")
-        if not sep or not name:
-            parser.error(f"a set is NAME=FOLDER, got {item!r}")
-        task, sets[name] = fold_predictions(Path(folder))
+    for name, folder in named_folders(parser, args.sets).items():
+        task, sets[name] = fold_predictions(folder)
         tasks.add(task)
     if len(tasks) != 1:
         parser.error(f"the sets hold different task types: {', '.join(sorted(tasks))}")

@@ -44,6 +44,8 @@ def fold_curves(folder: Path) -> dict[int, list[tuple[float, float]]]:
 
 def curve_table(sets: dict[str, dict[int, list[tuple[float, float]]]], last: int) -> list[str]:
     folds = sorted(set.intersection(*(set(curves) for curves in sets.values())))
+    if not folds:
+        raise SystemExit(f"the sets have no fold in common: {', '.join(sets)}")
     peaks = f"best epochs of folds {', '.join(map(str, folds))}"
     lines = [f"| set | best epoch | last epoch | mean of the last {last} | {peaks} |", "|---|---|---|---|---|"]
     for name, curves in sets.items():

@@ -138,9 +138,8 @@ def test_fold_curves_scores_the_best_epoch_the_last_and_the_tail_on_the_shared_f
     late = runs(tmp_path / "late", {0: [0.6, 0.7, 0.8, 0.9], 1: [0.6, 0.7, 0.9, 0.9]})
     fold_curves.main([f"early={early}", f"late={late}", "--last", "2"])
     rows = capsys.readouterr().out.splitlines()
-    assert (
-        rows[0] == "| set | best epoch | last epoch | mean of the last 2 | best epochs of folds 0, 1 |"
-    )  # fold 2: early's only
+    # fold 2 is early's only, so it is left out
+    assert rows[0] == "| set | best epoch | last epoch | mean of the last 2 | best epochs of folds 0, 1 |"
     # early: best (0.95 + 0.9) / 2, last (0.8 + 0.7) / 2, tail (0.8 + 0.75) / 2, peaks at epochs 2 and 1
     assert rows[2:] == ["| early | 0.925 | 0.750 | 0.775 | 2 1 |", "| late | 0.900 | 0.900 | 0.875 | 4 3 |"]
 
@@ -149,3 +148,6 @@ def test_fold_curves_scores_the_best_epoch_the_last_and_the_tail_on_the_shared_f
         fold_curves.main([f"early={early}"])
     with pytest.raises(SystemExit, match="no finished"):
         fold_curves.main([f"empty={tmp_path / 'nothing'}"])
+    only_two = runs(tmp_path / "only_two", {2: [0.5] * 4})
+    with pytest.raises(SystemExit, match="no fold in common"):
+        fold_curves.main([f"late={late}", f"only_two={only_two}"])

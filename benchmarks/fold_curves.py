@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from fold_mixes import named_folders  # a script's own folder is on sys.path
+from fold_mixes import BadSets, named_folders, stop  # a script's own folder is on sys.path
 
 
 def fold_curves(folder: Path) -> dict[int, list[tuple[float, float]]]:
@@ -32,20 +32,22 @@ def fold_curves(folder: Path) -> dict[int, list[tuple[float, float]]]:
             continue
         fold = json.loads(results.read_text()).get("cross_validation", {}).get("fold")
         if fold is None:
-            raise SystemExit(f"{run} is not a cross-validation run (results.json has no cross_validation.fold)")
+            raise BadSets(f"{run} is not a cross-validation run (no cross_validation.fold); name folders of fold runs")
         history = json.loads(state.read_text())["log_history"]
         curve = [(entry["epoch"], entry["eval_auc"]) for entry in history if "eval_auc" in entry]
         if curve:
             curves[int(fold)] = curve
     if not curves:
-        raise SystemExit(f"{folder} holds no finished fold<i> runs with a trainer_state.json")
+        raise BadSets(
+            f"{folder} holds no finished fold<i> runs with trainer_state.json; name a search/<candidate> folder"
+        )
     return curves
 
 
 def curve_table(sets: dict[str, dict[int, list[tuple[float, float]]]], last: int) -> list[str]:
     folds = sorted(set.intersection(*(set(curves) for curves in sets.values())))
     if not folds:
-        raise SystemExit(f"the sets have no fold in common: {', '.join(sets)}")
+        raise BadSets(f"the sets have no fold in common: {', '.join(sets)}; compare runs of the same --cv_folds")
     peaks = f"best epochs of folds {', '.join(map(str, folds))}"
     lines = [f"| set | best epoch | last epoch | mean of the last {last} | {peaks} |", "|---|---|---|---|---|"]
     for name, curves in sets.items():
@@ -65,8 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.last < 1:
         parser.error(f"--last must be at least 1, got {args.last}")
-    sets = {name: fold_curves(folder) for name, folder in named_folders(parser, args.sets).items()}
-    print("\n".join(curve_table(sets, args.last)))
+    try:
+        sets = {name: fold_curves(folder) for name, folder in named_folders(parser, args.sets).items()}
+        print("\n".join(curve_table(sets, args.last)))
+    except BadSets as error:
+        stop(parser, error)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,10 @@ sys.path.insert(0, str(ROOT))
 from hfmed import metrics  # noqa: E402
 
 
+class BadSets(ValueError):
+    """Folders that are not comparable sets of fold runs: one line on stderr, exit code 2."""
+
+
 def fold_predictions(folder: Path) -> tuple[str, dict[int, tuple[np.ndarray, np.ndarray]]]:
     """The task type and, per fold index, (held-out labels, probabilities) of a folder of fold runs."""
     runs, task = {}, None
@@ -36,10 +40,10 @@ def fold_predictions(folder: Path) -> tuple[str, dict[int, tuple[np.ndarray, np.
         task = results["task_type"]
         with np.load(run / "predictions.npz") as npz:
             if any(not name.startswith("validation_") for name in npz.files):
-                raise SystemExit(f"{run} holds test predictions: not a cross-validation run")
+                raise BadSets(f"{run} holds test predictions: not a cross-validation run; name folders of fold runs")
             runs[int(results["cross_validation"]["fold"])] = (npz["validation_labels"], npz["validation_scores"])
     if not runs:
-        raise SystemExit(f"{folder} holds no fold<i> runs with predictions.npz")
+        raise BadSets(f"{folder} holds no fold<i> runs with predictions.npz; name a search/<candidate> folder")
     return task, runs
 
 
@@ -52,10 +56,15 @@ def mix_table(sets: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]], task: s
             for f in folds:
                 labels = sets[names[0]][f][0]
                 if any(not np.array_equal(sets[n][f][0], labels) for n in names[1:]):
-                    raise SystemExit(f"fold {f} of {', '.join(names)} holds different images: not the same folds")
+                    raise BadSets(f"fold {f} of {', '.join(names)} holds different images; compare runs of one build")
                 aucs.append(metrics.compute(task, labels, np.mean([sets[n][f][1] for n in names], axis=0))["auc"])
             lines.append(f"| {' + '.join(names)} | {' | '.join(f'{a:.3f}' for a in aucs)} | {np.mean(aucs):.3f} |")
     return lines
+
+
+def stop(parser: argparse.ArgumentParser, error: BadSets) -> None:
+    print(f"{parser.prog}: {error}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def named_folders(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, Path]:
@@ -75,12 +84,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--most", type=int, default=2, help="the most sets in one average (default 2)")
     args = parser.parse_args(argv)
     sets, tasks = {}, set()
-    for name, folder in named_folders(parser, args.sets).items():
-        task, sets[name] = fold_predictions(folder)
-        tasks.add(task)
-    if len(tasks) != 1:
-        parser.error(f"the sets hold different task types: {', '.join(sorted(tasks))}")
-    print("\n".join(mix_table(sets, tasks.pop(), args.most)))
+    try:
+        for name, folder in named_folders(parser, args.sets).items():
+            task, sets[name] = fold_predictions(folder)
+            tasks.add(task)
+        if len(tasks) != 1:
+            parser.error(f"the sets hold different task types: {', '.join(sorted(tasks))}")
+        print("\n".join(mix_table(sets, tasks.pop(), args.most)))
+    except BadSets as error:
+        stop(parser, error)
 
 
 if __name__ == "__main__":

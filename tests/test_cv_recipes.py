@@ -116,8 +116,9 @@ def test_fold_mixes_scores_each_set_and_each_average_on_the_shared_folds(tmp_pat
     rows = capsys.readouterr().out.splitlines()
     assert rows[0] == "| mix | fold 0 | mean |"  # b's fold 1 is not a's: left out
     assert rows[2:] == ["| a | 0.812 | 0.812 |", "| b | 0.812 | 0.812 |", "| a + b | 1.000 | 1.000 |"]
-    with pytest.raises(SystemExit, match="test predictions"):
+    with pytest.raises(SystemExit) as exit_:
         fold_mixes.main([f"a={a}", f"t={_fold_runs(tmp_path / 't', {0: [0.5] * 8}, labels, test=True)}"])
+    assert exit_.value.code == 2 and "holds test predictions" in capsys.readouterr().err
 
 
 def test_fold_curves_scores_the_best_epoch_the_last_and_the_tail_on_the_shared_folds(tmp_path, capsys):
@@ -144,10 +145,13 @@ def test_fold_curves_scores_the_best_epoch_the_last_and_the_tail_on_the_shared_f
     assert rows[2:] == ["| early | 0.925 | 0.750 | 0.775 | 2 1 |", "| late | 0.900 | 0.900 | 0.875 | 4 3 |"]
 
     (early / "fold0" / "results.json").write_text(json.dumps({"task_type": "binary"}))  # an official-split run
-    with pytest.raises(SystemExit, match="not a cross-validation run"):
-        fold_curves.main([f"early={early}"])
-    with pytest.raises(SystemExit, match="no finished"):
-        fold_curves.main([f"empty={tmp_path / 'nothing'}"])
     only_two = runs(tmp_path / "only_two", {2: [0.5] * 4})
-    with pytest.raises(SystemExit, match="no fold in common"):
-        fold_curves.main([f"late={late}", f"only_two={only_two}"])
+    for sets, error in [
+        ([f"early={early}"], "is not a cross-validation run"),
+        ([f"empty={tmp_path / 'nothing'}"], "holds no finished fold<i> runs"),
+        ([f"late={late}", f"only_two={only_two}"], "no fold in common"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            fold_curves.main(sets)
+        message = capsys.readouterr().err
+        assert exit_.value.code == 2 and error in message and len(message.splitlines()) == 1

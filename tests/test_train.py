@@ -1005,6 +1005,8 @@ def test_cross_validation_holds_out_each_train_or_validation_row_once_and_never_
         )
         assert sorted(train_rows + validation_rows) == pooled and not set(train_rows) & set(validation_rows)
         assert loaded.sizes == {"train": len(train_rows), "validation": len(validation_rows)}
+        # what the Trainer logs as examples and divides its speed by: rows, not batches
+        assert loaded.loader("train", raw, args).dataset.rows_per_rank() == len(train_rows)
         assert not test & set(train_rows + validation_rows)
         held_out += validation_rows
     assert sorted(held_out) == pooled  # every pooled row validates exactly once over the folds

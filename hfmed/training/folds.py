@@ -239,8 +239,13 @@ class RowBatches(IterableDataset):
         count = plan.rank_rows(n, rank, world, batch=self.batch_size, drop_last=self.drop_last)
         return order[a : a + count]
 
+    def rows_per_rank(self) -> int:
+        """Rows this rank reads per epoch, what ``MedTrainer.num_examples`` reports: without it a fold
+        run logged its batches as its examples and their rate as train_samples_per_second."""
+        return len(self._rank_rows())
+
     def __len__(self) -> int:
-        return -(-len(self._rank_rows()) // self.batch_size)
+        return -(-self.rows_per_rank() // self.batch_size)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         rows = self._rank_rows()

@@ -424,3 +424,18 @@ def test_the_scheduler_stops_every_run_when_the_watch_says_the_plan_changed(tmp_
     status = scheduler.run_jobs(jobs, [scheduler.Slot(1)], poll=0.05, watch=watch)
     assert status == {job.out: "cancelled" for job in jobs} and asked
     assert not (tmp_path / "run1").exists()  # never started
+
+
+def test_every_candidate_is_a_command_train_hf_takes_with_its_schedule_for_the_plans_epochs():
+    from hfmed.training import parse_args
+
+    cosine = space.Candidate("cosine", ("--arch", "resnet", "--lr_scheduler_type", "cosine"))
+    for subset, candidates in (("breastmnist", (*space.SPACE, cosine)), ("adrenalmnist3d", space.SPACE_3D)):
+        for candidate in candidates:
+            argv = [*space.COMMON_FLAGS, "--subset", subset, "--num_train_epochs", "40", *candidate.run_flags(40)]
+            _, _, recipe, args = parse_args(argv)
+            assert args.num_train_epochs == 40
+            if "--lr_scheduler_type" in candidate.flags:  # its own schedule: no step decay on top
+                assert recipe.lr_decay_epochs == [] and args.lr_scheduler_type.value == "cosine"
+            else:  # the preset's: x0.1 at half and three quarters of the plan's epochs
+                assert recipe.lr_decay_epochs == [20, 30] and args.lr_scheduler_type.value == "constant"

@@ -153,14 +153,18 @@ class _Run:
     setting: budget.Setting
     flags: list[str]
 
-    def common(self) -> list[str]:
-        """Every run's flags under the plan as it is now."""
+    def run_args(self, candidate: Candidate) -> list[str]:
+        """A run of ``candidate`` under the plan as it is now: every run's flags, then the
+        candidate's own for the plan's epochs (its schedule included)."""
+        epochs = self.record["plan"]["epochs"]
         return [
             *space_mod.COMMON_FLAGS,
             *self.flags,
-            *space_mod.schedule_flags(self.record["plan"]["epochs"]),
+            "--num_train_epochs",
+            str(epochs),
             "--split_log",
             str((self.out / SPLIT_LOG).resolve()),
+            *candidate.run_flags(epochs),
         ]
 
     def replan(self, slowdown: float) -> budget.Plan | None:
@@ -293,7 +297,7 @@ def _search_folds(
     """Every fold of the plan for the ``alive`` candidates (finished runs kept): True when a round
     was skipped or stopped for the budget, False when the folds are done, None when the first
     epochs cut the plan. Drops hopeless candidates from ``alive`` as it goes."""
-    out, record, clock, pool, info, common = run.out, run.record, run.clock, run.pool, run.info, run.common()
+    out, record, clock, pool, info = run.out, run.record, run.clock, run.pool, run.info
     plan = record["plan"]
     pooled = info.splits["train"] + info.splits["validation"]
     train_images = -(-pooled * (plan["folds"] - 1) // plan["folds"]) if plan["folds"] else 0
@@ -311,8 +315,7 @@ def _search_folds(
                 Job(
                     out / "search" / c.name / f"fold{f}",
                     [
-                        *common,
-                        *c.flags,
+                        *run.run_args(c),
                         "--cv_folds",
                         str(plan["folds"]),
                         "--cv_fold",
@@ -641,7 +644,7 @@ def _final_runs(run: _Run, rotation: list[Candidate]) -> list[Path] | None:
     rotation's (i mod n)-th recipe. With no search before them they are the first runs, and their
     first epochs calibrate the budget: None when that cut the plan; the time they then leave may
     take more seeds, trained after them."""
-    out, record, clock, pool, info, common = run.out, run.record, run.clock, run.pool, run.info, run.common()
+    out, record, clock, pool, info = run.out, run.record, run.clock, run.pool, run.info
     winner, average = rotation[0], _average(rotation)
     if record.get("seeds_grown") is None:  # decided once, so that a resumed run keeps its seeds
         _grow_seeds(run, average)
@@ -655,7 +658,7 @@ def _final_runs(run: _Run, rotation: list[Candidate]) -> list[Path] | None:
         for s in chosen:
             recipe = rotation[record["plan"]["seeds"].index(s) % len(rotation)]
             estimate = budget.run_seconds(recipe, info.splits["train"], epochs, slowdown)
-            flags = [*common, *recipe.flags, "--eval_test", "false", "--seed", str(s)]
+            flags = [*run.run_args(recipe), "--eval_test", "false", "--seed", str(s)]
             jobs.append(Job(out / "final" / f"seed{s}", flags, estimate))
             recipes[jobs[-1].out] = recipe
         return jobs
@@ -734,14 +737,13 @@ def _grow_seeds(run: _Run, recipe: Candidate, trained: int = 0) -> None:
 def _evaluation_runs(run: _Run, members: list[Path]) -> list[Path]:
     """The one step that opens test: each final seed's saved model (its checkpoint chosen on
     validation) scored on validation and test, as ``--model <seed> --do_train false``."""
-    out, record, clock, pool, common = run.out, run.record, run.clock, run.pool, run.common()
+    out, record, clock, pool = run.out, run.record, run.clock, run.pool
     recipes = final.member_recipes(record, members)
     jobs = [
         Job(
             out / "evaluation" / member.name,
             [
-                *common,
-                *space_mod.by_name(run.setting.space, recipes[member.name]).flags,
+                *run.run_args(space_mod.by_name(run.setting.space, recipes[member.name])),
                 "--model",
                 str(member.resolve()),
                 "--do_train",

@@ -20,6 +20,13 @@ class Candidate:
     #: for ResNet-18 widths against 170-200 for the small one, one thread each)
     cost: float = 1.0
 
+    def run_flags(self, epochs: int) -> tuple[str, ...]:
+        """Its flags in a run of ``epochs``: the preset's step decay at 50% and 75% of training
+        unless it names a schedule of its own (train_hf.py refuses both together)."""
+        if "--lr_scheduler_type" in self.flags:
+            return self.flags
+        return (*self.flags, "--lr_decay_epochs", f"{epochs * 0.5:g}", f"{epochs * 0.75:g}")
+
 
 REGULARISED = ("--weight_decay", "0.05", "--label_smoothing_factor", "0.1")
 
@@ -86,11 +93,6 @@ FOLD_TIERS: tuple[int, ...] = (5, 3)
 FINAL_SEEDS: tuple[int, ...] = tuple(range(100, 110))
 SEED_TIERS: tuple[int, ...] = (4, 2)
 COMMON_FLAGS: tuple[str, ...] = ("--preset", "medmnist", "--disable_tqdm", "true")
-
-
-def schedule_flags(epochs: int) -> list[str]:
-    """The preset's step decay at 50% and 75% of training, for a run of ``epochs``."""
-    return ["--num_train_epochs", str(epochs), "--lr_decay_epochs", f"{epochs * 0.5:g}", f"{epochs * 0.75:g}"]
 
 
 def by_name(space: tuple[Candidate, ...], name: str) -> Candidate:

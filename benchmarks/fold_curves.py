@@ -9,7 +9,7 @@ folds every set has, the mean over folds of: the best epoch's AUC (the search's 
 epoch's, and the mean of the last ``--last`` epochs (what training ends at, less one epoch's luck),
 then each fold's best epoch. The test split is never read: fold runs hold none.
 
-    python benchmarks/fold_curves.py mixup=runs/breast/search/wd_ls_flip_crop_mixup \\
+    python benchmarks/fold_curves.py mixup=runs/breast/search/wd_ls_flip_crop_mixup_cosine_ema \\
         published=runs/breast/search/published --last 10
 """
 

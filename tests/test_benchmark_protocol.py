@@ -540,6 +540,25 @@ def test_an_interrupted_benchmark_counts_the_time_it_spent_when_resumed(tiny_bui
     assert done.record["spent_seconds"] == pytest.approx(clock())
 
 
+def test_a_benchmark_planned_under_another_space_is_refused_on_resume_untouched(tiny_build, tmp_path, monkeypatch):
+    """The space changes between versions (a recipe replaced): resuming a folder whose plan names a
+    candidate this version lacks is one line, before any run and without writing to the folder."""
+    target, out = benchmark.Target("breastmnist", dataset=str(tiny_build)), tmp_path / "b"
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(protocol, "run_jobs", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.run_subset(target, 1e9, out, **OPTIONS)
+    saved = (out / protocol.RECORD_FILE).read_text()
+    assert json.loads(saved)["plan"]["candidates"] == ["plain", "wd"]
+    renamed = (TINY_SPACE[0], space.Candidate("wd_cosine", (*TINY_SPACE[1].flags, "--lr_scheduler_type", "cosine")))
+    with pytest.raises(UserError, match="planned with wd, not in this version's search space; resume it with"):
+        benchmark.run_subset(target, 1e9, out, **{**OPTIONS, "space": renamed})
+    assert (out / protocol.RECORD_FILE).read_text() == saved
+
+
 def test_sigterm_stops_a_benchmark_as_ctrl_c_does(tiny_build, tmp_path, monkeypatch, capsys):
     import os
     import signal

@@ -91,6 +91,12 @@ def run_subset(
     )
     if record.get("plan") is None:
         record["plan"] = budget.make_plan(budget_seconds, setting).as_dict()
+    missing = [n for n in record["plan"]["candidates"] if n not in {c.name for c in space}]
+    if missing:  # a benchmark begun under another version's space: its runs cannot be redone alike
+        raise UserError(
+            f"{out} was planned with {', '.join(missing)}, not in this version's search space; resume it "
+            "with the hfmed version that began it, or give a new --out"
+        )
     run = _Run(out, record, clock, pool, info, setting, [*target.flags(), *extra_flags])
     run.save()
     try:

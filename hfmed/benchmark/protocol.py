@@ -446,30 +446,21 @@ def _progress(run: Path) -> dict[str, Any] | None:
 
 
 def _calibrate(run: _Run, jobs: list[Job], costs: dict[Path, float]) -> bool:
-    """Learn the machine's speed from the first runs' first epochs (each run's progress.json):
-    its start-up and seconds per epoch project the whole run, set against the prior estimate of
+    """Learn the machine's speed from the first runs (each run's progress.json, :func:`_measure`):
+    their start-up and seconds per epoch project the whole run, set against the prior estimate of
     it. If the plan no longer fits the time left at that speed, cut it (``replan``) and say why in
     the record; True then, so that the round is stopped and started again under the new plan (at
-    most one epoch of it lost)."""
+    most a few epochs of it lost)."""
     out, record = run.out, run.record
-    samples = []
     epochs = record["plan"]["epochs"]
+    samples = []
     for job in jobs:
-        progress = _progress(job.out)
-        if progress and progress.get("epoch", 0) >= 1:
-            startup = progress.get("train_started", 0.0)
-            per_epoch = (progress["seconds"] - startup) / progress["epoch"]
+        measured = _measure(_progress(job.out), epochs, finished=(job.out / "results.json").is_file())
+        if measured is not None:
             cost = space_mod.Candidate("", (), costs[job.out])
             samples.append(
-                {
-                    "run": str(job.out.relative_to(out)),
-                    "epochs_done": progress["epoch"],
-                    "startup_seconds": startup,
-                    "seconds_per_epoch": per_epoch,
-                    "rows": progress["rows"],
-                    "projected_seconds": startup + per_epoch * epochs,
-                    "estimated_seconds": budget.run_seconds(cost, progress["rows"], epochs),
-                }
+                {"run": str(job.out.relative_to(out)), **measured}
+                | {"estimated_seconds": budget.run_seconds(cost, measured["rows"], epochs)}
             )
     if not samples:
         return False
@@ -498,6 +489,45 @@ def _calibrate(run: _Run, jobs: list[Job], costs: dict[Path, float]) -> bool:
             + [f"after measuring the first runs: {c}" for c in new.cut if c not in record["plan"]["cut"]],
         }
     return new is not None
+
+
+#: Epochs a run must have trained after its first before its speed is trusted: the first pays
+#: one-off costs (a cold page cache, the first evaluation and checkpoint): on BreastMNIST it once
+#: took 1.8x a later epoch, and projected over 100 epochs it cut two candidates from a plan that fitted.
+STEADY_EPOCHS = 2
+
+
+def _measure(progress: dict[str, Any] | None, epochs: int, finished: bool) -> dict[str, Any] | None:
+    """One run's projected time for ``epochs`` from its progress.json: its first epoch once, then
+    the rate of the epochs after it (:data:`STEADY_EPOCHS` of them at least, or all it had when it
+    finished). None while that is not yet known."""
+    if not progress or progress.get("epoch", 0) < 1:
+        return None
+    startup, done, seconds = progress.get("train_started", 0.0), progress["epoch"], progress["seconds"]
+    first = progress.get("first") or {}
+    after_first = done - first.get("epoch", done)
+    if after_first >= STEADY_EPOCHS or (finished and after_first >= 1):
+        per_epoch = (seconds - first["seconds"]) / after_first
+        # Not resumed: the first epoch (start-up and one-off costs included) counted once, as it was.
+        # Resumed: its epochs before this process are unknown, so every epoch at the later rate.
+        projected = (
+            first["seconds"] + per_epoch * (epochs - first["epoch"])
+            if first["epoch"] <= 1
+            else startup + per_epoch * epochs
+        )
+    elif finished:  # too short to tell the first epoch from the rest
+        per_epoch = (seconds - startup) / done
+        projected = startup + per_epoch * epochs
+    else:
+        return None
+    return {
+        "epochs_done": done,
+        "startup_seconds": startup,
+        "seconds_per_epoch": per_epoch,
+        "first_epoch_seconds": first.get("seconds"),
+        "rows": progress["rows"],
+        "projected_seconds": projected,
+    }
 
 
 def _discard_round(record: dict[str, Any], jobs: list[Job], status: dict[Path, str]) -> None:
@@ -686,6 +716,8 @@ def _final_runs(run: _Run, rotation: list[Candidate]) -> list[Path] | None:
         pool,
         watch=(lambda: record.get("calibration") is None and _calibrate(run, jobs, costs)) if calibrating else None,
     )
+    if calibrating and record.get("calibration") is None:
+        _calibrate(run, jobs, costs)  # runs that ended between two polls
     if calibrating and (record.get("calibration") or {}).get("replanned"):
         _discard_round(record, jobs, status)
         _save(out, record, clock)

@@ -486,6 +486,25 @@ def test_a_grown_candidate_stopped_before_its_last_fold_is_left_out_of_the_choic
     assert "left out of the choice" in (tmp_path / "b/results.md").read_text()
 
 
+def test_final_seeds_read_only_when_done_are_kept(tiny_build, tmp_path, monkeypatch):
+    """No search, 2-epoch seeds: too short to be read while they run (two epochs after the first
+    are needed), so their speed is read once they are done, and it is recorded, not acted on: at
+    400 s an epoch the plan would not fit, but the seeds are trained and nothing is started again."""
+    started: list[str] = []
+    clock = FakeClock()
+    monkeypatch.setattr(protocol, "now", clock)
+    monkeypatch.setattr(protocol, "run_jobs", _fake_trainer({}, 1.0, started, epoch_seconds=400.0, clock=clock))
+    options = {**FAKE, "epoch_tiers": (2,), "fold_tiers": (3,), "seed_tiers": (1,), "parallel": 1}
+    done = benchmark.run_subset(
+        benchmark.Target("breastmnist", dataset=str(tiny_build)), 100, tmp_path / "b", **options
+    )
+    calibration = done.record["calibration"]
+    assert [m["run"] for m in calibration["measured"]] == ["final/seed100"] and not calibration["replanned"]
+    assert calibration["measured"][0]["epochs_done"] == 2 and calibration["slowdown"] > 10
+    assert [Path(s).name for s in started] == ["seed100", "seed100"]  # trained, then evaluated: once each
+    assert done.results["test"]["auc"] is not None
+
+
 def test_with_no_search_the_time_the_first_seeds_leave_takes_more_seeds(tiny_build, tmp_path, monkeypatch):
     """A budget with room for no search (100 s against ~130 s for one): the final seeds are the
     first runs; they take 10 s each on the fake clock, half the prior, and the time they leave

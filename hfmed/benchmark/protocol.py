@@ -445,12 +445,12 @@ def _progress(run: Path) -> dict[str, Any] | None:
         return None
 
 
-def _calibrate(run: _Run, jobs: list[Job], costs: dict[Path, float]) -> bool:
+def _calibrate(run: _Run, jobs: list[Job], costs: dict[Path, float], may_replan: bool = True) -> bool:
     """Learn the machine's speed from the first runs (each run's progress.json, :func:`_measure`):
     their start-up and seconds per epoch project the whole run, set against the prior estimate of
     it. If the plan no longer fits the time left at that speed, cut it (``replan``) and say why in
     the record; True then, so that the round is stopped and started again under the new plan (at
-    most a few epochs of it lost)."""
+    most a few epochs of it lost). With ``may_replan`` False the speed is only recorded."""
     out, record = run.out, run.record
     epochs = record["plan"]["epochs"]
     samples = []
@@ -466,7 +466,7 @@ def _calibrate(run: _Run, jobs: list[Job], costs: dict[Path, float]) -> bool:
         return False
     slowdown = sum(s["projected_seconds"] for s in samples) / sum(s["estimated_seconds"] for s in samples)
     before = {k: record["plan"][k] for k in ("epochs", "folds", "candidates", "seeds")}
-    new = run.replan(slowdown)
+    new = run.replan(slowdown) if may_replan else None
     record["slowdown"] = slowdown
     record["calibration"] = {
         "measured": samples,
@@ -717,7 +717,9 @@ def _final_runs(run: _Run, rotation: list[Candidate]) -> list[Path] | None:
         watch=(lambda: record.get("calibration") is None and _calibrate(run, jobs, costs)) if calibrating else None,
     )
     if calibrating and record.get("calibration") is None:
-        _calibrate(run, jobs, costs)  # runs that ended between two polls
+        # Seeds too short to be read while they ran: their speed, for the seeds grown below. They
+        # are done, so nothing of theirs is left to cut (a replan now would discard finished work).
+        _calibrate(run, jobs, costs, may_replan=False)
     if calibrating and (record.get("calibration") or {}).get("replanned"):
         _discard_round(record, jobs, status)
         _save(out, record, clock)

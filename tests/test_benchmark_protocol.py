@@ -239,14 +239,16 @@ def _fake_trainer(
     epoch_seconds: float | None = None,
     clock=None,
     first_epoch_seconds: float | None = None,
+    watched: bool = True,
 ):
     """A stand-in for scheduler.run_jobs that writes what train_hf.py would, instantly: search runs
     get the given fold AUCs and validation predictions only; final runs none on test, evaluation
     runs test predictions too. With ``epoch_seconds``, each training run first reports its epochs in
     progress.json as train_hf.py does (10 s of start-up, its first epoch taking ``first_epoch_seconds``,
     as long as the others unless given), after its first and after its third (or last) epoch, and
-    ``watch`` is asked after each, as the real scheduler asks it while runs go; ``clock`` (a FakeClock)
-    is moved on by what each run takes."""
+    ``watch`` is asked after each, as the real scheduler asks it while runs go (unless not
+    ``watched``: runs that end between two polls); ``clock`` (a FakeClock) is moved on by what
+    each run takes."""
     rng = np.random.default_rng(0)
     first_epoch = epoch_seconds if first_epoch_seconds is None else first_epoch_seconds
 
@@ -271,7 +273,7 @@ def _fake_trainer(
                     if clock is not None:
                         clock.advance(reported(epoch) - reports)
                     reports = reported(epoch)
-                    if watch is not None and watch():
+                    if watched and watch is not None and watch():
                         status.update({j.out: "cancelled" for j in jobs if j.out not in status})
                         return status
             if clock is not None:
@@ -487,13 +489,15 @@ def test_a_grown_candidate_stopped_before_its_last_fold_is_left_out_of_the_choic
 
 
 def test_final_seeds_read_only_when_done_are_kept(tiny_build, tmp_path, monkeypatch):
-    """No search, 2-epoch seeds: too short to be read while they run (two epochs after the first
-    are needed), so their speed is read once they are done, and it is recorded, not acted on: at
-    400 s an epoch the plan would not fit, but the seeds are trained and nothing is started again."""
+    """No search, seeds that ended between two polls: their speed is read once they are done, and
+    it is recorded, not acted on: at 400 s an epoch the plan would not fit, but the seeds are
+    trained and nothing is started again."""
     started: list[str] = []
     clock = FakeClock()
     monkeypatch.setattr(protocol, "now", clock)
-    monkeypatch.setattr(protocol, "run_jobs", _fake_trainer({}, 1.0, started, epoch_seconds=400.0, clock=clock))
+    monkeypatch.setattr(
+        protocol, "run_jobs", _fake_trainer({}, 1.0, started, epoch_seconds=400.0, clock=clock, watched=False)
+    )
     options = {**FAKE, "epoch_tiers": (2,), "fold_tiers": (3,), "seed_tiers": (1,), "parallel": 1}
     done = benchmark.run_subset(
         benchmark.Target("breastmnist", dataset=str(tiny_build)), 100, tmp_path / "b", **options
@@ -757,6 +761,19 @@ def test_without_a_search_the_final_seeds_first_epochs_cut_the_plan(tiny_build, 
     assert (
         "--num_train_epochs 1 " in json.loads((tmp_path / "b/final/seed100/results.json").read_text())["command"] + " "
     )
+
+
+def test_a_plan_too_short_to_wait_for_later_epochs_is_read_at_the_first():
+    """Three epochs or fewer: waiting for two after the first would read the runs only as they end."""
+    progress = {
+        "epoch": 1.0,
+        "seconds": 30.0,
+        "train_started": 10.0,
+        "rows": 20,
+        "first": {"epoch": 1.0, "seconds": 30.0},
+    }
+    assert protocol._measure(progress, 3, finished=False)["projected_seconds"] == pytest.approx(70.0)
+    assert protocol._measure(progress, 4, finished=False) is None
 
 
 def test_progress_json_keeps_the_first_epoch_this_process_finished(tmp_path):

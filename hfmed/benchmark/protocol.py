@@ -500,9 +500,11 @@ STEADY_EPOCHS = 2
 def _measure(progress: dict[str, Any] | None, epochs: int, finished: bool) -> dict[str, Any] | None:
     """One run's projected time for ``epochs`` from its progress.json: its first epoch once, then
     the rate of the epochs after it (:data:`STEADY_EPOCHS` of them at least, or all it had when it
-    finished). None while that is not yet known."""
+    finished). A plan too short to wait for them is read at the first epoch: waiting would read it
+    only when its runs end. None while that is not yet known."""
     if not progress or progress.get("epoch", 0) < 1:
         return None
+    finished = finished or epochs <= 1 + STEADY_EPOCHS
     startup, done, seconds = progress.get("train_started", 0.0), progress["epoch"], progress["seconds"]
     first = progress.get("first") or {}
     after_first = done - first.get("epoch", done)
@@ -515,7 +517,7 @@ def _measure(progress: dict[str, Any] | None, epochs: int, finished: bool) -> di
             if first["epoch"] <= 1
             else startup + per_epoch * epochs
         )
-    elif finished:  # too short to tell the first epoch from the rest
+    elif finished:  # too short (so far, or in all) to tell the first epoch from the rest
         per_epoch = (seconds - startup) / done
         projected = startup + per_epoch * epochs
     else:

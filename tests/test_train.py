@@ -102,6 +102,7 @@ def in_unit_range(value) -> bool:
         ("retinamnist", "ordinal", ["--ordinal_loss", "emd", "--mixup_alpha", "0.4"]),
         ("chestmnist", "multi-label", ["--arch", "convnext", "--augment", "affine", "--mixup_alpha", "0.4"]),
         ("breastmnist", "binary", ["--arch", "resnet", "--ema_decay", "0.9", "--tta", "flip"]),
+        ("breastmnist", "binary", ["--arch", "regnet", "--augment", "flip_crop", "--mixup_alpha", "0.2"]),
         ("breastmnist", "binary", ["--arch", "resnet", "--mixup_alpha", "0.4", "--label_smoothing_factor", "0.1"]),
     ],
 )
@@ -365,24 +366,38 @@ def test_scratch_models_are_sized_to_the_image(arch, side, patch):
     assert logits.shape == (2, 3)
 
 
-@pytest.mark.parametrize("side, fed, first_stage", [(28, 112, 28), (64, 128, 32), (128, 128, 32), (224, 224, 56)])
-def test_resnet_inputs_are_enlarged_so_the_first_stage_sees_the_published_grid(side, fed, first_stage):
+@pytest.mark.parametrize(
+    "arch, side, fed, first_stage",
+    [
+        ("resnet", 28, 112, 28),
+        ("resnet", 64, 128, 32),
+        ("resnet", 128, 128, 32),
+        ("resnet", 224, 224, 56),
+        ("regnet", 28, 56, 28),
+        ("regnet", 64, 64, 32),
+        ("regnet", 128, 128, 32),
+        ("regnet", 224, 224, 56),
+    ],
+)
+def test_resnet_inputs_are_enlarged_so_the_first_stage_sees_the_published_grid(arch, side, fed, first_stage):
     """The 28 px ResNets of the MedMNIST experiments run their first stage at 28x28 (3x3 stride-1
-    stem); transformers' ResNet stem divides by 4, so small images are fed enlarged."""
+    stem); transformers' ResNet stem divides by 4 and its RegNet's by 2, so small images are fed
+    enlarged, and both families' stages see the same grids at every size."""
     info = task_info("binary", ("benign", "malignant"), channels=1, side=side)
     bundle = training.build_model(
-        training.ModelArguments(arch="resnet", arch_size="nano"),
+        training.ModelArguments(arch=arch, arch_size="nano"),
         training.RecipeArguments(),
         info,
         training.DataArguments(),
     )
-    assert bundle.image_size == fed and bundle.model.config.model_type == "resnet"
+    assert bundle.image_size == fed and bundle.model.config.model_type == arch
     assert bundle.model.config.id2label == {0: "benign", 1: "malignant"}
     with torch.no_grad():
-        stem = bundle.model.resnet.embedder(torch.zeros(1, 1, fed, fed))
-    assert stem.shape[-1] == first_stage
+        stages = bundle.model(pixel_values=torch.zeros(1, 1, fed, fed), output_hidden_states=True).hidden_states
+    # hidden_states: the stem's output, then each stage's; the last stage is 1/8 of the first
+    assert stages[1].shape[-1] == first_stage and stages[-1].shape[-1] == -(-first_stage // 8)
     explicit = training.build_model(
-        training.ModelArguments(arch="resnet", arch_size="nano"),
+        training.ModelArguments(arch=arch, arch_size="nano"),
         training.RecipeArguments(),
         info,
         training.DataArguments(image_size=side),

@@ -115,12 +115,12 @@ class ModelArguments:
             "local folder; overrides --arch"
         },
     )
-    arch: Literal["resnet", "convnext", "vit", "resnet3d", "acs", "resnet2_5d"] = field(
+    arch: Literal["resnet", "regnet", "convnext", "vit", "resnet3d", "acs", "resnet2_5d"] = field(
         default="resnet",
         metadata={
             "help": "architecture trained from scratch when no --model is given. 2D: resnet (the "
             "default, the MedMNIST v2 baselines' "
-            "family, trains best on small subsets; see BENCHMARKS.md), convnext, vit. 3D "
+            "family, trains best on small subsets; see BENCHMARKS.md), regnet (RegNetY), convnext, vit. 3D "
             "subsets: resnet3d (their default), acs "
             "(ACS convolutions), resnet2_5d (2D kernels over the slices)"
         },
@@ -129,8 +129,8 @@ class ModelArguments:
         default="small",
         metadata={
             "help": "width/depth of the from-scratch model: nano (2D only; tests, seconds), small "
-            "(default), base (ViT-B / "
-            "ConvNeXt-T / ResNet-18), large (3D only: ResNet-50)"
+            "(default; RegNetY-200MF), base (ViT-B / "
+            "ConvNeXt-T / ResNet-18 / RegNetY-800MF), large (3D only: ResNet-50)"
         },
     )
     ordinal_loss: Literal["cross_entropy", "emd"] = field(

@@ -1,4 +1,4 @@
-"""The networks ``train_hf.py`` trains: small from-scratch ViT/ConvNeXt/ResNet sized to the data,
+"""The networks ``train_hf.py`` trains: small from-scratch ViT/ConvNeXt/ResNet/RegNet sized to the data,
 or a pretrained image-classification checkpoint with a fresh head.
 
 Sizes and strides are tables, not branches over names; what a model needs fed (side, channels,
@@ -24,7 +24,13 @@ if TYPE_CHECKING:
 
 #: Spatial dimensions each from-scratch architecture takes: 2 for images, 3 for volumes.
 #: A config is refused, before anything is built, when its data and the architecture asked for disagree.
-ARCH_DIMENSIONS: dict[str, int] = {"resnet": 2, "convnext": 2, "vit": 2, **{name: 3 for name in models3d.FAMILIES}}
+ARCH_DIMENSIONS: dict[str, int] = {
+    "resnet": 2,
+    "regnet": 2,
+    "convnext": 2,
+    "vit": 2,
+    **{name: 3 for name in models3d.FAMILIES},
+}
 
 #: model_type of every saved 3D network, to tell a 3D checkpoint (a 3D run's folder) from a 2D one.
 MODEL_TYPES_3D = frozenset(config_class.model_type for config_class, _ in models3d.FAMILIES.values())
@@ -134,6 +140,14 @@ ARCH_SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "layer_type": "basic",
         },
     },
+    # RegNetY (Radosavovic et al., CVPR 2020): BatchNorm bottlenecks with grouped 3x3 convolutions
+    # and squeeze-and-excitation, a second convolutional family whose errors differ from the
+    # ResNet's. small = RegNetY-200MF's widths, depths and group width; base = RegNetY-800MF's.
+    "regnet": {
+        "nano": {"embedding_size": 8, "hidden_sizes": [8, 16, 24, 32], "depths": [1, 1, 1, 1], "groups_width": 8},
+        "small": {"embedding_size": 32, "hidden_sizes": [24, 56, 152, 368], "depths": [1, 1, 4, 7], "groups_width": 8},
+        "base": {"embedding_size": 32, "hidden_sizes": [64, 144, 320, 784], "depths": [1, 3, 8, 2], "groups_width": 16},
+    },
 }
 
 #: (smallest image side, patch or stem stride): the first stride that applies to the image.
@@ -151,7 +165,16 @@ PATCH_FOR_SIZE: dict[str, list[tuple[int, int]]] = {
 #: it with a 3x3 stride-1 convolution so that the first stage sees 28x28. transformers' ResNet has
 #: one stem, so the input is enlarged instead: 28 px -> 112 px puts the first stage at 28x28 as
 #: published (64 -> 128 at 32x32); 112 px and up are used as they are, as ImageNet ResNets are.
-INPUT_SCALE_FOR_SIZE: dict[str, list[tuple[int, int]]] = {"resnet": [(112, 1), (56, 2), (0, 4)]}
+#: The RegNet stem (3x3 stride 2, no pool) halves the side: 28 px are fed at 56, 64 px and up as
+#: they are, and its first stage keeps the stem's grid below 112 px (see scratch_config), so that
+#: every stage sees the ResNet's grid at every size.
+INPUT_SCALE_FOR_SIZE: dict[str, list[tuple[int, int]]] = {
+    "resnet": [(112, 1), (56, 2), (0, 4)],
+    "regnet": [(56, 1), (0, 2)],
+}
+
+#: Fed sides below this keep the RegNet's first stage at the stem's grid (no stride 2 there).
+REGNET_FIRST_STAGE_STRIDE_FROM = 112
 
 
 def fitted_patch(arch: str, image_size: int) -> int:
@@ -167,8 +190,8 @@ def fitted_input_size(arch: str, image_size: int) -> int:
 
 
 def scratch_config(arch: str, arch_size: str, image_size: int, channels: int, info: TaskInfo) -> PretrainedConfig:
-    """A randomly initialised ViT, ConvNeXt or ResNet configuration sized to the images, or a 3D network's."""
-    from transformers import ConvNextConfig, ResNetConfig, ViTConfig
+    """A randomly initialised ViT, ConvNeXt, ResNet or RegNet configuration sized to the images, or a 3D network's."""
+    from transformers import ConvNextConfig, RegNetConfig, ResNetConfig, ViTConfig
 
     if ARCH_DIMENSIONS.get(arch) == 3:
         return models3d.scratch_config(
@@ -191,6 +214,10 @@ def scratch_config(arch: str, arch_size: str, image_size: int, channels: int, in
     if arch == "resnet":
         del common["image_size"]  # a ResNet takes any size; the input is fitted by fitted_input_size
         return ResNetConfig(**ARCH_SIZES[arch][arch_size], **common)
+    if arch == "regnet":
+        del common["image_size"]  # as the ResNet's
+        first_stride = image_size >= REGNET_FIRST_STAGE_STRIDE_FROM
+        return RegNetConfig(**ARCH_SIZES[arch][arch_size], downsample_in_first_stage=first_stride, **common)
     patch = fitted_patch(arch, image_size)
     if arch == "vit":
         return ViTConfig(patch_size=patch, encoder_stride=patch, **ARCH_SIZES[arch][arch_size], **common)

@@ -129,7 +129,7 @@ class ModelArguments:
         default="small",
         metadata={
             "help": "width/depth of the from-scratch model: nano (2D only; tests, seconds), small "
-            "(default; RegNetY-200MF), base (ViT-B / "
+            "(default; the regnet is RegNetY-200MF), base (ViT-B / "
             "ConvNeXt-T / ResNet-18 / RegNetY-800MF), large (3D only: ResNet-50)"
         },
     )

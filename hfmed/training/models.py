@@ -141,8 +141,9 @@ ARCH_SIZES: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
     # RegNetY (Radosavovic et al., CVPR 2020): BatchNorm bottlenecks with grouped 3x3 convolutions
-    # and squeeze-and-excitation, a second convolutional family whose errors differ from the
-    # ResNet's. small = RegNetY-200MF's widths, depths and group width; base = RegNetY-800MF's.
+    # and squeeze-and-excitation, a second convolutional family (on BreastMNIST's 400 steps it
+    # trained far less than the ResNet: BENCHMARKS.md). small = RegNetY-200MF's widths, depths and
+    # group width; base = RegNetY-800MF's.
     "regnet": {
         "nano": {"embedding_size": 8, "hidden_sizes": [8, 16, 24, 32], "depths": [1, 1, 1, 1], "groups_width": 8},
         "small": {"embedding_size": 32, "hidden_sizes": [24, 56, 152, 368], "depths": [1, 1, 4, 7], "groups_width": 8},

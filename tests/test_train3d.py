@@ -183,7 +183,8 @@ def test_the_medmnist_preset_on_a_3d_subset_is_the_published_3d_protocol():
         ),
         (
             ["--subset", "breastmnist", "--arch", "acs"],
-            "breastmnist holds 2D images and --arch acs is a 3D architecture; use --arch resnet or convnext or vit",
+            "breastmnist holds 2D images and --arch acs is a 3D architecture; "
+            "use --arch resnet or regnet or convnext or vit",
         ),
         (
             ["--subset", "adrenalmnist3d", "--arch_size", "nano"],

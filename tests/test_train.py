@@ -379,7 +379,7 @@ def test_scratch_models_are_sized_to_the_image(arch, side, patch):
         ("regnet", 224, 224, 56),
     ],
 )
-def test_resnet_inputs_are_enlarged_so_the_first_stage_sees_the_published_grid(arch, side, fed, first_stage):
+def test_small_images_are_enlarged_so_the_first_stage_sees_the_published_grid(arch, side, fed, first_stage):
     """The 28 px ResNets of the MedMNIST experiments run their first stage at 28x28 (3x3 stride-1
     stem); transformers' ResNet stem divides by 4 and its RegNet's by 2, so small images are fed
     enlarged, and both families' stages see the same grids at every size."""

@@ -95,14 +95,18 @@ def test_the_plan_cuts_candidates_then_seeds_then_folds_then_epochs():
     sizes = {"train": 546, "validation": 78}
     setting = budget.Setting(space.SPACE, sizes, 2)  # the frozen tiers
     full = budget.make_plan(1e7, setting)
-    assert (full.epochs, full.folds, len(full.candidates), len(full.seeds), full.cut) == (100, 5, 5, 4, [])
+    assert (full.epochs, full.folds, len(full.candidates), len(full.seeds), full.cut) == (100, 5, 6, 4, [])
     hour = budget.make_plan(3600, setting)
     assert hour.estimated_seconds <= 3600 and hour.cut  # 5 x 5 x ~6 min runs do not fit an hour on 2 slots
     assert hour.candidates == [c.name for c in space.SPACE[: len(hour.candidates)]]
-    # Two hours at the 1.53x slowdown BreastMNIST's last run measured: every small-ResNet recipe
-    # is searched, and the ResNet-18 widths are what the budget cuts.
-    two_hours = budget.make_plan(7200, setting, 1.53)
-    assert two_hours.candidates == [c.name for c in space.SPACE if c.cost < 2] and len(two_hours.seeds) == 4
+    # Two hours at 1.3x the prior (BreastMNIST's search ran at 1.27-1.36x): every small-ResNet recipe
+    # is searched, and the ResNet-18 widths are what the budget cuts; at the 1.53x of an earlier
+    # run's first epochs the newest small recipe goes too (the search's growing may add it back).
+    small = [c.name for c in space.SPACE if c.cost < 2]
+    two_hours = budget.make_plan(7200, setting, 1.3)
+    assert two_hours.candidates == small and len(two_hours.seeds) == 4
+    slower = budget.make_plan(7200, setting, 1.53)
+    assert slower.candidates == small[:-1] and len(slower.seeds) == 4
     tiny = budget.make_plan(1, setting)
     assert (tiny.epochs, tiny.folds, tiny.candidates, tiny.seeds) == (
         1,

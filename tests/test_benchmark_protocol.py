@@ -240,6 +240,7 @@ def _fake_trainer(
     clock=None,
     first_epoch_seconds: float | None = None,
     watched: bool = True,
+    held_out: dict[str, np.ndarray] | None = None,
 ):
     """A stand-in for scheduler.run_jobs that writes what train_hf.py would, instantly: search runs
     get the given fold AUCs and validation predictions only; final runs none on test, evaluation
@@ -248,7 +249,8 @@ def _fake_trainer(
     as long as the others unless given), after its first and after its third (or last) epoch, and
     ``watch`` is asked after each, as the real scheduler asks it while runs go (unless not
     ``watched``: runs that end between two polls); ``clock`` (a FakeClock) is moved on by what
-    each run takes."""
+    each run takes. ``held_out`` gives a candidate's validation probabilities on every fold (random
+    otherwise)."""
     rng = np.random.default_rng(0)
     first_epoch = epoch_seconds if first_epoch_seconds is None else first_epoch_seconds
 
@@ -298,7 +300,9 @@ def _fake_trainer(
                 "best_validation_auc": 0.9,
             }
             y = np.array([0, 1] * 10)
-            arrays = {"validation_labels": y, "validation_scores": rng.random((20, 2))}
+            drawn = rng.random((20, 2))
+            given = (held_out or {}).get(job.out.parent.name) if cv else None
+            arrays = {"validation_labels": y, "validation_scores": drawn if given is None else given}
             if cv:
                 fold = int(job.args[job.args.index("--cv_fold") + 1])
                 results |= {
@@ -327,10 +331,19 @@ SPACE3 = TINY_SPACE + (space.Candidate("big", ("--arch", "resnet", "--arch_size"
 FAKE = {**OPTIONS, "space": SPACE3, "fold_tiers": (3,)}  # the runs are faked: three candidates, three folds
 
 
+# Held-out probabilities on the fake folds' labels ([0, 1] * 10): the first half of the rows told
+# apart, the second half not (AUC 0.875), and the reverse; averaged, every row is told apart.
+_Y = np.array([0, 1] * 10, dtype=float)
+_TOLD = np.stack([1 - (0.1 + 0.8 * _Y), 0.1 + 0.8 * _Y], axis=1)
+FIRST_HALF = np.concatenate([_TOLD[:10], np.full((10, 2), 0.5)])
+SECOND_HALF = np.concatenate([np.full((10, 2), 0.5), _TOLD[10:]])
+
+
 def test_a_hopeless_candidate_is_dropped_after_two_folds(tiny_build, tmp_path, monkeypatch):
     started: list[str] = []
     aucs = {"plain": [0.80, 0.82, 0.81], "wd": [0.83, 0.84, 0.86], "big": [0.70, 0.72, 0.99]}
-    monkeypatch.setattr(protocol, "run_jobs", _fake_trainer(aucs, 1.0, started))
+    alike = {"plain": FIRST_HALF, "wd": FIRST_HALF, "big": FIRST_HALF}  # big errs as the leader does
+    monkeypatch.setattr(protocol, "run_jobs", _fake_trainer(aucs, 1.0, started, held_out=alike))
     done = benchmark.run_subset(benchmark.Target("breastmnist", dataset=str(tiny_build)), 1e9, tmp_path / "b", **FAKE)
     record = done.record
     assert set(record["dropped"]) == {"big"} and record["dropped"]["big"]["after_folds"] == [0, 1]
@@ -339,6 +352,25 @@ def test_a_hopeless_candidate_is_dropped_after_two_folds(tiny_build, tmp_path, m
     assert not (tmp_path / "b/search/big/fold2").exists()  # its third fold (which would have been 0.99) never ran
     assert record["selection"]["winner"] == "wd" and record["selection"]["folds_compared"] == [0, 1, 2]
     assert "dropped as hopeless: big" in (tmp_path / "b/results.md").read_text()
+
+
+def test_a_weak_candidate_that_raises_the_leader_in_the_mix_is_kept(tiny_build, tmp_path, monkeypatch):
+    """The final seeds rotate over a mix, so a candidate far below the leader alone is not dropped
+    while averaging it with the leader scores above the leader: it errs where the leader does not."""
+    started: list[str] = []
+    aucs = {"plain": [0.80, 0.82, 0.81], "wd": [0.83, 0.84, 0.86], "big": [0.70, 0.72, 0.74]}
+    differs = {"plain": FIRST_HALF, "wd": FIRST_HALF, "big": SECOND_HALF}
+    monkeypatch.setattr(protocol, "run_jobs", _fake_trainer(aucs, 1.0, started, held_out=differs))
+    done = benchmark.run_subset(benchmark.Target("breastmnist", dataset=str(tiny_build)), 1e9, tmp_path / "b", **FAKE)
+    record = done.record
+    assert record["dropped"] == {} and (tmp_path / "b/search/big/fold2/results.json").is_file()
+    kept = record["kept_as_partner"]["big"]
+    assert kept["after_folds"] == [0, 1] and kept["leader"] == "wd"
+    assert (kept["leader_auc"], kept["pair_auc"]) == (pytest.approx(0.875), pytest.approx(1.0))
+    # the mix then takes it: wd, then big (1.0 on every fold)
+    assert record["selection"]["mix"]["rotation"] == ["wd", "big"]
+    assert done.results["benchmark"]["kept_as_partner"]["big"]["leader"] == "wd"
+    assert "kept as a partner: big" in (tmp_path / "b/results.md").read_text()
 
 
 def test_the_final_seeds_rotate_over_the_mix_and_each_is_evaluated_as_it_was_trained(tiny_build, tmp_path, monkeypatch):

@@ -189,6 +189,16 @@ def test_hopeless_candidates_are_dropped_on_shared_folds_only():
     scores = {"a": {0: 0.90, 1: 0.92}, "b": {0: 0.85, 1: 0.86}, "c": {0: 0.89, 1: 0.90}}
     assert selection.hopeless(scores, ["a", "b", "c"]) == ["b"]  # 0.91 - 0.855 > 0.03; c is 0.015 behind
     assert selection.hopeless({"a": {0: 0.9}, "b": {0: 0.5}}, ["a", "b"]) == []  # one fold is not enough
+    # With held-out predictions, b is kept if averaging it with the leader a raises a's score.
+    y = np.array([0, 1, 0, 1])
+    told_first, told_second = np.array([0.1, 0.9, 0.5, 0.5]), np.array([0.5, 0.5, 0.1, 0.9])
+    folds = {f: (y, told_first) for f in (0, 1)}
+    from sklearn.metrics import roc_auc_score as auc  # a alone: 0.875 on each fold; a with b: 1.0
+
+    partner = {"a": folds, "b": {f: (y, told_second) for f in (0, 1)}, "c": folds}
+    assert selection.hopeless(scores, ["a", "b", "c"], partner, auc) == []
+    alike = {"a": folds, "b": folds, "c": folds}
+    assert selection.hopeless(scores, ["a", "b", "c"], alike, auc) == ["b"]
     # b has an extra fold that a lacks: compared on fold 0 and 1 only
     assert selection.ranking({"a": {0: 0.9, 1: 0.9}, "b": {0: 0.8, 1: 0.8, 2: 1.0}}, ["a", "b"])[0] == (
         "a",

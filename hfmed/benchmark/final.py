@@ -96,6 +96,7 @@ def evaluate(members: list[Path], evaluations: list[Path], out: Path, record: di
             "ensemble": ensemble,
             "skipped": record["skipped"],
             "dropped": record["dropped"],
+            "kept_as_partner": record.get("kept_as_partner", {}),
             "budget_seconds": record["budget_seconds"],
             "spent_seconds_before_evaluation": record["spent_seconds"],
         },

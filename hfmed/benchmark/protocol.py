@@ -380,7 +380,7 @@ def _search_folds(
         if fold < plan["folds"]:  # after the last round there is nothing left to save by dropping
             # Only a candidate with folds still to run is dropped: one whose folds are all done
             # (a planned one, when a grown candidate runs) costs nothing more, and stays in the choice.
-            _drop_hopeless(record, scores, alive, [c for c in alive if len(scores.get(c.name, {})) < plan["folds"]])
+            _drop_hopeless(run, scores, alive, [c for c in alive if len(scores.get(c.name, {})) < plan["folds"]])
             alive[:] = [c for c in alive if c.name not in record["dropped"]]
         _save(out, record, clock)
     return False
@@ -560,12 +560,29 @@ def _collect(out: Path, scores: dict[str, dict[int, float]], candidates: list[Ca
 
 
 def _drop_hopeless(
-    record: dict[str, Any], scores: dict[str, dict[int, float]], alive: list[Candidate], droppable: list[Candidate]
+    run: _Run, scores: dict[str, dict[int, float]], alive: list[Candidate], droppable: list[Candidate]
 ) -> None:
+    """Stop searching candidates far below the leader, unless one still raises the leader's score
+    as its partner in the mix (:func:`selection.hopeless`); those kept so are recorded too."""
+    record = run.record
     names = [c.name for c in alive]
     folds = selection.shared_folds(scores, names)
     may_drop = {c.name for c in droppable}
-    for name in [n for n in selection.hopeless(scores, names) if n in may_drop]:
+    behind = selection.hopeless(scores, names)
+    if not behind:
+        return
+    predictions, auc = _held_out(run, names, folds)
+    dropped = selection.hopeless(scores, names, predictions, auc)
+    leader = selection.ranking(scores, names)[0][0]
+    for name in [n for n in behind if n not in dropped and n in may_drop]:
+        record.setdefault("kept_as_partner", {})[name] = {
+            "after_folds": folds,
+            "mean_auc": selection.mean_on(scores[name], folds),
+            "leader": leader,
+            "leader_auc": selection.mix_score(predictions, [leader], folds, auc),
+            "pair_auc": selection.mix_score(predictions, [leader, name], folds, auc),
+        }
+    for name in [n for n in dropped if n in may_drop]:
         record["dropped"][name] = {
             "after_folds": folds,
             "mean_auc": selection.mean_on(scores[name], folds),
@@ -610,22 +627,27 @@ def _fold_auc(run: Path) -> float:
     return float(_search_run(run)[0]["validation"]["auc"])
 
 
+def _held_out(
+    run: _Run, names: list[str], folds: list[int]
+) -> tuple[dict[str, dict[int, selection.FoldPredictions]], selection.Score]:
+    """The search runs' held-out predictions on ``folds``, and the task's AUC to score them by."""
+    from hfmed import metrics
+
+    task = run.record["task_type"]
+
+    def auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
+        return metrics.compute(task, labels, probabilities)["auc"]
+
+    return {n: {f: _search_run(run.out / "search" / n / f"fold{f}")[1] for f in folds} for n in names}, auc
+
+
 def _mix(run: _Run, ranked: list[str], folds: list[int]) -> dict[str, Any]:
     """The recipes the final seeds rotate over: greedy ensemble selection on the out-of-fold
     predictions of the ranked survivors, one pick per planned seed, cut to the shortest run of
     picks with the best score. On BreastMNIST's folds, two recipes' average beat two seeds of the
     winner (BENCHMARKS.md); when one candidate is best alone, the rotation is the winner only."""
-    from hfmed import metrics
-
-    task = run.record["task_type"]
-    predictions = {n: {f: _search_run(run.out / "search" / n / f"fold{f}")[1] for f in folds} for n in ranked}
-    steps = selection.ensemble_selection(
-        predictions,
-        ranked,
-        folds,
-        len(run.record["plan"]["seeds"]),
-        lambda labels, scores: metrics.compute(task, labels, scores)["auc"],
-    )
+    predictions, auc = _held_out(run, ranked, folds)
+    steps = selection.ensemble_selection(predictions, ranked, folds, len(run.record["plan"]["seeds"]), auc)
     return {
         "steps": [{"candidate": name, "mean_fold_auc": score} for name, score in steps],
         "rotation": selection.best_prefix(steps),

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from hfmed.benchmark import selection
+
 PROTOCOL = "**hfmed benchmark (this protocol)**"
 
 
@@ -129,6 +131,12 @@ def search_markdown(record: dict[str, Any], results: dict[str, Any]) -> list[str
         f"- dropped as hopeless: {n} (mean fold AUC {_f(d['mean_auc'])} against the "
         f"leader's {_f(d['leader_mean_auc'])} on folds {d['after_folds']})"
         for n, d in record["dropped"].items()
+    ]
+    lines += [
+        f"- kept as a partner: {n} (mean fold AUC {_f(d['mean_auc'])}, more than {selection.MARGIN} below the "
+        f"leader, but the leader {d['leader']} averaged with it scored {_f(d['pair_auc'])} against "
+        f"{_f(d['leader_auc'])} alone on folds {d['after_folds']})"
+        for n, d in record.get("kept_as_partner", {}).items()
     ]
     lines += ["", "| candidate | fold AUCs | mean on the compared folds |", "|---|---|---|"]
     means = {r["candidate"]: r["mean_fold_auc"] for r in sel.get("ranking", [])}

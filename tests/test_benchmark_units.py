@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from hfmed import benchmark
 from hfmed.benchmark import budget, clinical, decathlon, selection, space
@@ -192,13 +193,11 @@ def test_hopeless_candidates_are_dropped_on_shared_folds_only():
     # With held-out predictions, b is kept if averaging it with the leader a raises a's score.
     y = np.array([0, 1, 0, 1])
     told_first, told_second = np.array([0.1, 0.9, 0.5, 0.5]), np.array([0.5, 0.5, 0.1, 0.9])
-    folds = {f: (y, told_first) for f in (0, 1)}
-    from sklearn.metrics import roc_auc_score as auc  # a alone: 0.875 on each fold; a with b: 1.0
-
-    partner = {"a": folds, "b": {f: (y, told_second) for f in (0, 1)}, "c": folds}
-    assert selection.hopeless(scores, ["a", "b", "c"], partner, auc) == []
-    alike = {"a": folds, "b": folds, "c": folds}
-    assert selection.hopeless(scores, ["a", "b", "c"], alike, auc) == ["b"]
+    first = {f: (y, told_first) for f in (0, 1)}  # a alone: AUC 0.875 on each fold; a with b: 1.0
+    partner = {"a": first, "b": {f: (y, told_second) for f in (0, 1)}, "c": first}
+    assert selection.hopeless(scores, ["a", "b", "c"], partner, roc_auc_score) == []
+    alike = {"a": first, "b": first, "c": first}
+    assert selection.hopeless(scores, ["a", "b", "c"], alike, roc_auc_score) == ["b"]
     # b has an extra fold that a lacks: compared on fold 0 and 1 only
     assert selection.ranking({"a": {0: 0.9, 1: 0.9}, "b": {0: 0.8, 1: 0.8, 2: 1.0}}, ["a", "b"])[0] == (
         "a",

@@ -573,9 +573,10 @@ def _drop_hopeless(
         return
     predictions, auc = _held_out(run, names, folds)
     dropped = selection.hopeless(scores, names, predictions, auc)
-    leader = selection.ranking(scores, names)[0][0]
+    leader, leader_mean = selection.ranking(scores, names)[0]
+    kept = record.setdefault("kept_as_partner", {})
     for name in [n for n in behind if n not in dropped and n in may_drop]:
-        record.setdefault("kept_as_partner", {})[name] = {
+        kept[name] = {
             "after_folds": folds,
             "mean_auc": selection.mean_on(scores[name], folds),
             "leader": leader,
@@ -583,10 +584,11 @@ def _drop_hopeless(
             "pair_auc": selection.mix_score(predictions, [leader, name], folds, auc),
         }
     for name in [n for n in dropped if n in may_drop]:
+        kept.pop(name, None)  # kept after earlier folds, no help to the leader after these
         record["dropped"][name] = {
             "after_folds": folds,
             "mean_auc": selection.mean_on(scores[name], folds),
-            "leader_mean_auc": selection.ranking(scores, names)[0][1],
+            "leader_mean_auc": leader_mean,
         }
 
 
